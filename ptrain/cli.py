@@ -1,0 +1,86 @@
+"""`ptrain <command> ...`: train, check, eval, predict. User mistakes print one line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import warnings
+
+from ptrain.errors import PtrainError
+
+USAGE_EXIT = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ptrain", description="Fine-tune Hugging Face models from a YAML config.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("train", "train as CONFIG says"), ("check", "validate CONFIG only (no model, no data)")):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("config", help="YAML config file")
+        sub.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.epochs=2")
+    sub = commands.add_parser("eval", help="score an exported model on a split of CONFIG's data")
+    sub.add_argument("config")
+    sub.add_argument("overrides", nargs="*")
+    sub.add_argument("--model", required=True, help="exported model folder, e.g. runs/NAME/TIME/best")
+    sub.add_argument("--split", default="validation", choices=["validation", "test"])
+    sub = commands.add_parser("predict", help="label every text of a file with an exported model")
+    sub.add_argument("--model", required=True)
+    sub.add_argument("--input", required=True, help="CSV, TSV, JSONL or TXT (one text per line)")
+    sub.add_argument("--output", default="-", help=".csv, .tsv or .jsonl file; - (default) prints JSONL")
+    sub.add_argument("--text-column", default="text")
+    sub.add_argument("--batch-size", type=int, default=64)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    quiet_libraries()
+    try:
+        return run_command(args)
+    except PtrainError as err:
+        print(f"ptrain: error: {err}", file=sys.stderr)
+        return USAGE_EXIT
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from ptrain.config import load_config, to_yaml
+
+    if args.command == "predict":
+        from ptrain.inference import predict_file
+
+        count = predict_file(args.model, args.input, args.output, args.text_column, args.batch_size)
+        if args.output != "-":
+            print(f"ptrain: {count} predictions written to {args.output}", file=sys.stderr)
+        return 0
+    cfg = load_config(args.config, args.overrides)
+    if args.command == "check":
+        print(to_yaml(cfg), end="")
+        print(f"ptrain: {args.config} is valid", file=sys.stderr)
+    elif args.command == "train":
+        from ptrain.train import train
+
+        train(cfg)
+    elif args.command == "eval":
+        from ptrain.inference import evaluate_export
+
+        print(json.dumps(evaluate_export(cfg, args.model, args.split), indent=2))
+    return 0
+
+
+def quiet_libraries() -> None:
+    """Silence library chatter that means nothing to a user; our own messages stay."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated.*")
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    logging.getLogger("accelerate").setLevel(logging.ERROR)

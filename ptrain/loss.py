@@ -1,0 +1,58 @@
+"""CrossEntropyLoss on the model's logits, normalised by the real targets of a whole accumulation window."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+IGNORE_INDEX = -100
+
+
+class ClassificationLoss:
+    """Summed cross entropy; `target_weight` gives the matching denominator (the weighted target count).
+
+    Summing per micro-batch and dividing by the window's total makes gradient accumulation and several
+    processes give exactly the gradient of one big batch, the same value PyTorch's weighted mean gives.
+    """
+
+    def __init__(self, label_smoothing: float = 0.0, class_weights: torch.Tensor | None = None):
+        self.class_weights = class_weights
+        self.criterion = nn.CrossEntropyLoss(
+            weight=class_weights, reduction="sum", label_smoothing=label_smoothing, ignore_index=IGNORE_INDEX
+        )
+
+    def to(self, device: torch.device) -> ClassificationLoss:
+        if self.class_weights is not None:
+            self.class_weights = self.class_weights.to(device)
+            self.criterion.weight = self.class_weights
+        return self
+
+    def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.criterion(logits.float(), labels)
+
+    def target_weight(self, labels: torch.Tensor) -> torch.Tensor:
+        real = labels != IGNORE_INDEX
+        if self.class_weights is None:
+            return real.sum().float()
+        return self.class_weights[labels[real]].sum()
+
+
+def balanced_class_weights(labels: list[int], num_labels: int) -> torch.Tensor:
+    """n_samples / (n_classes * count(class)), as scikit-learn's class_weight='balanced'."""
+    counts = torch.bincount(torch.tensor(labels), minlength=num_labels).float()
+    return len(labels) / (num_labels * counts.clamp(min=1))
+
+
+def normalise_gradients(parameters, accelerator, window_weight: torch.Tensor) -> torch.Tensor:
+    """Turn the summed-loss gradient of an accumulation window into its per-target mean.
+
+    Accelerate divided every micro-batch loss by gradient_accumulation_steps and DDP averaged over
+    processes; multiplying by both and dividing by the window's real-target count on all processes
+    gives exactly the gradient of one big batch. Returns that count.
+    """
+    total = accelerator.reduce(window_weight.detach().clone(), "sum")
+    factor = accelerator.gradient_accumulation_steps * accelerator.num_processes / total.clamp(min=1e-12)
+    for param in parameters:
+        if param.grad is not None:
+            param.grad.mul_(factor.to(param.grad.dtype))
+    return total

@@ -1,0 +1,54 @@
+"""Training statistics between log points, kept on the device and read (one host sync) only when logged."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+
+class TrainMeter:
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.window_weight = torch.zeros((), device=device)  # real targets of the current window, this process
+        self._reset()
+
+    def _reset(self) -> None:
+        zero = lambda: torch.zeros((), device=self.device)  # noqa: E731
+        self.loss_sum, self.target_weight = zero(), zero()
+        self.real_tokens, self.token_slots, self.samples = zero(), zero(), zero()
+        self.grad_norm_sum, self.steps = zero(), 0
+        self.start = time.perf_counter()
+        self.excluded_seconds = 0.0  # evaluation time inside the interval
+
+    def add_micro_batch(self, loss_sum: torch.Tensor, target_weight: torch.Tensor, attention_mask: torch.Tensor):
+        self.loss_sum += loss_sum
+        self.window_weight += target_weight
+        self.real_tokens += attention_mask.sum()
+        self.token_slots += attention_mask.numel()
+        self.samples += attention_mask.shape[0]
+
+    def end_window(self, global_target_weight: torch.Tensor, grad_norm: torch.Tensor | None) -> None:
+        self.target_weight += global_target_weight
+        if grad_norm is not None:
+            self.grad_norm_sum += grad_norm.float()
+        self.steps += 1
+        self.window_weight.zero_()
+
+    def exclude(self, seconds: float) -> None:
+        self.excluded_seconds += seconds
+
+    def read(self, accelerator) -> dict[str, float]:
+        """Interval averages over all processes; resets the interval."""
+        local = torch.stack([self.loss_sum, self.real_tokens, self.token_slots, self.samples])
+        loss_sum, real_tokens, token_slots, samples = accelerator.reduce(local, "sum").tolist()
+        seconds = max(time.perf_counter() - self.start - self.excluded_seconds, 1e-9)
+        stats = {
+            "loss": loss_sum / max(self.target_weight.item(), 1e-12),
+            "grad_norm": self.grad_norm_sum.item() / max(self.steps, 1),
+            "tokens_per_second": real_tokens / seconds,
+            "samples_per_second": samples / seconds,
+            "padding_fraction": 1.0 - real_tokens / max(token_slots, 1),
+        }
+        self._reset()
+        return stats
