@@ -1,4 +1,4 @@
-"""`ptrain <command> ...`: train, check, eval, predict. User mistakes print one line and exit 2."""
+"""`ptrain <command> ...`: train, check, eval, predict, bench. User mistakes print one line and exit 2."""
 
 from __future__ import annotations
 
@@ -26,6 +26,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("overrides", nargs="*")
     sub.add_argument("--model", required=True, help="exported model folder, e.g. runs/NAME/TIME/best")
     sub.add_argument("--split", default="validation", choices=["validation", "test"])
+    sub = commands.add_parser("bench", help="training throughput of ptrain (and the HF Trainer) on CONFIG's job")
+    sub.add_argument("config")
+    sub.add_argument("overrides", nargs="*")
+    sub.add_argument("--steps", type=int, default=100, help="timed optimizer steps")
+    sub.add_argument("--warmup-steps", type=int, default=10, help="untimed steps first")
+    sub.add_argument("--compare-hf", action="store_true", help="also time transformers.Trainer on the same job")
+    sub.add_argument("--json", help="also write the report to this JSON file")
     sub = commands.add_parser("predict", help="label every text of a file with an exported model")
     sub.add_argument("--model", required=True)
     sub.add_argument("--input", required=True, help="CSV, TSV, JSONL or TXT (one text per line)")
@@ -67,6 +74,10 @@ def run_command(args: argparse.Namespace) -> int:
         from ptrain.inference import evaluate_export
 
         print(json.dumps(evaluate_export(cfg, args.model, args.split), indent=2))
+    elif args.command == "bench":
+        from ptrain.bench import bench, print_report
+
+        print_report(bench(cfg, args.steps, args.warmup_steps, args.compare_hf), args.json)
     return 0
 
 

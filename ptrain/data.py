@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,9 +130,10 @@ def tokenize_splits(cfg: Config, raw: DatasetDict, tokenizer, label_names: list[
     cache_dir = Path(cfg.data.cache_dir or DEFAULT_CACHE_DIR).expanduser()
     cache_dir.mkdir(parents=True, exist_ok=True)
     tokenized, hits = {}, {}
+    tokenizer_hash = _tokenizer_hash(tokenizer)
     for split, ds in raw.items():
         mapping = label_to_id(ds, split, cfg.data.label_column, label_names)
-        key = _cache_key(cfg, ds, tokenizer, mapping)
+        key = _cache_key(cfg, ds, tokenizer_hash, mapping)
         cache_file = cache_dir / f"{key}.arrow"
         hits[split] = cache_file.is_file()
         tokenized[split] = ds.map(
@@ -159,14 +161,23 @@ def _encoder(cfg: Config, tokenizer, mapping: dict):
     return encode
 
 
-def _cache_key(cfg: Config, ds: Dataset, tokenizer, mapping: dict) -> str:
-    """Content hash of everything that changes the tokenized rows."""
+def _tokenizer_hash(tokenizer) -> str:
+    """Vocabulary, normaliser and post-processor; not the truncation/padding state, which every call resets."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    vocab = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    if backend is None:
+        state = repr(sorted(tokenizer.get_vocab().items()))
+    else:
+        state = json.loads(backend.to_str())
+        state.pop("truncation", None), state.pop("padding", None)
+        state = json.dumps(state, sort_keys=True)
+    return hashlib.sha256(f"{type(tokenizer).__name__}:{state}".encode()).hexdigest()
+
+
+def _cache_key(cfg: Config, ds: Dataset, tokenizer_hash: str, mapping: dict) -> str:
+    """Content hash of everything that changes the tokenized rows."""
     parts = [
         ds._fingerprint,  # datasets' own hash of the file contents and the select/split applied to them
-        hashlib.sha256(vocab.encode()).hexdigest(),
-        type(tokenizer).__name__,
+        tokenizer_hash,
         cfg.data.text_column, str(cfg.data.text_pair_column), cfg.data.label_column,
         str(cfg.data.max_length), repr(sorted(mapping.items(), key=repr)), "v1",
     ]  # fmt: skip

@@ -60,6 +60,15 @@ class LoopState:
 def train(cfg: Config) -> Path:
     """Fine-tune as the config says; returns the run folder (TensorBoard events, exports, metrics)."""
     started = time.perf_counter()
+    run = setup(cfg)
+    announce(run)
+    state = fit(run)
+    finish(run, state, time.perf_counter() - started)
+    return run.run_dir
+
+
+def setup(cfg: Config, track: bool = True) -> Run:
+    """Everything before the first step: run folder, tokenizer, data, model, optimizer, schedule, prepare."""
     accelerator = build_accelerator(cfg)
     set_seed(cfg.train.seed)
     run_dir = create_run_dir(accelerator, cfg.output_dir, cfg.name)
@@ -76,13 +85,9 @@ def train(cfg: Config) -> Path:
     plan = plan_steps(len(train_loader), cfg.train)
     scheduler = accelerator.prepare(build_scheduler(optimizer, plan, accelerator.num_processes))
     loss_fn = build_loss(cfg, splits).to(accelerator.device)
-    tracker = Tracker(run_dir, enabled=accelerator.is_main_process)
-    run = Run(cfg, accelerator, run_dir, tokenizer, splits, model, optimizer, scheduler,
-              train_loader, eval_loader, loss_fn, plan, tracker)  # fmt: skip
-    announce(run)
-    state = fit(run)
-    finish(run, state, time.perf_counter() - started)
-    return run_dir
+    tracker = Tracker(run_dir, enabled=track and accelerator.is_main_process)
+    return Run(cfg, accelerator, run_dir, tokenizer, splits, model, optimizer, scheduler,
+               train_loader, eval_loader, loss_fn, plan, tracker)  # fmt: skip
 
 
 def build_accelerator(cfg: Config) -> Accelerator:

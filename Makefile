@@ -1,0 +1,31 @@
+# Two entry points: `make train` (set up, then the main job) and `make test` (set up, then the suite).
+# Everything installs into .venv. torch is installed first, on its own: here `torch==2.13.0` is the local
+# CPU wheel; any other spec, or letting a dependency pull torch, downloads several GB of CUDA packages.
+VENV ?= .venv
+PYTHON ?= python3
+TORCH_SPEC ?= torch==2.13.0
+CONFIG ?= configs/emotion.yaml
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: setup train test bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $@
+
+train: setup
+	$(BIN)/ptrain train $(CONFIG)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/ptrain bench $(CONFIG) --steps 100 --compare-hf
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,42 @@
+"""Shared fixtures: offline Hub, the shared data folder, a private tokenization cache, CLI runners."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+DATA_DIR = Path(os.environ.get("PTRAIN_DATA_DIR", REPO.parent / "shared" / "data"))
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("tokenized")
+
+
+def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`python -m ptrain ARGS` as a user runs it; returns the finished process (never raises on failure)."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "ptrain", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def tiny_overrides(tmp_path: Path, cache: Path, rows: int = 400, **extra: str) -> list[str]:
+    """configs/tiny.yaml on `rows` emotion rows, writing into tmp_path."""
+    values = {
+        "output_dir": str(tmp_path / "runs"),
+        "data.cache_dir": str(cache),
+        "data.max_train_rows": str(rows),
+        "data.max_eval_rows": "200",
+        **extra,
+    }
+    return [f"{k}={v}" for k, v in values.items()]

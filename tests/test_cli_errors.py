@@ -1,0 +1,49 @@
+"""Mistakes a user makes end in one line naming the culprit, exit code 2, no traceback, no run folder."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import CONFIGS, run_cli, tiny_overrides
+
+
+def assert_one_line_error(result, *needles: str) -> None:
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ptrain: error: "), result.stderr[-3000:]
+    for needle in needles:
+        assert needle in lines[0]
+
+
+@pytest.mark.parametrize(
+    "override, needles",
+    [
+        ("train.lerning_rate=1", ["unknown key 'train.lerning_rate'", "did you mean 'train.learning_rate'"]),
+        ("data.train_file=emotion/missing.txt", ["data.train_file", "missing.txt", "does not exist"]),
+        ("data.text_column=tweet", ["data.text_column 'tweet'", "train.txt", "['text', 'label']"]),
+        ("model.tokenizer=./no/such/model", ["./no/such/model", "does not exist"]),
+    ],
+)
+def test_train_errors(tmp_path, cache_dir, override, needles):
+    result = run_cli("train", str(CONFIGS / "tiny.yaml"), *tiny_overrides(tmp_path, cache_dir), override)
+    assert_one_line_error(result, *needles)
+    assert not (tmp_path / "runs" / "tiny").exists() or not any((tmp_path / "runs" / "tiny").glob("*/best"))
+
+
+def test_label_outside_the_label_set(tmp_path, cache_dir):
+    result = run_cli("train", str(CONFIGS / "tiny.yaml"), *tiny_overrides(tmp_path, cache_dir),
+                     "data.label_names=[sadness,joy,love,anger,fear]")  # fmt: skip
+    assert_one_line_error(result, "label 'surprise'", "row", "data.label_names")
+
+
+def test_check_validates_without_training(tmp_path):
+    result = run_cli("check", str(CONFIGS / "emotion.yaml"), "train.epochs=1")
+    assert result.returncode == 0 and "epochs: 1" in result.stdout
+    assert_one_line_error(run_cli("check", str(tmp_path / "nope.yaml")), "nope.yaml", "does not exist")
+
+
+def test_predict_with_a_missing_model(tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_text("hello\n")
+    result = run_cli("predict", "--model", str(tmp_path / "none"), "--input", str(source))
+    assert_one_line_error(result, str(tmp_path / "none"))

