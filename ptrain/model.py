@@ -6,7 +6,6 @@ import importlib
 import os
 from pathlib import Path
 
-import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from ptrain.config import Config
@@ -50,22 +49,16 @@ def load_classifier(cfg: Config, label_names: list[str]):
     if cfg.model.scratch_config is not None:
         options = dict(cfg.model.scratch_config)
         config = AutoConfig.for_model(options.pop("model_type"), **options, **labels)
-        model = AutoModelForSequenceClassification.from_config(config, attn_implementation=attention(cfg))
+        model = AutoModelForSequenceClassification.from_config(config, attn_implementation=cfg.model.attention)
     else:
         model = AutoModelForSequenceClassification.from_pretrained(
             resolve_model_path(cfg.model.name_or_path), trust_remote_code=cfg.model.trust_remote_code,
-            attn_implementation=attention(cfg), **labels,
+            attn_implementation=cfg.model.attention, **labels,
         )
     if cfg.model.freeze_encoder:
         for param in model.base_model.parameters():
             param.requires_grad = False
     return model
-
-
-def attention(cfg: Config) -> str:
-    if cfg.model.attention != "auto":
-        return cfg.model.attention
-    return "sdpa" if torch.cuda.is_available() else "eager"
 
 
 def load_exported(model_dir: str):

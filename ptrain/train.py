@@ -4,6 +4,7 @@ prepare -> loop (forward, loss, backward, clip, step, schedule, zero, log, evalu
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,8 +119,8 @@ def build_loss(cfg: Config, splits: Splits) -> ClassificationLoss:
 def fit(run: Run) -> LoopState:
     state = LoopState()
     meter = TrainMeter(run.accelerator.device)
-    progress = tqdm(total=run.plan.total_steps, desc="train", disable=not run.accelerator.is_main_process)
-    run.model.train()
+    progress = tqdm(total=run.plan.total_steps, desc="train", disable=not run.accelerator.is_main_process,
+                    mininterval=1 if sys.stderr.isatty() else 60)  # a log file gets a line a minute  # fmt: skip
     for state.epoch in range(run.plan.epochs):
         train_epoch(run, state, meter, progress)
         if state.stop:
@@ -132,6 +133,7 @@ def fit(run: Run) -> LoopState:
 
 def train_epoch(run: Run, state: LoopState, meter: TrainMeter, progress) -> None:
     accelerator, model, train_cfg = run.accelerator, run.model, run.cfg.train
+    model.train()  # dropout on (a freshly loaded model is in eval mode; evaluation switches it back)
     for batch in run.train_loader:
         with accelerator.accumulate(model):
             labels, _ = batch.pop("labels"), batch.pop("idx")
