@@ -184,8 +184,8 @@ def log_training(run: Run, state: LoopState, meter: TrainMeter, progress) -> Non
 
 def evaluate_and_track(run: Run, state: LoopState, meter: TrainMeter) -> EvalResult:
     """Score the validation split, log it, export best/ on improvement, decide on early stopping."""
+    started = time.perf_counter()
     result = evaluate(run.model, run.eval_loader, run.accelerator, len(run.splits.label_names))
-    meter.exclude(result.seconds)
     step, metric = state.global_step, run.cfg.train.metric_for_best
     state.last, state.last_eval_step = result.metrics, step
     improved = is_improvement(metric, result.metrics[metric], state.best_value)
@@ -202,6 +202,7 @@ def evaluate_and_track(run: Run, state: LoopState, meter: TrainMeter) -> EvalRes
         track_evaluation(run, result, step)
         scores = " | ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
         tqdm.write(f"eval @ step {step} | {scores}" + (" | best so far" if improved else ""))
+    meter.exclude(time.perf_counter() - started)  # tokens/s counts training time only
     return result
 
 

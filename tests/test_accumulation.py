@@ -67,3 +67,10 @@ def test_four_micro_batches_of_two_equal_one_batch_of_eight(weights):
         assert grads.keys() == expected.keys()
         for name, grad in grads.items():
             torch.testing.assert_close(grad, expected[name], atol=1e-6, rtol=1e-4, msg=name)
+
+
+def test_label_smoothing_matches_pytorch_mean_over_the_window():
+    logits, labels = torch.randn(8, 3), torch.tensor(LABELS)
+    loss_fn = ClassificationLoss(label_smoothing=0.1, class_weights=torch.tensor([0.5, 1.0, 3.0]))
+    expected = F.cross_entropy(logits, labels, weight=torch.tensor([0.5, 1.0, 3.0]), label_smoothing=0.1)
+    torch.testing.assert_close(loss_fn(logits, labels) / loss_fn.target_weight(labels), expected)

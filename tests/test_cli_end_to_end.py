@@ -110,3 +110,15 @@ def test_predict_writes_labels_and_probabilities(trained, tmp_path):
     assert [r["text"] for r in rows] == ["i feel wonderful", "i am furious about this"]
     assert all(r["label"] in EMOTIONS for r in rows)
     assert sum(float(rows[0][f"prob_{name}"]) for name in EMOTIONS) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_early_stopping_after_patience_evaluations_without_improvement(tmp_path, cache_dir):
+    # A learning rate of 1e-12 leaves predictions unchanged: the second evaluation cannot improve.
+    extra = {"train.learning_rate": "1e-12", "train.eval_every_steps": "2", "train.early_stopping_patience": "1",
+             "train.warmup_ratio": "0.0"}  # fmt: skip
+    result = run_cli("train", str(CONFIGS / "tiny.yaml"), *tiny_overrides(tmp_path, cache_dir, rows=200, **extra))
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "runs" / "tiny").iterdir()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["train"]["early_stopped"] is True
+    assert metrics["train"]["optimizer_steps"] == 4 and metrics["best"]["step"] == 2
