@@ -12,21 +12,24 @@ from ptrain.config import Config
 MODEL_COLUMNS = ["input_ids", "attention_mask", "token_type_ids", "labels", "idx"]
 
 
-def train_loader(cfg: Config, ds: Dataset, collator) -> DataLoader:
-    """Shuffled with a seeded generator; with group_by_length, batches of similar length (shuffled too)."""
+def train_loader(cfg: Config, ds: Dataset, collator) -> tuple[DataLoader, torch.Generator]:
+    """Shuffled by its own generator (returned, for seeding per epoch), never by the global RNG, so the
+    batch order does not depend on dropout draws; with group_by_length, batches of similar length."""
     generator = torch.Generator().manual_seed(cfg.train.seed)
     if cfg.data.group_by_length:
         lengths = [len(ids) for ids in ds["input_ids"]]
         sampler = LengthGroupedSampler(cfg.train.per_device_batch_size, lengths=lengths, generator=generator)
     else:
         sampler = RandomSampler(ds, generator=generator)
-    return DataLoader(
+    loader = DataLoader(
         _model_columns(ds),
         batch_size=cfg.train.per_device_batch_size,
         sampler=sampler,
         collate_fn=collator,
         num_workers=cfg.data.num_workers,
+        generator=generator,  # worker seeds too
     )
+    return loader, generator
 
 
 def eval_loader(cfg: Config, ds: Dataset, collator) -> DataLoader:
@@ -38,6 +41,7 @@ def eval_loader(cfg: Config, ds: Dataset, collator) -> DataLoader:
         batch_size=cfg.train.eval_batch_size,
         collate_fn=collator,
         num_workers=cfg.data.num_workers,
+        generator=torch.Generator().manual_seed(0),  # leaves the global RNG (dropout) untouched
     )
 
 

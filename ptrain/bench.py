@@ -17,7 +17,9 @@ from tqdm.auto import tqdm
 
 from ptrain.config import Config
 from ptrain.meter import TrainMeter
-from ptrain.train import LoopState, Run, setup, train_epoch
+from ptrain.run import Run
+from ptrain.state import LoopState
+from ptrain.train import setup, train_epoch
 
 
 class CountingCollator:
@@ -37,7 +39,7 @@ def bench(cfg: Config, steps: int, warmup_steps: int, compare_hf: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix="ptrain-bench-") as tmp:
         train_cfg = cfg.train.model_copy(update={"log_every_steps": 10**9, "eval_every_steps": None})
         cfg = cfg.model_copy(update={"output_dir": tmp, "train": train_cfg})
-        run = setup(cfg, track=False)
+        run, _ = setup(cfg, track=False)
         report = {"config": cfg.name, "steps": steps, "warmup_steps": warmup_steps,
                   "device": run.accelerator.device.type, "precision": cfg.train.mixed_precision,
                   "per_device_batch_size": cfg.train.per_device_batch_size,

@@ -69,7 +69,7 @@ def run_command(args: argparse.Namespace) -> int:
     elif args.command == "train":
         from ptrain.train import train
 
-        train(cfg)
+        return train(cfg)
     elif args.command == "eval":
         from ptrain.inference import evaluate_export
 
@@ -95,3 +95,4 @@ def quiet_libraries() -> None:
     datasets.logging.set_verbosity_error()
     datasets.disable_progress_bars()
     logging.getLogger("accelerate").setLevel(logging.ERROR)
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # read failures are reported by ptrain, with the line

@@ -13,7 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ptrain.errors import ConfigError
+from ptrain.errors import ConfigError, ModelError
+from ptrain.sources import resolve_model_path
 
 DATA_DIR_ENV = "PTRAIN_DATA_DIR"
 
@@ -42,6 +43,8 @@ class DataConfig(Strict):
     max_eval_rows: int | None = Field(None, gt=0)
     group_by_length: bool = True  # batches of similar length: less padding, same randomness per epoch
     num_workers: int = Field(0, ge=0)
+    empty_texts: Literal["error", "drop"] = "error"  # rows whose text is empty or null: refuse, or drop and count
+    encoding: str = "utf-8"  # of csv/tsv/text files
     cache_dir: str | None = None  # tokenized-dataset cache; default ~/.cache/ptrain
 
 
@@ -77,6 +80,12 @@ class TrainConfig(Strict):
     metric_for_best: Literal["loss", "accuracy", "macro_f1", "weighted_f1"] = "weighted_f1"
     early_stopping_patience: int | None = Field(None, gt=0)  # evaluations without improvement
     highest_loss_examples: int = Field(20, ge=0)  # rows in the TensorBoard table at each eval
+    checkpoint_every_steps: int | None = Field(None, gt=0)  # optimizer steps between resumable checkpoints
+    checkpoint_at_epoch_end: bool = True
+    keep_checkpoints: int = Field(2, gt=0)  # newest kept, plus the one taken at the best evaluation
+    resume: str | None = None  # "auto" (newest checkpoint of this config name) or a run/checkpoint folder
+    nonfinite: Literal["skip", "stop"] = "skip"  # a non-finite loss or gradient norm: drop the step, or stop
+    max_consecutive_nonfinite: int = Field(5, gt=0)  # stop after this many skipped steps in a row
 
     @model_validator(mode="after")
     def _warmup_one_way(self) -> TrainConfig:
@@ -216,8 +225,25 @@ def check_config(cfg: Config, path: Path) -> None:
             )
     if data.label_names is not None and len(set(data.label_names)) != len(data.label_names):
         raise ConfigError(f"{path}: data.label_names has duplicates: {data.label_names}")
+    if train.warmup_steps is not None and train.max_steps is not None and train.warmup_steps >= train.max_steps:
+        raise ConfigError(f"{path}: train.warmup_steps={train.warmup_steps} must be below train.max_steps={train.max_steps}")  # fmt: skip
+    for key, name in (("name_or_path", model.name_or_path), ("tokenizer", model.tokenizer)):
+        if name is not None:
+            try:
+                resolve_model_path(name)
+            except ModelError as err:
+                raise ConfigError(f"{path}: model.{key}: {err}") from None
+    _check_writable(path, cfg.output_dir)
     if train.mixed_precision == "fp16" and not _has_cuda():
         raise ConfigError(f"{path}: train.mixed_precision=fp16 needs a GPU; use bf16 (or no) on CPU")
+
+
+def _check_writable(path: Path, output_dir: str) -> None:
+    """The nearest existing folder on the way to output_dir must be a writable folder."""
+    target = Path(output_dir).expanduser().absolute()
+    existing = next(p for p in (target, *target.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise ConfigError(f"{path}: output_dir {output_dir} cannot be created ({existing} is not a writable folder)")
 
 
 def data_path(cfg: Config, name: str | None) -> Path | None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
+import pyarrow as pa
+import pyarrow.compute as pc
 from datasets import ClassLabel, Dataset, DatasetDict
 
 from ptrain.config import Config, DataConfig, data_path
@@ -26,10 +29,15 @@ class Splits:
     tokenized: DatasetDict  # input_ids, attention_mask, [token_type_ids], labels, idx
     label_names: list[str]
     cache_hits: dict[str, bool]  # split -> tokenization read back from disk
+    dropped: dict[str, int] = field(default_factory=dict)  # split -> rows dropped for an empty text
 
 
-def load_raw_splits(cfg: Config) -> DatasetDict:
-    """Every split as a Dataset; validation comes from its file or a seeded split of train."""
+def load_raw_splits(cfg: Config) -> tuple[DatasetDict, dict[str, int]]:
+    """Every split as a Dataset, and the rows dropped per split for an empty text (data.empty_texts=drop).
+
+    Validation comes from its file or a seeded split of train; checks run on whole files, so the rows
+    they name are rows of the file.
+    """
     data = cfg.data
     if data.train_file is not None:
         splits = {
@@ -38,17 +46,19 @@ def load_raw_splits(cfg: Config) -> DatasetDict:
             if getattr(data, f"{split}_file") is not None
         }
     else:
-        splits = dict(datasets.load_dataset(data.hub_dataset, data.hub_config))
+        splits = {k: v for k, v in datasets.load_dataset(data.hub_dataset, data.hub_config).items() if k in SPLITS}
+    dropped = {}
+    for split, ds in splits.items():
+        _check_columns(cfg, split, ds)
+        splits[split], dropped[split] = _handle_empty_texts(cfg, split, ds)
     if "validation" not in splits:
         parts = splits["train"].train_test_split(test_size=data.validation_fraction, seed=cfg.train.seed)
         splits["train"], splits["validation"] = parts["train"], parts["test"]
-    splits = {split: ds for split, ds in splits.items() if split in SPLITS}
     for split, ds in splits.items():
         limit = data.max_train_rows if split == "train" else data.max_eval_rows
         if limit is not None and len(ds) > limit:
             splits[split] = ds.select(range(limit))
-        _check_columns(cfg, split, splits[split])
-    return DatasetDict(splits)
+    return DatasetDict(splits), dropped
 
 
 def read_table(data: DataConfig, path: Path) -> Dataset:
@@ -63,9 +73,32 @@ def read_table(data: DataConfig, path: Path) -> Dataset:
     try:
         ds = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
     except Exception as err:  # the builders raise many types; the message is what matters to the user
-        raise DataError(f"{path}: could not be read as {fmt} ({_first_line(err)})") from None
+        raise DataError(_read_failure(path, fmt, data.encoding, err)) from None
     ds.info.description = str(path)
     return ds
+
+
+def _read_failure(path: Path, fmt: str, encoding: str, err: Exception) -> str:
+    """Name the line that broke the reader: undecodable bytes, or a row with the wrong number of fields."""
+    chain = []
+    while err is not None:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    if any(isinstance(e, UnicodeDecodeError) for e in chain):
+        raw = path.read_bytes()
+        try:
+            raw.decode(encoding)
+        except UnicodeDecodeError as bad:
+            line = raw[: bad.start].count(b"\n") + 1
+            return (f"{path}: line {line} is not valid {encoding} (byte 0x{raw[bad.start]:02x}); convert the file "
+                    f"(e.g. iconv -f latin1 -t utf-8) or set data.encoding")  # fmt: skip
+    text = " ".join(_first_line(e) for e in chain[-1:])
+    fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text)
+    if fields:
+        expected, line, saw = fields.groups()
+        return (f"{path}: line {line} has {saw} fields where {expected} were expected; fix or quote that row "
+                f"(or check data.separator)")  # fmt: skip
+    return f"{path}: could not be read as {fmt} ({text})"
 
 
 def _csv_options(data: DataConfig, fmt: str, path: Path) -> dict:
@@ -78,20 +111,42 @@ def _csv_options(data: DataConfig, fmt: str, path: Path) -> dict:
         options["names"] = data.column_names
     text_columns = [c for c in (data.text_column, data.text_pair_column) if c]
     options["converters"] = {column: str for column in text_columns}  # a text of digits stays text
+    options["encoding"] = data.encoding
     return options
 
 
 def _check_columns(cfg: Config, split: str, ds: Dataset) -> None:
+    for key, column in _text_and_label_columns(cfg):
+        if column not in ds.column_names:
+            raise DataError(f"data.{key} '{column}' not in {_source(ds, split)} columns {ds.column_names}")
+
+
+def _text_and_label_columns(cfg: Config) -> list[tuple[str, str]]:
     wanted = [("text_column", cfg.data.text_column), ("label_column", cfg.data.label_column)]
     if cfg.data.text_pair_column:
         wanted.append(("text_pair_column", cfg.data.text_pair_column))
-    for key, column in wanted:
-        if column not in ds.column_names:
-            raise DataError(f"data.{key} '{column}' not in {_source(ds, split)} columns {ds.column_names}")
-        nulls = ds.data.column(column).null_count
-        if nulls:
-            first = ds.data.column(column).is_null().to_pylist().index(True)
-            raise DataError(f"{_source(ds, split)}: column '{column}' has {nulls} empty values (first at row {first}); remove or fill them")  # fmt: skip
+    return wanted
+
+
+def _handle_empty_texts(cfg: Config, split: str, ds: Dataset) -> tuple[Dataset, int]:
+    """Rows with a null or blank text (or label) are refused, or dropped and counted (data.empty_texts)."""
+    empty = None
+    for _, column in _text_and_label_columns(cfg):
+        values = ds.data.column(column)
+        blank = pc.is_null(values)
+        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+            blank = pc.or_(blank, pc.equal(pc.utf8_trim_whitespace(values), ""))
+        empty = blank if empty is None else pc.or_(empty, blank)
+    empty = pc.fill_null(empty, True)
+    count = pc.sum(empty).as_py() or 0
+    if not count:
+        return ds, 0
+    if cfg.data.empty_texts == "error":
+        first = empty.to_pylist().index(True)
+        raise DataError(f"{_source(ds, split)}: {count} rows have an empty text or label (first: data row {first}); "
+                        f"fix them, or set data.empty_texts=drop to skip them")  # fmt: skip
+    keep = [i for i, is_empty in enumerate(empty.to_pylist()) if not is_empty]
+    return ds.select(keep), count
 
 
 def _source(ds: Dataset, split: str) -> str:

@@ -15,3 +15,11 @@ class DataError(PtrainError):
 
 class ModelError(PtrainError):
     pass
+
+
+class CheckpointError(PtrainError):
+    pass
+
+
+class TrainingError(PtrainError):
+    """The run cannot go on (non-finite losses); the message names the step and what to change."""

@@ -26,7 +26,7 @@ def evaluate_export(cfg: Config, model_dir: str, split: str) -> dict[str, float]
     cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"label_names": names})})
     accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not torch.cuda.is_available())
     with accelerator.main_process_first():
-        raw = load_raw_splits(cfg)
+        raw, _ = load_raw_splits(cfg)
         if split not in raw:
             raise DataError(f"no {split} split: set data.{split}_file in the config")
         splits = tokenize_splits(cfg, raw, tokenizer, names)

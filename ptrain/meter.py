@@ -11,6 +11,7 @@ class TrainMeter:
     def __init__(self, device: torch.device):
         self.device = device
         self.window_weight = torch.zeros((), device=device)  # real targets of the current window, this process
+        self.window_loss = torch.zeros((), device=device)  # summed loss of the current window, this process
         self._reset()
 
     def _reset(self) -> None:
@@ -22,21 +23,37 @@ class TrainMeter:
         self.excluded_seconds = 0.0  # evaluation time inside the interval
 
     def add_micro_batch(self, loss_sum: torch.Tensor, target_weight: torch.Tensor, attention_mask: torch.Tensor):
-        self.loss_sum += loss_sum
+        self.window_loss += loss_sum
         self.window_weight += target_weight
         self.real_tokens += attention_mask.sum()
         self.token_slots += attention_mask.numel()
         self.samples += attention_mask.shape[0]
 
-    def end_window(self, global_target_weight: torch.Tensor, grad_norm: torch.Tensor | None) -> None:
-        self.target_weight += global_target_weight
-        if grad_norm is not None:
-            self.grad_norm_sum += grad_norm.float()
-        self.steps += 1
+    def end_window(self, global_target_weight: torch.Tensor, grad_norm: torch.Tensor | None, skipped: bool) -> None:
+        """Count the window in the interval, unless its step was skipped for a non-finite value."""
+        if not skipped:
+            self.loss_sum += self.window_loss
+            self.target_weight += global_target_weight
+            if grad_norm is not None:
+                self.grad_norm_sum += grad_norm.float()
+            self.steps += 1
         self.window_weight.zero_()
+        self.window_loss.zero_()
 
     def exclude(self, seconds: float) -> None:
         self.excluded_seconds += seconds
+
+    def state_dict(self) -> dict:
+        """The open interval's sums (exact float32 values), so a resumed run logs the same loss."""
+        names = ("loss_sum", "target_weight", "real_tokens", "token_slots", "samples", "grad_norm_sum")
+        return {**{name: getattr(self, name).item() for name in names}, "steps": self.steps}
+
+    def load_state_dict(self, values: dict) -> None:
+        for name, value in values.items():
+            if name == "steps":
+                self.steps = value
+            else:
+                setattr(self, name, torch.tensor(value, dtype=torch.float32, device=self.device))
 
     def read(self, accelerator) -> dict[str, float]:
         """Interval averages over all processes; resets the interval."""

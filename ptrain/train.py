@@ -1,14 +1,12 @@
-"""The training recipe: accelerator and run folder -> tokenizer, data, model -> optimizer and schedule ->
-prepare -> loop (forward, loss, backward, clip, step, schedule, zero, log, evaluate) -> export."""
+"""The training recipe: accelerator -> tokenizer and data -> step plan -> run folder -> model, optimizer and
+schedule -> prepare -> (resume) -> loop (forward, loss, backward, clip, step, schedule, zero, log, evaluate,
+checkpoint) -> export."""
 
 from __future__ import annotations
 
 import math
 import sys
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -16,79 +14,65 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from ptrain import batching, collate
-from ptrain.checkpoint import create_run_dir, export_model, write_json, write_text
 from ptrain.config import Config, to_yaml
 from ptrain.data import Splits, load_raw_splits, resolve_label_names, tokenize_splits
-from ptrain.evaluate import METRICS, EvalResult, evaluate, is_improvement
+from ptrain.evaluate import evaluate
 from ptrain.loss import ClassificationLoss, balanced_class_weights, normalise_gradients
 from ptrain.meter import TrainMeter
 from ptrain.model import load_classifier, load_tokenizer
-from ptrain.optim import StepPlan, build_optimizer, build_scheduler, plan_steps
-from ptrain.report import confusion_figure, highest_loss_table
+from ptrain.optim import build_optimizer, build_scheduler, plan_steps
+from ptrain.outputs import create_run_dir, export_model, write_text
+from ptrain.preemption import EXIT_CODES, Preemption
+from ptrain.resume import find_resume, restore, resume_command, save
+from ptrain.run import Run
+from ptrain.stability import step_is_finite
+from ptrain.state import LoopState
+from ptrain.summary import announce, write_results
 from ptrain.tracking import Tracker
+from ptrain.validation import evaluate_and_track
 
 
-@dataclass
-class Run:
-    cfg: Config
-    accelerator: Accelerator
-    run_dir: Path
-    tokenizer: Any
-    splits: Splits
-    model: Any
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    train_loader: Any
-    eval_loader: Any
-    loss_fn: ClassificationLoss
-    plan: StepPlan
-    tracker: Tracker
-
-
-@dataclass
-class LoopState:
-    global_step: int = 0  # optimizer steps taken
-    epoch: int = 0
-    best_value: float | None = None
-    best: dict[str, float] = field(default_factory=dict)
-    evals_without_improvement: int = 0
-    last_eval_step: int = -1
-    last: dict[str, float] = field(default_factory=dict)
-    stop: bool = False
-    early_stopped: bool = False
-
-
-def train(cfg: Config) -> Path:
-    """Fine-tune as the config says; returns the run folder (TensorBoard events, exports, metrics)."""
+def train(cfg: Config) -> int:
+    """Fine-tune as the config says; returns the process exit code (non-zero when preempted)."""
     started = time.perf_counter()
-    run = setup(cfg)
-    announce(run)
-    state = fit(run)
+    run, checkpoint = setup(cfg)
+    state, meter = restore(run, checkpoint) if checkpoint else (LoopState(), TrainMeter(run.accelerator.device))
+    announce(run, state)
+    run.preemption.install()
+    try:
+        fit(run, state, meter)
+    finally:
+        run.preemption.uninstall()
+    if state.interrupted_by:
+        return stop_for_preemption(run, state, meter)
     finish(run, state, time.perf_counter() - started)
-    return run.run_dir
+    return 0
 
 
-def setup(cfg: Config, track: bool = True) -> Run:
-    """Everything before the first step: run folder, tokenizer, data, model, optimizer, schedule, prepare."""
+def setup(cfg: Config, track: bool = True) -> tuple[Run, object]:
+    """Everything before the first step. Data errors and the step plan come before the run folder exists."""
     accelerator = build_accelerator(cfg)
     set_seed(cfg.train.seed)
-    run_dir = create_run_dir(accelerator, cfg.output_dir, cfg.name)
-    if accelerator.is_main_process:
-        write_text(run_dir / "config.yaml", to_yaml(cfg))
+    checkpoint = find_resume(cfg, accelerator)
     tokenizer = load_tokenizer(cfg)
     splits = load_splits(cfg, tokenizer, accelerator)
-    model = load_classifier(cfg, splits.label_names)
-    optimizer = build_optimizer(model, cfg.train)
     collator = collate.classification_collator(tokenizer, cfg.train.mixed_precision)
-    train_loader = batching.train_loader(cfg, splits.tokenized["train"], collator)
+    train_loader, shuffle = batching.train_loader(cfg, splits.tokenized["train"], collator)
     eval_loader = batching.eval_loader(cfg, splits.tokenized["validation"], collator)
-    model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
+    train_loader, eval_loader = accelerator.prepare(train_loader, eval_loader)
     plan = plan_steps(len(train_loader), cfg.train)
+    run_dir = checkpoint.run_dir if checkpoint else create_run_dir(accelerator, cfg.output_dir, cfg.name)
+    if accelerator.is_main_process and not checkpoint:
+        write_text(run_dir / "config.yaml", to_yaml(cfg))
+    model = load_classifier(cfg, splits.label_names)
+    model, optimizer = accelerator.prepare(model, build_optimizer(model, cfg.train))
     scheduler = accelerator.prepare(build_scheduler(optimizer, plan, accelerator.num_processes))
+    # A resumed run hides the events it logged after its checkpoint: one step axis, no duplicates.
+    tracker = Tracker(run_dir, track and accelerator.is_main_process, purge_step=checkpoint.step + 1 if checkpoint else None)  # fmt: skip
     loss_fn = build_loss(cfg, splits).to(accelerator.device)
-    tracker = Tracker(run_dir, enabled=track and accelerator.is_main_process)
-    return Run(cfg, accelerator, run_dir, tokenizer, splits, model, optimizer, scheduler,
-               train_loader, eval_loader, loss_fn, plan, tracker)  # fmt: skip
+    run = Run(cfg, accelerator, run_dir, tokenizer, splits, model, optimizer, scheduler, train_loader,
+              eval_loader, shuffle, loss_fn, plan, tracker, Preemption())  # fmt: skip
+    return run, checkpoint
 
 
 def build_accelerator(cfg: Config) -> Accelerator:
@@ -103,8 +87,10 @@ def build_accelerator(cfg: Config) -> Accelerator:
 def load_splits(cfg: Config, tokenizer, accelerator: Accelerator) -> Splits:
     """The main process tokenizes (or reads the cache) first; the others then read its cache."""
     with accelerator.main_process_first():
-        raw = load_raw_splits(cfg)
-        return tokenize_splits(cfg, raw, tokenizer, resolve_label_names(cfg, raw["train"]))
+        raw, dropped = load_raw_splits(cfg)
+        splits = tokenize_splits(cfg, raw, tokenizer, resolve_label_names(cfg, raw["train"]))
+    splits.dropped = dropped
+    return splits
 
 
 def build_loss(cfg: Config, splits: Splits) -> ClassificationLoss:
@@ -116,25 +102,29 @@ def build_loss(cfg: Config, splits: Splits) -> ClassificationLoss:
     return ClassificationLoss(cfg.train.label_smoothing, weights)
 
 
-def fit(run: Run) -> LoopState:
-    state = LoopState()
-    meter = TrainMeter(run.accelerator.device)
-    progress = tqdm(total=run.plan.total_steps, desc="train", disable=not run.accelerator.is_main_process,
+def fit(run: Run, state: LoopState, meter: TrainMeter) -> None:
+    progress = tqdm(total=run.plan.total_steps, initial=state.global_step, desc="train",
+                    disable=not run.accelerator.is_main_process,
                     mininterval=1 if sys.stderr.isatty() else 60)  # a log file gets a line a minute  # fmt: skip
-    for state.epoch in range(run.plan.epochs):
-        train_epoch(run, state, meter, progress)
-        if state.stop:
-            break
-        if state.last_eval_step != state.global_step:
-            evaluate_and_track(run, state, meter)
-    progress.close()
-    return state
+    try:
+        while state.epoch < run.plan.epochs and not state.stop:
+            train_epoch(run, state, meter, progress)
+            if state.stop:
+                break
+            if state.last_eval_step != state.global_step:
+                evaluate_and_track(run, state, meter)
+            state.epoch, state.micro_batches_in_epoch = state.epoch + 1, 0
+            if run.cfg.train.checkpoint_at_epoch_end and state.last_checkpoint_step != state.global_step:
+                save(run, state, meter)
+    finally:
+        progress.close()  # before any error message, which then stays the last line
 
 
 def train_epoch(run: Run, state: LoopState, meter: TrainMeter, progress) -> None:
     accelerator, model, train_cfg = run.accelerator, run.model, run.cfg.train
     model.train()  # dropout on (a freshly loaded model is in eval mode; evaluation switches it back)
-    for batch in run.train_loader:
+    for batch in epoch_batches(run, state):
+        state.micro_batches_in_epoch += 1
         with accelerator.accumulate(model):
             labels, _ = batch.pop("labels"), batch.pop("idx")
             logits = model(**batch).logits
@@ -144,10 +134,13 @@ def train_epoch(run: Run, state: LoopState, meter: TrainMeter, progress) -> None
             if accelerator.sync_gradients:
                 targets = normalise_gradients(model.parameters(), accelerator, meter.window_weight)
                 grad_norm = accelerator.clip_grad_norm_(model.parameters(), train_cfg.max_grad_norm or math.inf)
-                run.optimizer.step()
+                finite = step_is_finite(accelerator, meter.window_loss, grad_norm, state, train_cfg.nonfinite,
+                                        train_cfg.max_consecutive_nonfinite)  # fmt: skip
+                if finite:
+                    run.optimizer.step()
                 run.scheduler.step()
                 run.optimizer.zero_grad(set_to_none=True)
-                meter.end_window(targets, grad_norm)
+                meter.end_window(targets, grad_norm, skipped=not finite)
         if accelerator.sync_gradients:
             state.global_step += 1
             progress.update()
@@ -156,20 +149,34 @@ def train_epoch(run: Run, state: LoopState, meter: TrainMeter, progress) -> None
                 return
 
 
+def epoch_batches(run: Run, state: LoopState):
+    """This epoch's batches. The shuffle is seeded by (seed, epoch), so a resumed run sees the same order;
+    the batches it already consumed are skipped by index in the batch sampler, never loaded or collated."""
+    run.shuffle.manual_seed(run.cfg.train.seed + state.epoch)
+    if state.micro_batches_in_epoch:
+        return run.accelerator.skip_first_batches(run.train_loader, state.micro_batches_in_epoch)
+    return run.train_loader
+
+
 def after_optimizer_step(run: Run, state: LoopState, meter: TrainMeter, progress) -> None:
     step, train_cfg = state.global_step, run.cfg.train
     if step % train_cfg.log_every_steps == 0:
         log_training(run, state, meter, progress)
     if train_cfg.eval_every_steps and step % train_cfg.eval_every_steps == 0:
         evaluate_and_track(run, state, meter)
+    if train_cfg.checkpoint_every_steps and step % train_cfg.checkpoint_every_steps == 0:
+        save(run, state, meter)
     if step >= run.plan.total_steps:
         state.stop = True
+    elif signal_name := run.preemption.requested(run.accelerator):
+        state.stop, state.interrupted_by = True, signal_name
 
 
 def log_training(run: Run, state: LoopState, meter: TrainMeter, progress) -> None:
     stats = meter.read(run.accelerator)
     stats["learning_rate"] = run.scheduler.get_last_lr()[0]
     stats["epoch"] = state.global_step / run.plan.steps_per_epoch
+    stats["nonfinite_skips"] = state.nonfinite_skips
     run.tracker.scalars({f"train/{k}": v for k, v in stats.items()}, state.global_step)
     progress.set_postfix(loss=f"{stats['loss']:.4f}", lr=f"{stats['learning_rate']:.2e}",
                          tok_s=f"{stats['tokens_per_second']:,.0f}", refresh=False)  # fmt: skip
@@ -182,58 +189,14 @@ def log_training(run: Run, state: LoopState, meter: TrainMeter, progress) -> Non
         tqdm.write(line)
 
 
-def evaluate_and_track(run: Run, state: LoopState, meter: TrainMeter) -> EvalResult:
-    """Score the validation split, log it, export best/ on improvement, decide on early stopping."""
-    started = time.perf_counter()
-    result = evaluate(run.model, run.eval_loader, run.accelerator, len(run.splits.label_names))
-    step, metric = state.global_step, run.cfg.train.metric_for_best
-    state.last, state.last_eval_step = result.metrics, step
-    improved = is_improvement(metric, result.metrics[metric], state.best_value)
-    if improved:
-        state.best_value, state.best = result.metrics[metric], {**result.metrics, "step": step}
-        state.evals_without_improvement = 0
-        export_model(run.accelerator, run.model, run.tokenizer, run.run_dir / "best")
-    else:
-        state.evals_without_improvement += 1
-    patience = run.cfg.train.early_stopping_patience
-    if patience is not None and state.evals_without_improvement >= patience:
-        state.stop = state.early_stopped = True
-    if run.accelerator.is_main_process:
-        track_evaluation(run, result, step)
-        scores = " | ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
-        tqdm.write(f"eval @ step {step} | {scores}" + (" | best so far" if improved else ""))
-    meter.exclude(time.perf_counter() - started)  # tokens/s counts training time only
-    return result
-
-
-def track_evaluation(run: Run, result: EvalResult, step: int) -> None:
-    names = run.splits.label_names
-    run.tracker.scalars({f"eval/{k}": v for k, v in result.metrics.items()}, step)
-    run.tracker.scalars({"eval/tokens_per_second": result.real_tokens / max(result.seconds, 1e-9)}, step)
-    run.tracker.figure("eval/confusion_matrix", confusion_figure(result.confusion, names), step)
-    if run.cfg.train.highest_loss_examples:
-        texts = run.splits.raw["validation"][run.cfg.data.text_column]
-        table = highest_loss_table(result, texts, names, run.cfg.train.highest_loss_examples)
-        run.tracker.text("eval/highest_loss_examples", table, step)
-
-
-def announce(run: Run) -> None:
-    """The topology and step plan, printed once by the main process."""
-    acc, train_cfg, plan = run.accelerator, run.cfg.train, run.plan
-    global_batch = train_cfg.per_device_batch_size * train_cfg.gradient_accumulation_steps * acc.num_processes
-    sizes = ", ".join(f"{split} {len(ds):,}" for split, ds in run.splits.tokenized.items())
-    cached = [split for split, hit in run.splits.cache_hits.items() if hit]
-    trainable = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
-    acc.print(
-        f"ptrain: {acc.num_processes} process(es) on {acc.device.type}, precision {train_cfg.mixed_precision}, "
-        f"per-device batch {train_cfg.per_device_batch_size} x accumulation {train_cfg.gradient_accumulation_steps} "
-        f"x {acc.num_processes} = global batch {global_batch}\n"
-        f"ptrain: rows {sizes}; tokenization cache reused for {cached or 'none'}; "
-        f"{len(run.splits.label_names)} labels; {trainable:,} trainable parameters\n"
-        f"ptrain: {plan.steps_per_epoch} optimizer steps per epoch, {plan.total_steps} in total "
-        f"({plan.epochs} epoch(s)), warmup {plan.warmup_steps}\nptrain: run folder {run.run_dir}"
-    )
-    run.tracker.text("config", "    " + to_yaml(run.cfg).replace("\n", "\n    "))
+def stop_for_preemption(run: Run, state: LoopState, meter: TrainMeter) -> int:
+    """The current optimizer step is done: checkpoint it and say how to continue."""
+    path = save(run, state, meter) if state.last_checkpoint_step != state.global_step else None
+    run.tracker.close()
+    where = path or f"the checkpoint of step {state.global_step}"
+    run.accelerator.print(f"ptrain: stopped by {state.interrupted_by} after step {state.global_step}; saved {where}\n"
+                          f"ptrain: continue with: {resume_command()}")  # fmt: skip
+    return EXIT_CODES[state.interrupted_by]
 
 
 def finish(run: Run, state: LoopState, wall_seconds: float) -> None:
@@ -242,44 +205,11 @@ def finish(run: Run, state: LoopState, wall_seconds: float) -> None:
     if state.last_eval_step != state.global_step:
         evaluate_and_track(run, state, meter)
     export_model(run.accelerator, run.model, run.tokenizer, run.run_dir / "final")
-    metrics = {"final": {**state.last, "step": state.global_step}, "best": state.best}
-    if "test" in run.splits.tokenized:
-        metrics["test_final"] = test_metrics(run)
-    metrics["train"] = {
-        "optimizer_steps": state.global_step, "epochs": state.global_step / run.plan.steps_per_epoch,
-        "early_stopped": state.early_stopped, "wall_seconds": wall_seconds,
-    }  # fmt: skip
-    if run.accelerator.is_main_process:
-        write_json(run.run_dir / "metrics.json", metrics)
-        run.tracker.hparams(hparams_of(run.cfg), summary_metrics(metrics), state.global_step)
-        run.tracker.close()
-        run.accelerator.print(
-            f"ptrain: best {run.cfg.train.metric_for_best} {state.best_value:.4f} at step {state.best['step']}; "
-            f"wall time {wall_seconds:.0f}s\nptrain: TensorBoard: tensorboard --logdir {run.run_dir.parent}\n"
-            f"ptrain: model: {run.run_dir / 'best'} (best), {run.run_dir / 'final'} (final); "
-            f"metrics: {run.run_dir / 'metrics.json'}"
-        )
+    write_results(run, state, score_test_split(run) if "test" in run.splits.tokenized else None, wall_seconds)
+    run.tracker.close()
 
 
-def test_metrics(run: Run) -> dict[str, float]:
+def score_test_split(run: Run) -> dict[str, float]:
     collator = collate.classification_collator(run.tokenizer, run.cfg.train.mixed_precision)
     loader = run.accelerator.prepare(batching.eval_loader(run.cfg, run.splits.tokenized["test"], collator))
     return evaluate(run.model, loader, run.accelerator, len(run.splits.label_names)).metrics
-
-
-def hparams_of(cfg: Config) -> dict:
-    train_cfg = cfg.train
-    return {
-        "model": cfg.model.name_or_path or "scratch", "learning_rate": train_cfg.learning_rate,
-        "per_device_batch_size": train_cfg.per_device_batch_size,
-        "gradient_accumulation_steps": train_cfg.gradient_accumulation_steps, "epochs": train_cfg.epochs,
-        "max_steps": train_cfg.max_steps or 0, "warmup_steps": train_cfg.warmup_steps or 0,
-        "warmup_ratio": train_cfg.warmup_ratio or 0.0, "weight_decay": train_cfg.weight_decay,
-        "label_smoothing": train_cfg.label_smoothing, "mixed_precision": train_cfg.mixed_precision,
-        "max_length": cfg.data.max_length, "group_by_length": cfg.data.group_by_length,
-        "freeze_encoder": cfg.model.freeze_encoder, "seed": train_cfg.seed,
-    }  # fmt: skip
-
-
-def summary_metrics(metrics: dict) -> dict[str, float]:
-    return {f"hparams/{kind}_{name}": metrics[kind][name] for kind in ("best", "final") for name in METRICS}

@@ -46,16 +46,16 @@ def write_rows(tmp_path, fmt: str) -> str:
 @pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "json", "parquet"])
 def test_every_local_format_loads_with_a_seeded_validation_split(tmp_path, fmt):
     cfg = make_config(tmp_path, write_rows(tmp_path, fmt), validation_fraction=0.2)
-    raw = load_raw_splits(cfg)
+    raw, _ = load_raw_splits(cfg)
     assert (len(raw["train"]), len(raw["validation"])) == (24, 6)
-    assert raw["validation"]["text"] == load_raw_splits(cfg)["validation"]["text"]  # same seed, same split
+    assert raw["validation"]["text"] == load_raw_splits(cfg)[0]["validation"]["text"]  # same seed, same split
     assert resolve_label_names(cfg, raw["train"]) == ["mid", "neg", "pos"]  # sorted names from the data
 
 
 def test_text_file_with_separator_and_integer_labels(tmp_path):
     (tmp_path / "t.txt").write_text("".join(f"{i} apples;{i % 2}\n" for i in range(10)))
     cfg = make_config(tmp_path, "t.txt", separator=";", column_names=["text", "label"], validation_file="t.txt")
-    raw = load_raw_splits(cfg)
+    raw, _ = load_raw_splits(cfg)
     assert raw["train"]["text"][3] == "3 apples"  # digits stay text
     assert resolve_label_names(cfg, raw["train"]) == ["0", "1"]
 
@@ -63,7 +63,7 @@ def test_text_file_with_separator_and_integer_labels(tmp_path):
 def test_label_names_from_config_fix_the_id_order_and_text_pairs_are_encoded(tmp_path):
     cfg = make_config(tmp_path, write_rows(tmp_path, "jsonl"), text_pair_column="other",
                       label_names=["neg", "mid", "pos"])  # fmt: skip
-    raw = load_raw_splits(cfg)
+    raw, _ = load_raw_splits(cfg)
     tokenizer = load_tokenizer(cfg)
     splits = tokenize_splits(cfg, raw, tokenizer, resolve_label_names(cfg, raw["train"]))
     row = splits.tokenized["train"][0]
@@ -78,7 +78,7 @@ def test_missing_column_and_unknown_label_name_the_culprit(tmp_path):
     with pytest.raises(DataError, match=r"data.text_column 'tweet' not in .*rows.csv columns"):
         load_raw_splits(make_config(tmp_path, name, text_column="tweet"))
     cfg = make_config(tmp_path, name, label_names=["neg", "pos"])
-    raw = load_raw_splits(cfg)
+    raw, _ = load_raw_splits(cfg)
     with pytest.raises(DataError, match=r"label 'mid' at row \d+ is not one of the labels"):
         tokenize_splits(cfg, raw, load_tokenizer(cfg), ["neg", "pos"])
 

@@ -1,0 +1,53 @@
+"""Checkpoint writes: a failed write (full disk) keeps the previous checkpoint; pruning keeps the best."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
+
+from ptrain.checkpoint import complete_checkpoints, latest_complete, save_checkpoint
+from ptrain.errors import CheckpointError
+
+
+@pytest.fixture
+def accelerator():
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    accelerator = Accelerator(cpu=True)
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    accelerator.prepare(model, optimizer, scheduler)
+    return accelerator
+
+
+def meta(step: int) -> dict:
+    return {"loop": {"global_step": step}, "meter": {}}
+
+
+def test_a_full_disk_during_a_write_keeps_the_previous_checkpoint(accelerator, tmp_path, monkeypatch):
+    save_checkpoint(accelerator, tmp_path, meta(10), keep=2, best_step=None)
+    real_save = accelerator.save_state
+
+    def fill_the_disk(folder):
+        real_save(folder)  # files are half there when the disk fills up
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(accelerator, "save_state", fill_the_disk)
+    with pytest.raises(CheckpointError) as info:
+        save_checkpoint(accelerator, tmp_path, meta(20), keep=2, best_step=None)
+    message = str(info.value)
+    assert "checkpoint at step 20 could not be written" in message and "No space left on device" in message
+    assert "step-00000010 is still valid" in message and "train.resume=auto" in message
+    assert latest_complete(tmp_path).step == 10
+    assert not list((tmp_path / "checkpoints").glob("*.tmp"))
+
+
+def test_pruning_keeps_the_newest_and_the_best(accelerator, tmp_path):
+    for step in (2, 4, 6, 8, 10):
+        save_checkpoint(accelerator, tmp_path, meta(step), keep=2, best_step=4)
+    assert [c.step for c in complete_checkpoints(tmp_path)] == [4, 8, 10]
