@@ -15,7 +15,8 @@ from ptrain.errors import PtrainError
 # Where launchers put the number of processes: torchrun and `accelerate launch --multi_gpu` (WORLD_SIZE),
 # mpirun flavours (the others). The same list, in another order, that Accelerate reads for CPU groups.
 WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
-CPU_LAUNCH = "accelerate launch --multi_gpu --num_processes N -m ptrain train CONFIG"
+# The launch that forms one group with or without GPUs (without them ptrain's cpu=True makes it gloo).
+GROUP_LAUNCH = "accelerate launch --multi_gpu --num_processes N -m ptrain train CONFIG"
 
 
 class LaunchError(PtrainError):
@@ -56,7 +57,7 @@ def refuse_single_process_launcher(environ: Mapping[str, str]) -> None:
     if asked_for_several and launched_world_size(environ) == 1:
         raise LaunchError(
             "accelerate launch started one process although several were asked for (its --cpu and plain "
-            f"launchers start one without mpirun); run: {CPU_LAUNCH} (or unset MASTER_ADDR for one process)"
+            f"launchers start one without mpirun); run: {GROUP_LAUNCH} (or unset MASTER_ADDR for one process)"
         )
 
 
@@ -65,6 +66,6 @@ def check_one_group(launched: int, joined: int) -> None:
     if launched != joined:
         raise LaunchError(
             f"the launcher started {launched} processes but this one is in a group of {joined}, so each would "
-            f"train alone; on GPUs run: accelerate launch --multi_gpu --num_processes {launched} -m ptrain train "
-            f"CONFIG, without GPUs: {CPU_LAUNCH.replace(' N ', f' {launched} ')}"
+            f"train alone on all the data; launch with: {GROUP_LAUNCH.replace(' N ', f' {launched} ')} "
+            "(on GPUs and without them alike)"
         )

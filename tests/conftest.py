@@ -31,8 +31,11 @@ def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: int 
     )
 
 
-def accelerate_launch(launch_args: list[str], module: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """`accelerate launch LAUNCH_ARGS -m MODULE ARGS` from the repository, on a free port (runs beside it may launch too)."""
+def accelerate_launch(
+    launch_args: list[str], module: str, *args: str, timeout: int = 600
+) -> subprocess.CompletedProcess:
+    """`accelerate launch LAUNCH_ARGS -m MODULE ARGS` from the repository, on a free port (runs beside it may
+    launch too); returns the finished launcher (never raises on failure)."""
     command = [sys.executable, "-m", "accelerate.commands.launch", "--main_process_port", str(free_port()),
                *launch_args, "-m", module, *args]  # fmt: skip
     return subprocess.run(command, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True,
