@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,23 @@ def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: int 
     return subprocess.run(
         [sys.executable, "-m", "ptrain", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def accelerate_launch(
+    launch_args: list[str], module: str, *args: str, timeout: int = 600
+) -> subprocess.CompletedProcess:
+    """`accelerate launch LAUNCH_ARGS -m MODULE ARGS` from the repository, on a free port (runs beside it may
+    launch too); returns the finished launcher (never raises on failure)."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--main_process_port", str(free_port()),
+               *launch_args, "-m", module, *args]  # fmt: skip
+    return subprocess.run(command, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True,
+                          text=True, timeout=timeout)  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def tiny_overrides(tmp_path: Path, cache: Path, rows: int = 400, **extra: str) -> list[str]:

@@ -1,0 +1,20 @@
+"""Launched by test_distributed on several processes: loads the splits as training does and prints, per process,
+whether its tokenization was read back from the cache (all but the main process must read the main's)."""
+
+import sys
+
+from ptrain.config import load_config
+from ptrain.distributed import build_accelerator
+from ptrain.model import load_tokenizer
+from ptrain.train import load_splits
+
+
+def main(config: str, overrides: list[str]) -> None:
+    cfg = load_config(config, overrides)
+    accelerator = build_accelerator(cfg)
+    splits = load_splits(cfg, load_tokenizer(cfg), accelerator)
+    print(f"process {accelerator.process_index}/{accelerator.num_processes} cache hits {splits.cache_hits}", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2:])
