@@ -10,17 +10,13 @@ import torch
 from accelerate import Accelerator
 
 from ptrain.config import Config
-from ptrain.errors import PtrainError
+from ptrain.errors import LaunchError
 
 # Where launchers put the number of processes: torchrun and `accelerate launch --multi_gpu` (WORLD_SIZE),
 # mpirun flavours (the others). The same list, in another order, that Accelerate reads for CPU groups.
 WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 # The launch that forms one group with or without GPUs (without them ptrain's cpu=True makes it gloo).
 GROUP_LAUNCH = "accelerate launch --multi_gpu --num_processes N -m ptrain train CONFIG"
-
-
-class LaunchError(PtrainError):
-    pass
 
 
 def build_accelerator(cfg: Config) -> Accelerator:

@@ -23,3 +23,7 @@ class CheckpointError(PtrainError):
 
 class TrainingError(PtrainError):
     """The run cannot go on (non-finite losses); the message names the step and what to change."""
+
+
+class LaunchError(PtrainError):
+    """The launched processes did not form the process group the user asked for."""

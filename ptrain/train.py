@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from ptrain import batching, collate
 from ptrain.config import Config, to_yaml
 from ptrain.data import Splits, load_raw_splits, resolve_label_names, tokenize_splits
+from ptrain.distributed import build_accelerator
 from ptrain.evaluate import evaluate
 from ptrain.loss import ClassificationLoss, balanced_class_weights, normalise_gradients
 from ptrain.meter import TrainMeter
@@ -51,7 +52,7 @@ def train(cfg: Config) -> int:
 
 def setup(cfg: Config, track: bool = True) -> tuple[Run, object]:
     """Everything before the first step. Data errors and the step plan come before the run folder exists."""
-    accelerator = build_accelerator(cfg)
+    accelerator = build_accelerator(cfg)  # refuses launches whose processes did not join one group
     set_seed(cfg.train.seed)
     checkpoint = find_resume(cfg, accelerator)
     tokenizer = load_tokenizer(cfg)
@@ -73,12 +74,6 @@ def setup(cfg: Config, track: bool = True) -> tuple[Run, object]:
     run = Run(cfg, accelerator, run_dir, tokenizer, splits, model, optimizer, scheduler, train_loader,
               eval_loader, shuffle, loss_fn, plan, tracker, Preemption())  # fmt: skip
     return run, checkpoint
-
-
-def build_accelerator(cfg: Config) -> Accelerator:
-    from ptrain import distributed  # to the module imports at merge time (this branch changes one function)
-
-    return distributed.build_accelerator(cfg)
 
 
 def load_splits(cfg: Config, tokenizer, accelerator: Accelerator) -> Splits:

@@ -77,8 +77,10 @@ def test_two_process_metrics_equal_one_process_eval_of_the_export(runs):
 
 def test_only_the_main_process_writes(runs):
     assert len(list(runs.two_run.glob("events.out.tfevents.*"))) == 1
-    assert sorted(p.name for p in runs.two_run.iterdir() if p.is_dir()) == ["best", "final"]
+    assert sorted(p.name for p in runs.two_run.iterdir() if p.is_dir()) == ["best", "checkpoints", "final"]
     assert runs.two.stdout.count("ptrain: run folder") == 1
+    for checkpoint in (runs.two_run / "checkpoints").iterdir():  # one folder, with each process's RNG state
+        assert {"meta.json", "random_states_0.pkl", "random_states_1.pkl"} <= {p.name for p in checkpoint.iterdir()}
 
 
 def test_a_cold_cache_is_tokenized_once(tmp_path):
