@@ -1,0 +1,25 @@
+"""`ptrain bench` through the CLI: both sides measured, every reported figure present and plausible."""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import CONFIGS, run_cli, tiny_overrides
+
+
+def test_bench_compares_with_the_hf_trainer_and_writes_json(tmp_path, cache_dir):
+    out = tmp_path / "bench.json"
+    result = run_cli("bench", str(CONFIGS / "tiny.yaml"), *tiny_overrides(tmp_path, cache_dir, rows=300),
+                     "--steps", "4", "--warmup-steps", "2", "--compare-hf", "--json", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["matmul_peak_tflops"] > 0 and report["train_flops_per_token"] > 0
+    for side in ("ptrain", "hf_trainer"):
+        train, evaluation = report[side]["train"], report[side]["eval"]
+        assert train["tokens_per_second"] > 0 and 0 <= train["padding_fraction"] < 1
+        assert 0 < train["mfu"] < 1 and 0 < evaluation["mfu"] < 1
+        assert train["peak_rss_gib"] > 0.1 and evaluation["samples_per_second"] > 0
+    assert 0 <= report["ptrain"]["train"]["data_wait_share"] < 1
+    assert set(report["ratios"]) == {"train", "eval"}
+    assert "ptrain / HF Trainer, train real tokens/s" in result.stdout
+    assert not (tmp_path / "runs").exists()  # the bench leaves no run folder behind
