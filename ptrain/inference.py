@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 
 from ptrain import batching, collate
 from ptrain.config import Config, DataConfig
 from ptrain.data import load_raw_splits, read_table, tokenize_splits
+from ptrain.distributed import build_accelerator
 from ptrain.errors import DataError
 from ptrain.evaluate import evaluate
 from ptrain.model import load_exported
@@ -24,7 +24,7 @@ def evaluate_export(cfg: Config, model_dir: str, split: str) -> dict[str, float]
     tokenizer, model = load_exported(model_dir)
     names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"label_names": names})})
-    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not torch.cuda.is_available())
+    accelerator = build_accelerator(cfg)
     with accelerator.main_process_first():
         raw, _ = load_raw_splits(cfg)
         if split not in raw:
