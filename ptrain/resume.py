@@ -18,15 +18,17 @@ from ptrain.run import Run
 from ptrain.state import LoopState
 
 # Where files live and how they are read may change between the interrupted run and its resume.
-IGNORED_ON_RESUME = {"train.resume", "output_dir", "data.data_dir", "data.cache_dir", "data.num_workers"}
+# The HPARAMS keys only change what is reported.
+IGNORED_ON_RESUME = {"train.resume", "output_dir", "run_dir", "hparams", "data.data_dir", "data.cache_dir",
+                     "data.num_workers"}  # fmt: skip
 
 
 def find_resume(cfg: Config, accelerator) -> Checkpoint | None:
     if cfg.train.resume is None:
         return None
-    checkpoint = resolve_resume(cfg.train.resume, cfg.output_dir, cfg.name)
+    checkpoint = resolve_resume(cfg.train.resume, cfg.output_dir, cfg.name, cfg.run_dir)
     if checkpoint is None:
-        accelerator.print(f"ptrain: train.resume=auto: no checkpoint of '{cfg.name}' under {cfg.output_dir}; starting a new run")  # fmt: skip
+        accelerator.print(f"ptrain: train.resume=auto: no checkpoint of '{cfg.name}' under {cfg.run_dir or cfg.output_dir}; starting a new run")  # fmt: skip
     else:
         check_same_config(cfg, checkpoint.run_dir)
     return checkpoint
