@@ -36,8 +36,8 @@ def find_resume(cfg: Config, accelerator) -> Checkpoint | None:
 
 def check_same_config(cfg: Config, run_dir: Path) -> None:
     """A resume reproduces the interrupted run only with the same settings."""
-    saved = _flatten(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    current = _flatten(cfg.model_dump(mode="json"))
+    saved = flatten_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    current = flatten_config(cfg.model_dump(mode="json"))
     differing = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
     differing = [k for k in differing if k not in IGNORED_ON_RESUME]
     if differing:
@@ -47,11 +47,12 @@ def check_same_config(cfg: Config, run_dir: Path) -> None:
         )
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
+def flatten_config(tree: dict, prefix: str = "") -> dict:
+    """Dotted key -> value; a scratch_config is one value (its keys are AutoConfig's, not ptrain's)."""
     flat = {}
     for key, value in tree.items():
         if isinstance(value, dict) and key != "scratch_config":
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten_config(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat
