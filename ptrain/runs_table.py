@@ -45,8 +45,8 @@ def runs_report(root: Path, sort: str | None) -> dict:
 def run_row(folder: Path, root: Path, hyperparameters: dict) -> dict:
     metrics = _read_json(folder / "metrics.json")
     checkpoint = latest_complete(folder) if not metrics else None
-    row = {"run": str(folder.relative_to(root)) if folder != root else folder.name, "status": status_of(folder, metrics),
-           **hyperparameters}  # fmt: skip
+    name = str(folder.relative_to(root)) if folder != root else folder.name
+    row = {"run": name, "status": status_of(folder, metrics), **hyperparameters}
     if metrics:
         row["steps"], row["wall_seconds"] = metrics["train"]["optimizer_steps"], metrics["train"]["wall_seconds"]
     else:

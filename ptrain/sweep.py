@@ -155,6 +155,8 @@ def run_point(config: str, fixed: list[str], keys: list[str], point: Point, poin
         log.flush()
         code = wait_for(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
     outcome = "finished" if code == 0 else f"failed (exit {code}), see {point_dir / LOG_FILE}"
+    if code in EXIT_CODES.values():
+        outcome = f"stopped by a signal (exit {code}) at a checkpoint; resumable"
     resumed = " (resumed)" if "train.resume=auto" in extra else ""
     print(f"ptrain: [{label}] {point.name}{resumed}: {outcome} in {time.perf_counter() - started:.0f}s")
     return code

@@ -158,3 +158,25 @@ def test_runs_sort_names_the_columns(swept, capsys):
     assert main(["runs", str(sweep_dir), "--sort", "accuracy", "--format", "json"]) == 0
     scores = [r["best_accuracy"] for r in json.loads(capsys.readouterr().out)["runs"]]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_a_fixed_run_dir_is_used_refused_when_taken_and_resumed_from(tmp_path):
+    from types import SimpleNamespace
+
+    from ptrain.checkpoint import REQUIRED_FILES, resolve_resume
+    from ptrain.errors import ConfigError
+    from ptrain.outputs import create_run_dir
+
+    main_process = SimpleNamespace(is_main_process=True, num_processes=1)
+    point = tmp_path / "sweep" / "lr-0.1"
+    assert create_run_dir(main_process, str(tmp_path), "tiny", str(point)) == point and point.is_dir()
+    (point / "config.yaml").write_text("name: tiny\n")
+    with pytest.raises(ConfigError, match="already holds a run; continue it with train.resume=auto"):
+        create_run_dir(main_process, str(tmp_path), "tiny", str(point))
+    assert resolve_resume("auto", str(tmp_path), "tiny", str(point)) is None
+    checkpoint = point / "checkpoints" / "step-00000007"
+    checkpoint.mkdir(parents=True)
+    for name in REQUIRED_FILES:
+        (checkpoint / name).write_text(json.dumps({"loop": {"global_step": 7}, "created": 0}))
+    (checkpoint / "complete").touch()
+    assert resolve_resume("auto", str(tmp_path / "elsewhere"), "tiny", str(point)).step == 7
