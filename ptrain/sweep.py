@@ -108,7 +108,8 @@ def sweep(config: str, args: list[str], seeds: str | None, sweep_id: str | None,
     failed = []
     try:
         for number, point in enumerate(points, 1):
-            code = run_point(config, fixed, list(axes), point, sweep_dir / point.name, prefix, f"{number}/{len(points)}")  # fmt: skip
+            code = 0 if stop.received else run_point(config, fixed, list(axes), point, sweep_dir / point.name,
+                                                      prefix, f"{number}/{len(points)}", stop)  # fmt: skip
             if code in EXIT_CODES.values() or stop.received:
                 print("ptrain: sweep stopped; run the same command again to continue it", file=sys.stderr)
                 return code or EXIT_CODES[stop.received]
@@ -137,7 +138,7 @@ def record_sweep(sweep_dir: Path, spec: dict, points: list[Point]) -> None:
 
 
 def run_point(config: str, fixed: list[str], keys: list[str], point: Point, point_dir: Path, prefix: list[str],
-              label: str) -> int:  # fmt: skip
+              label: str, stop: StopRequest) -> int:  # fmt: skip
     """One point as its own process: skipped when finished, resumed when it has a checkpoint."""
     if (point_dir / "metrics.json").is_file():
         print(f"ptrain: [{label}] {point.name}: finished before, skipped")
@@ -153,30 +154,28 @@ def run_point(config: str, fixed: list[str], keys: list[str], point: Point, poin
     with open(point_dir / LOG_FILE, "a") as log:
         log.write(f"$ {shlex.join(command)}\n")
         log.flush()
-        code = wait_for(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
+        stop.child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        code = stop.child.wait()
+        stop.child = None
+    if code < 0:  # killed outside its own signal handling: report it as shells do
+        code = 128 - code
+    if (point_dir / "metrics.json").is_file():
+        code = 0  # its results were written (a signal may have come after): finished, as a rerun will see it
     outcome = "finished" if code == 0 else f"failed (exit {code}), see {point_dir / LOG_FILE}"
     if code in EXIT_CODES.values():
-        outcome = f"stopped by a signal (exit {code}) at a checkpoint; resumable"
+        outcome = f"stopped by a signal (exit {code}); the next run of the sweep continues it"
     resumed = " (resumed)" if "train.resume=auto" in extra else ""
     print(f"ptrain: [{label}] {point.name}{resumed}: {outcome} in {time.perf_counter() - started:.0f}s")
     return code
 
 
-def wait_for(child: subprocess.Popen) -> int:
-    """The child's exit code; a SIGTERM to the sweep is passed on, so the child checkpoints and exits."""
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signal.SIGTERM))
-    try:
-        return child.wait()
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 class StopRequest:
-    """Remembers a Ctrl-C (the terminal sends it to the running point too, which checkpoints and exits) or a
-    SIGTERM, so no further point starts."""
+    """Remembers a Ctrl-C or SIGTERM, so no further point starts. The running point checkpoints and exits: the
+    terminal sends Ctrl-C to it too, and a SIGTERM (to the sweep alone, as schedulers send it) is passed on."""
 
     def __init__(self):
         self.received: str | None = None
+        self.child: subprocess.Popen | None = None
         self._previous = {}
 
     def install(self) -> StopRequest:
@@ -190,3 +189,5 @@ class StopRequest:
 
     def _handle(self, signum, frame) -> None:
         self.received = signal.Signals(signum).name
+        if signum == signal.SIGTERM and self.child is not None:
+            self.child.send_signal(signal.SIGTERM)

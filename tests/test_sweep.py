@@ -131,6 +131,37 @@ def test_failed_points_do_not_stop_the_sweep_and_are_retried(tmp_path, capsys):
     assert capsys.readouterr().out.count("finished before, skipped") == 2
 
 
+SLOW_LAUNCHER = """
+import pathlib, signal, sys, time
+run_dir = pathlib.Path(next(a for a in sys.argv if a.startswith("run_dir="))[8:])
+signal.signal(signal.SIGTERM, lambda *_: ((run_dir / "got_sigterm").touch(), sys.exit(143)))
+(run_dir / "started").touch()
+time.sleep(60)
+"""
+
+
+def test_sigterm_reaches_the_running_point_and_no_further_point_starts(tmp_path):
+    import subprocess
+    import time
+
+    from tests.conftest import REPO
+
+    launcher = tmp_path / "slow_launcher.py"
+    launcher.write_text(SLOW_LAUNCHER)
+    command = [sys.executable, "-m", "ptrain", "sweep", str(CONFIGS / "tiny.yaml"), "train.seed=1,2",
+               f"output_dir={tmp_path}", "--id", "s", "--launcher", f"{sys.executable} {launcher}"]  # fmt: skip
+    sweep = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = tmp_path / "tiny" / "s" / "seed-1"
+    deadline = time.monotonic() + 60
+    while not (first / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    sweep.terminate()
+    out, err = sweep.communicate(timeout=60)
+    assert sweep.returncode == 143, err
+    assert (first / "got_sigterm").exists() and not (tmp_path / "tiny" / "s" / "seed-2").exists()
+    assert "sweep stopped; run the same command again" in err and "stopped by a signal (exit 143)" in out
+
+
 def test_sweep_and_runs_refusals_are_one_line(tmp_path, capsys):
     tiny = str(CONFIGS / "tiny.yaml")
     refusals = {
