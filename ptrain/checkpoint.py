@@ -100,10 +100,12 @@ def prune(run_dir: Path, keep: int, best_step: int | None) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def resolve_resume(resume: str, output_dir: str, name: str) -> Checkpoint | None:
-    """`auto`: the newest complete checkpoint of any run of this config name; else a checkpoint or run folder."""
+def resolve_resume(resume: str, output_dir: str, name: str, run_dir: str | None = None) -> Checkpoint | None:
+    """`auto`: the newest complete checkpoint of any run of this config name (of `run_dir` when the config fixes
+    it); else a checkpoint or run folder."""
     if resume == "auto":
-        candidates = [c for run in (Path(output_dir) / name).glob("*") if run.is_dir() for c in complete_checkpoints(run)]
+        runs = [Path(run_dir)] if run_dir else [run for run in (Path(output_dir) / name).glob("*") if run.is_dir()]
+        candidates = [c for run in runs for c in complete_checkpoints(run)]
         newest = max(candidates, key=lambda c: c.meta["created"], default=None)
         if newest is not None:
             check_complete(newest)

@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--output", default="-", help=".csv, .tsv or .jsonl file; - (default) prints JSONL")
     sub.add_argument("--text-column", default="text")
     sub.add_argument("--batch-size", type=int, default=64)
+    add_experiment_commands(commands)
     return parser
 
 
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
 def run_command(args: argparse.Namespace) -> int:
     from ptrain.config import load_config, to_yaml
 
+    if args.command in EXPERIMENT_COMMANDS:
+        return run_experiment_command(args)
     if args.command == "predict":
         from ptrain.inference import predict_file
 
@@ -78,6 +81,35 @@ def run_command(args: argparse.Namespace) -> int:
         from ptrain.bench import bench, print_report
 
         print_report(bench(cfg, args.steps, args.warmup_steps, args.compare_hf), args.json)
+    return 0
+
+
+EXPERIMENT_COMMANDS = ("sweep", "runs")
+
+
+def add_experiment_commands(commands) -> None:
+    sub = commands.add_parser("sweep", help="train every point of a grid of CONFIG's keys, one after another")
+    sub.add_argument("config")
+    sub.add_argument("grid", nargs="+", help="key=v1,v2 (swept) or key=value (fixed), e.g. train.learning_rate=1e-4,3e-4")  # fmt: skip
+    sub.add_argument("--seeds", help="comma-separated train.seed values, e.g. 0,1,2 (another grid axis)")
+    sub.add_argument("--id", dest="sweep_id", help="sweep folder name; default sweep-<hash of config and grid>")
+    sub.add_argument("--launcher", help="how to start python for each point, e.g. 'accelerate launch --num_processes 2'")  # fmt: skip
+    sub = commands.add_parser("runs", help="table of the runs under DIR: varied keys, metrics, steps, time, status")
+    sub.add_argument("dir", nargs="?", default="runs", help="a folder of runs, e.g. runs/NAME/SWEEP (default runs)")
+    sub.add_argument("--sort", help="column to sort by, e.g. best_weighted_f1 or final_loss (best first)")
+    sub.add_argument("--format", default="table", choices=["table", "csv", "json"])
+
+
+def run_experiment_command(args: argparse.Namespace) -> int:
+    if args.command == "sweep":
+        from ptrain.sweep import sweep
+
+        return sweep(args.config, args.grid, args.seeds, args.sweep_id, args.launcher)
+    from pathlib import Path
+
+    from ptrain.runs_table import render, runs_report
+
+    print(render(runs_report(Path(args.dir), args.sort), args.format))
     return 0
 
 

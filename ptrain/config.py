@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ptrain.errors import ConfigError, ModelError
+from ptrain.inherit import read_merged
 from ptrain.sources import resolve_model_path
 
 DATA_DIR_ENV = "PTRAIN_DATA_DIR"
@@ -98,23 +99,21 @@ class Config(Strict):
     name: str
     task: Literal["sequence_classification"] = "sequence_classification"
     output_dir: str = "runs"
+    run_dir: str | None = None  # a fixed run folder instead of output_dir/name/<timestamp>/ (a sweep sets it)
+    hparams: list[str] = []  # dotted config keys added to the HPARAMS tab (a sweep adds the keys it varies)
     data: DataConfig
     model: ModelConfig
     train: TrainConfig = TrainConfig()
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read YAML, apply `key=value` overrides, validate; every error is one ConfigError line."""
+    """Read YAML (and its bases), apply `key=value` overrides, validate; every error is one ConfigError line."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({_first_line(err)})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
-    _resolve_data_dir(raw, path.resolve().parent)
+    raw, origins = read_merged(path)
+    if os.environ.get(DATA_DIR_ENV) and isinstance(raw.get("data"), dict):
+        raw["data"]["data_dir"] = os.environ[DATA_DIR_ENV]  # the environment wins over every file
     overridden = set()
     for item in overrides:
         key, value = _parse_override(item)
@@ -123,20 +122,9 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     try:
         cfg = Config.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_describe(err, path, overridden)) from None
+        raise ConfigError(_describe(err, path, overridden, origins)) from None
     check_config(cfg, path)
     return cfg
-
-
-def _resolve_data_dir(raw: dict, config_dir: Path) -> None:
-    """Relative data_dir in a YAML file is relative to that file; the environment variable wins over it."""
-    data = raw.get("data")
-    if not isinstance(data, dict):
-        return
-    if os.environ.get(DATA_DIR_ENV):
-        data["data_dir"] = os.environ[DATA_DIR_ENV]
-    elif isinstance(data.get("data_dir"), str) and not os.path.isabs(data["data_dir"]):
-        data["data_dir"] = os.path.normpath(config_dir / data["data_dir"])
 
 
 def _parse_override(item: str) -> tuple[str, Any]:
@@ -164,11 +152,11 @@ def _set_dotted(raw: dict, key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _describe(err: ValidationError, path: Path, overridden: set[str]) -> str:
+def _describe(err: ValidationError, path: Path, overridden: set[str], origins: dict[str, Path]) -> str:
     first = err.errors()[0]
     loc = [str(part) for part in first["loc"] if not str(part).startswith("function-")]
     key = ".".join(loc)
-    where = f"override {key}" if key in overridden else str(path)
+    where = f"override {key}" if key in overridden else str(_origin(loc, origins, path))
     kind = first["type"]
     if kind == "extra_forbidden":
         return f"{where}: unknown key '{key}'{_suggest(loc)}"
@@ -177,6 +165,14 @@ def _describe(err: ValidationError, path: Path, overridden: set[str]) -> str:
     if kind == "value_error":
         return f"{where}: {first['msg'].removeprefix('Value error, ')}"
     return f"{where}: '{key}' {first['msg'][0].lower()}{first['msg'][1:]} (got {first.get('input')!r})"
+
+
+def _origin(loc: list[str], origins: dict[str, Path], path: Path) -> Path:
+    """The file that set this key, or the nearest section holding it; the named file when none did."""
+    for depth in range(len(loc), 0, -1):
+        if ".".join(loc[:depth]) in origins:
+            return origins[".".join(loc[:depth])]
+    return path
 
 
 def _suggest(loc: list[str]) -> str:
@@ -191,10 +187,6 @@ def _suggest(loc: list[str]) -> str:
     if not close:
         return f"; valid keys here: {', '.join(model.model_fields)}"
     return f" (did you mean '{'.'.join(loc[:-1] + close)}'?)"
-
-
-def _first_line(err: Exception) -> str:
-    return str(err).strip().splitlines()[0]
 
 
 def check_config(cfg: Config, path: Path) -> None:
@@ -233,7 +225,10 @@ def check_config(cfg: Config, path: Path) -> None:
                 resolve_model_path(name)
             except ModelError as err:
                 raise ConfigError(f"{path}: model.{key}: {err}") from None
-    _check_writable(path, cfg.output_dir)
+    for key in cfg.hparams:
+        if config_value(cfg, key) is MISSING:
+            raise ConfigError(f"{path}: hparams names '{key}', which is not a config key (e.g. train.learning_rate)")
+    _check_writable(path, cfg.run_dir or cfg.output_dir)
     if train.mixed_precision == "fp16" and not _has_cuda():
         raise ConfigError(f"{path}: train.mixed_precision=fp16 needs a GPU; use bf16 (or no) on CPU")
 
@@ -254,6 +249,19 @@ def data_path(cfg: Config, name: str | None) -> Path | None:
     if not path.is_absolute() and cfg.data.data_dir is not None:
         path = Path(cfg.data.data_dir).expanduser() / path
     return path
+
+
+MISSING = object()
+
+
+def config_value(cfg: Config, key: str):
+    """The value at a dotted key of the resolved config, or MISSING."""
+    node = cfg.model_dump(mode="json")
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return MISSING
+        node = node[part]
+    return node
 
 
 def _has_cuda() -> bool:

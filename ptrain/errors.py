@@ -27,3 +27,7 @@ class TrainingError(PtrainError):
 
 class LaunchError(PtrainError):
     """The launched processes did not form the process group the user asked for."""
+
+
+class SweepError(PtrainError):
+    """A sweep grid or a runs listing the user asked for cannot be made; the message says what to change."""

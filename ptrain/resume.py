@@ -18,15 +18,17 @@ from ptrain.run import Run
 from ptrain.state import LoopState
 
 # Where files live and how they are read may change between the interrupted run and its resume.
-IGNORED_ON_RESUME = {"train.resume", "output_dir", "data.data_dir", "data.cache_dir", "data.num_workers"}
+# The HPARAMS keys only change what is reported.
+IGNORED_ON_RESUME = {"train.resume", "output_dir", "run_dir", "hparams", "data.data_dir", "data.cache_dir",
+                     "data.num_workers"}  # fmt: skip
 
 
 def find_resume(cfg: Config, accelerator) -> Checkpoint | None:
     if cfg.train.resume is None:
         return None
-    checkpoint = resolve_resume(cfg.train.resume, cfg.output_dir, cfg.name)
+    checkpoint = resolve_resume(cfg.train.resume, cfg.output_dir, cfg.name, cfg.run_dir)
     if checkpoint is None:
-        accelerator.print(f"ptrain: train.resume=auto: no checkpoint of '{cfg.name}' under {cfg.output_dir}; starting a new run")  # fmt: skip
+        accelerator.print(f"ptrain: train.resume=auto: no checkpoint of '{cfg.name}' under {cfg.run_dir or cfg.output_dir}; starting a new run")  # fmt: skip
     else:
         check_same_config(cfg, checkpoint.run_dir)
     return checkpoint
@@ -34,8 +36,8 @@ def find_resume(cfg: Config, accelerator) -> Checkpoint | None:
 
 def check_same_config(cfg: Config, run_dir: Path) -> None:
     """A resume reproduces the interrupted run only with the same settings."""
-    saved = _flatten(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    current = _flatten(cfg.model_dump(mode="json"))
+    saved = flatten_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    current = flatten_config(cfg.model_dump(mode="json"))
     differing = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
     differing = [k for k in differing if k not in IGNORED_ON_RESUME]
     if differing:
@@ -45,11 +47,12 @@ def check_same_config(cfg: Config, run_dir: Path) -> None:
         )
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
+def flatten_config(tree: dict, prefix: str = "") -> dict:
+    """Dotted key -> value; a scratch_config is one value (its keys are AutoConfig's, not ptrain's)."""
     flat = {}
     for key, value in tree.items():
         if isinstance(value, dict) and key != "scratch_config":
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten_config(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ptrain.config import Config, to_yaml
+from ptrain.config import Config, config_value, to_yaml
 from ptrain.evaluate import METRICS
 from ptrain.outputs import write_json
 from ptrain.run import Run
@@ -62,7 +62,13 @@ def hparams_of(cfg: Config) -> dict:
         "label_smoothing": train_cfg.label_smoothing, "mixed_precision": train_cfg.mixed_precision,
         "max_length": cfg.data.max_length, "group_by_length": cfg.data.group_by_length,
         "freeze_encoder": cfg.model.freeze_encoder, "seed": train_cfg.seed,
+        **{key: _hparam_value(config_value(cfg, key)) for key in cfg.hparams},
     }  # fmt: skip
+
+
+def _hparam_value(value):
+    """HPARAMS holds numbers, strings and booleans only; anything else is shown as its text."""
+    return value if isinstance(value, (bool, int, float, str)) else str(value)
 
 
 def summary_metrics(metrics: dict) -> dict[str, float]:

@@ -1,4 +1,5 @@
-"""TensorBoard on the main process only (a no-op elsewhere): scalars, figures, text tables, HPARAMS."""
+"""TensorBoard on the main process only (a no-op elsewhere): scalars, figures, text tables, HPARAMS and the
+custom-scalars layout."""
 
 from __future__ import annotations
 
@@ -8,9 +9,15 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
 
+# CUSTOM SCALARS tab: training and evaluation loss on one chart (their own tabs keep them apart).
+LAYOUT = {"ptrain": {"loss (train and eval)": ["Multiline", ["train/loss", "eval/loss"]]}}
+
+
 class Tracker:
     def __init__(self, run_dir: Path, enabled: bool, purge_step: int | None = None):
         self.writer = SummaryWriter(str(run_dir), purge_step=purge_step) if enabled else None
+        if self.writer:
+            self.writer.add_custom_scalars(LAYOUT)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         if self.writer:

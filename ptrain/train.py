@@ -22,7 +22,7 @@ from ptrain.loss import ClassificationLoss, balanced_class_weights, normalise_gr
 from ptrain.meter import TrainMeter
 from ptrain.model import load_classifier, load_tokenizer
 from ptrain.optim import build_optimizer, build_scheduler, plan_steps
-from ptrain.outputs import create_run_dir, export_model, write_text
+from ptrain.outputs import create_run_dir, export_model, running_marker, write_text
 from ptrain.preemption import EXIT_CODES, Preemption
 from ptrain.resume import find_resume, restore, resume_command, save
 from ptrain.run import Run
@@ -37,16 +37,17 @@ def train(cfg: Config) -> int:
     """Fine-tune as the config says; returns the process exit code (non-zero when preempted)."""
     started = time.perf_counter()
     run, checkpoint = setup(cfg)
-    state, meter = restore(run, checkpoint) if checkpoint else (LoopState(), TrainMeter(run.accelerator.device))
-    announce(run, state)
-    run.preemption.install()
-    try:
-        fit(run, state, meter)
-    finally:
-        run.preemption.uninstall()
-    if state.interrupted_by:
-        return stop_for_preemption(run, state, meter)
-    finish(run, state, time.perf_counter() - started)
+    with running_marker(run.run_dir, run.accelerator.is_main_process):
+        state, meter = restore(run, checkpoint) if checkpoint else (LoopState(), TrainMeter(run.accelerator.device))
+        announce(run, state)
+        run.preemption.install()
+        try:
+            fit(run, state, meter)
+        finally:
+            run.preemption.uninstall()
+        if state.interrupted_by:
+            return stop_for_preemption(run, state, meter)
+        finish(run, state, time.perf_counter() - started)
     return 0
 
 
@@ -62,7 +63,7 @@ def setup(cfg: Config, track: bool = True) -> tuple[Run, object]:
     eval_loader = batching.eval_loader(cfg, splits.tokenized["validation"], collator)
     train_loader, eval_loader = accelerator.prepare(train_loader, eval_loader)
     plan = plan_steps(len(train_loader), cfg.train)
-    run_dir = checkpoint.run_dir if checkpoint else create_run_dir(accelerator, cfg.output_dir, cfg.name)
+    run_dir = checkpoint.run_dir if checkpoint else create_run_dir(accelerator, cfg.output_dir, cfg.name, cfg.run_dir)
     if accelerator.is_main_process and not checkpoint:
         write_text(run_dir / "config.yaml", to_yaml(cfg))
     model = load_classifier(cfg, splits.label_names)
