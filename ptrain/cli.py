@@ -1,4 +1,4 @@
-"""`ptrain <command> ...`: train, check, eval, predict, bench. User mistakes print one line and exit 2."""
+"""`ptrain <command> ...`: train, check, eval, predict, bench, sweep, runs. User mistakes print one line and exit 2."""
 
 from __future__ import annotations
 
