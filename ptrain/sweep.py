@@ -21,7 +21,7 @@ from ptrain.checkpoint import latest_complete
 from ptrain.config import load_config, to_yaml
 from ptrain.errors import SweepError
 from ptrain.outputs import write_json
-from ptrain.preemption import EXIT_CODES
+from ptrain.preemption import EXIT_CODES, Preemption
 
 SWEEP_FILE = "sweep.json"
 LOG_FILE = "train.log"
@@ -169,23 +169,13 @@ def run_point(config: str, fixed: list[str], keys: list[str], point: Point, poin
     return code
 
 
-class StopRequest:
+class StopRequest(Preemption):
     """Remembers a Ctrl-C or SIGTERM, so no further point starts. The running point checkpoints and exits: the
     terminal sends Ctrl-C to it too, and a SIGTERM (to the sweep alone, as schedulers send it) is passed on."""
 
     def __init__(self):
-        self.received: str | None = None
+        super().__init__()
         self.child: subprocess.Popen | None = None
-        self._previous = {}
-
-    def install(self) -> StopRequest:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def uninstall(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
     def _handle(self, signum, frame) -> None:
         self.received = signal.Signals(signum).name
