@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     except PtrainError as err:
         print(f"ptrain: error: {err}", file=sys.stderr)
         return USAGE_EXIT
+    except BrokenPipeError:  # `ptrain runs | head`: the reader left; that is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
+        return 0
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -47,3 +47,25 @@ def test_predict_with_a_missing_model(tmp_path):
     source.write_text("hello\n")
     result = run_cli("predict", "--model", str(tmp_path / "none"), "--input", str(source))
     assert_one_line_error(result, str(tmp_path / "none"))
+
+
+def test_a_closed_pipe_is_not_an_error(tmp_path, monkeypatch, capsys):
+    """`ptrain check CONFIG | head -1`: the reader has gone when ptrain writes; exit 0, no traceback."""
+    from ptrain.cli import main
+
+    class ClosedPipe:
+        def __init__(self, path):
+            self.handle = open(path, "w")
+
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+        def fileno(self):
+            return self.handle.fileno()
+
+    monkeypatch.setattr("sys.stdout", ClosedPipe(tmp_path / "stdout"))
+    assert main(["check", str(CONFIGS / "emotion.yaml")]) == 0
+    assert "Traceback" not in capsys.readouterr().err
