@@ -39,7 +39,7 @@ def time_hf_trainer(run: Run, steps: int, warmup_steps: int, output_dir: Path) -
                 clock[state.global_step] = (time.perf_counter(), state.num_input_tokens_seen)
 
     cfg = run.cfg
-    collator = CountingCollator(collate.classification_collator(run.tokenizer, cfg.train.mixed_precision))
+    collator = CountingCollator(collate.classification_collator(run.tokenizer, cfg.train.mixed_precision, run.accelerator.device))
     trainer = Trainer(model=load_classifier(cfg, run.splits.label_names), args=training_arguments(run, steps + warmup_steps, output_dir),
                       train_dataset=run.splits.tokenized["train"].remove_columns(["idx"]), data_collator=collator,
                       callbacks=[Clock()])  # fmt: skip

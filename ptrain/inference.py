@@ -30,7 +30,7 @@ def evaluate_export(cfg: Config, model_dir: str, split: str) -> dict[str, float]
         if split not in raw:
             raise DataError(f"no {split} split: set data.{split}_file in the config")
         splits = tokenize_splits(cfg, raw, tokenizer, names)
-    collator = collate.classification_collator(tokenizer, cfg.train.mixed_precision)
+    collator = collate.classification_collator(tokenizer, cfg.train.mixed_precision, accelerator.device)
     model, loader = accelerator.prepare(model, batching.eval_loader(cfg, splits.tokenized[split], collator))
     return evaluate(model, loader, accelerator, len(names)).metrics
 

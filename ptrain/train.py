@@ -58,7 +58,7 @@ def setup(cfg: Config, track: bool = True) -> tuple[Run, object]:
     checkpoint = find_resume(cfg, accelerator)
     tokenizer = load_tokenizer(cfg)
     splits = load_splits(cfg, tokenizer, accelerator)
-    collator = collate.classification_collator(tokenizer, cfg.train.mixed_precision)
+    collator = collate.classification_collator(tokenizer, cfg.train.mixed_precision, accelerator.device)
     train_loader, shuffle = batching.train_loader(cfg, splits.tokenized["train"], collator)
     eval_loader = batching.eval_loader(cfg, splits.tokenized["validation"], collator)
     train_loader, eval_loader = accelerator.prepare(train_loader, eval_loader)
@@ -203,6 +203,6 @@ def finish(run: Run, state: LoopState, wall_seconds: float) -> None:
 
 
 def score_test_split(run: Run) -> dict[str, float]:
-    collator = collate.classification_collator(run.tokenizer, run.cfg.train.mixed_precision)
+    collator = collate.classification_collator(run.tokenizer, run.cfg.train.mixed_precision, run.accelerator.device)
     loader = run.accelerator.prepare(batching.eval_loader(run.cfg, run.splits.tokenized["test"], collator))
     return evaluate(run.model, loader, run.accelerator, len(run.splits.label_names)).metrics

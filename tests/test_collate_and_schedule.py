@@ -12,6 +12,8 @@ from ptrain.errors import ConfigError
 from ptrain.model import resolve_model_path
 from ptrain.optim import build_optimizer, build_scheduler, plan_steps
 
+CPU = torch.device("cpu")
+
 
 @pytest.fixture(scope="module")
 def tokenizer():
@@ -23,16 +25,18 @@ def features(tokenizer, texts):
 
 
 def test_collator_pads_to_the_longest_in_the_batch(tokenizer):
-    batch = classification_collator(tokenizer, "no")(features(tokenizer, ["a b", "a b c d e f g h i j"]))
+    batch = classification_collator(tokenizer, "no", CPU)(features(tokenizer, ["a b", "a b c d e f g h i j"]))
     assert batch["input_ids"].shape == (2, 12)  # 10 words + [CLS] + [SEP]
     assert batch["attention_mask"].sum(1).tolist() == [4, 12]
     assert batch["labels"].tolist() == [0, 1] and batch["idx"].tolist() == [0, 1]
 
 
-def test_collator_pads_to_multiple_of_8_under_mixed_precision(tokenizer):
-    batch = classification_collator(tokenizer, "bf16")(features(tokenizer, ["a b", "a b c d e f g h i j"]))
+def test_collator_pads_to_multiple_of_8_for_mixed_precision_on_gpu_only(tokenizer):
+    rows = features(tokenizer, ["a b", "a b c d e f g h i j"])
+    batch = classification_collator(tokenizer, "bf16", torch.device("cuda"))(rows)
     assert batch["input_ids"].shape == (2, 16)
     assert (batch["input_ids"][0, 4:] == tokenizer.pad_token_id).all()
+    assert classification_collator(tokenizer, "bf16", CPU)(rows)["input_ids"].shape == (2, 12)
 
 
 def test_no_weight_decay_on_biases_and_layernorm():
