@@ -52,7 +52,6 @@ def normalise_gradients(parameters, accelerator, window_weight: torch.Tensor) ->
     """
     total = accelerator.reduce(window_weight.detach().clone(), "sum")
     factor = accelerator.gradient_accumulation_steps * accelerator.num_processes / total.clamp(min=1e-12)
-    for param in parameters:
-        if param.grad is not None:
-            param.grad.mul_(factor.to(param.grad.dtype))
+    grads = [param.grad for param in parameters if param.grad is not None]
+    torch._foreach_mul_(grads, factor)  # one kernel launch for all gradients, as clip_grad_norm_ does
     return total
