@@ -270,5 +270,16 @@ def _has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def flatten_config(tree: dict, prefix: str = "") -> dict:
+    """Dotted key -> value; a scratch_config is one value (its keys are AutoConfig's, not ptrain's)."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and key != "scratch_config":
+            flat.update(flatten_config(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def to_yaml(cfg: Config) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

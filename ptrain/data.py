@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 from datasets import ClassLabel, Dataset, DatasetDict
 
 from ptrain.config import Config, DataConfig, data_path
-from ptrain.errors import DataError
+from ptrain.errors import DataError, first_line
 
 SPLITS = ("train", "validation", "test")
 EXTENSION_FORMATS = {
@@ -92,7 +92,7 @@ def _read_failure(path: Path, fmt: str, encoding: str, err: Exception) -> str:
             line = raw[: bad.start].count(b"\n") + 1
             return (f"{path}: line {line} is not valid {encoding} (byte 0x{raw[bad.start]:02x}); convert the file "
                     f"(e.g. iconv -f latin1 -t utf-8) or set data.encoding")  # fmt: skip
-    text = " ".join(_first_line(e) for e in chain[-1:])
+    text = first_line(chain[-1])
     fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text)
     if fields:
         expected, line, saw = fields.groups()
@@ -237,8 +237,3 @@ def _cache_key(cfg: Config, ds: Dataset, tokenizer_hash: str, mapping: dict) -> 
         str(cfg.data.max_length), repr(sorted(mapping.items(), key=repr)), "v1",
     ]  # fmt: skip
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:24]
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

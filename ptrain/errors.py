@@ -1,6 +1,12 @@
 """Exceptions for mistakes a user can make; the CLI prints them as one line, without a traceback."""
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none), for one-line errors."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 class PtrainError(Exception):
     """Base class: the message names the culprit (file, key, column, row) and the fix."""
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from ptrain.errors import ConfigError
+from ptrain.errors import ConfigError, first_line
 
 BASE_KEY = "base"
 
@@ -44,7 +44,7 @@ def _read_file(path: Path) -> dict:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({str(err).strip().splitlines()[0]})") from None
+        raise ConfigError(f"{path}: not valid YAML ({first_line(err)})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
     return raw

@@ -11,8 +11,8 @@ from pathlib import Path
 import yaml
 
 from ptrain.checkpoint import Checkpoint, resolve_resume, save_checkpoint
-from ptrain.config import Config
-from ptrain.errors import CheckpointError, ConfigError
+from ptrain.config import Config, flatten_config
+from ptrain.errors import CheckpointError, ConfigError, first_line
 from ptrain.meter import TrainMeter
 from ptrain.run import Run
 from ptrain.state import LoopState
@@ -47,25 +47,13 @@ def check_same_config(cfg: Config, run_dir: Path) -> None:
         )
 
 
-def flatten_config(tree: dict, prefix: str = "") -> dict:
-    """Dotted key -> value; a scratch_config is one value (its keys are AutoConfig's, not ptrain's)."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and key != "scratch_config":
-            flat.update(flatten_config(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def restore(run: Run, checkpoint: Checkpoint) -> tuple[LoopState, TrainMeter]:
     """Model, optimizer, scheduler, scaler and every process's RNG (Accelerate), then loop state and meter."""
     started = time.perf_counter()
     try:  # Accelerate unpickles with weights_only=True: a file with code in it is refused, not run
         run.accelerator.load_state(str(checkpoint.path))
     except (RuntimeError, ValueError, OSError, pickle.UnpicklingError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"checkpoint {checkpoint.path} could not be loaded ({first}); resume from another "
+        raise CheckpointError(f"checkpoint {checkpoint.path} could not be loaded ({first_line(err)}); resume from another "
                               "checkpoint with train.resume=PATH or delete this one") from None
     state = LoopState.from_dict(checkpoint.meta["loop"])
     state.stop, state.interrupted_by = False, None

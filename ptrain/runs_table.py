@@ -14,10 +14,10 @@ from pathlib import Path
 import yaml
 
 from ptrain.checkpoint import latest_complete
+from ptrain.config import flatten_config
 from ptrain.errors import SweepError
 from ptrain.evaluate import LOWER_IS_BETTER, METRICS
 from ptrain.outputs import RUNNING
-from ptrain.resume import flatten_config
 
 # Keys that say where a run lives or what it reports, not how it trains.
 NOT_HYPERPARAMETERS = {"run_dir", "hparams", "output_dir", "train.resume", "data.data_dir", "data.cache_dir",
