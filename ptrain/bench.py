@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ptrain.config import Config
-from ptrain.evaluate import evaluate
+from ptrain.tasks import EvalContext
 from ptrain.hardware import PeakMemory, inference_flops_per_token, matmul_peak_flops, training_flops_per_token
 from ptrain.meter import TrainMeter
 from ptrain.run import Run
@@ -105,10 +105,10 @@ def run_steps(run: Run, state: LoopState, meter: TrainMeter, progress, stop_at: 
 
 def time_ptrain_eval(run: Run) -> dict:
     """The validation split through ptrain's evaluate, timed on the second pass (the first warms up)."""
-    labels = len(run.splits.label_names)
-    evaluate(run.model, run.eval_loader, run.accelerator, labels)
+    context = EvalContext(run.cfg, run.tokenizer, run.splits.label_names, run.splits.raw["validation"])
+    run.task.evaluate(run.model, run.eval_loader, run.accelerator, context)
     with PeakMemory(run.accelerator.device) as memory:
-        result = evaluate(run.model, run.eval_loader, run.accelerator, labels)
+        result = run.task.evaluate(run.model, run.eval_loader, run.accelerator, context)
     rows = len(run.splits.tokenized["validation"])
     return {"tokens_per_second": result.real_tokens / result.seconds, "samples_per_second": rows / result.seconds,
             **memory.report()}  # fmt: skip

@@ -9,9 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ptrain import collate
 from ptrain.hardware import PeakMemory
-from ptrain.model import load_classifier
 from ptrain.run import Run
 
 
@@ -39,8 +37,8 @@ def time_hf_trainer(run: Run, steps: int, warmup_steps: int, output_dir: Path) -
                 clock[state.global_step] = (time.perf_counter(), state.num_input_tokens_seen)
 
     cfg = run.cfg
-    collator = CountingCollator(collate.classification_collator(run.tokenizer, cfg.train.mixed_precision, run.accelerator.device))
-    trainer = Trainer(model=load_classifier(cfg, run.splits.label_names), args=training_arguments(run, steps + warmup_steps, output_dir),
+    collator = CountingCollator(run.task.collator(cfg, run.tokenizer, run.accelerator.device))
+    trainer = Trainer(model=run.task.load_model(cfg, run.splits.label_names), args=training_arguments(run, steps + warmup_steps, output_dir),
                       train_dataset=run.splits.tokenized["train"].remove_columns(["idx"]), data_collator=collator,
                       callbacks=[Clock()])  # fmt: skip
     with PeakMemory(run.accelerator.device) as memory, contextlib.redirect_stdout(io.StringIO()):

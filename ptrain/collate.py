@@ -8,7 +8,9 @@ from transformers import DataCollatorWithPadding
 GPU_MIXED_PRECISION_PAD_MULTIPLE = 8
 
 
-def classification_collator(tokenizer, mixed_precision: str, device: torch.device) -> DataCollatorWithPadding:
-    on_tensor_cores = mixed_precision != "no" and device.type == "cuda"
-    multiple = GPU_MIXED_PRECISION_PAD_MULTIPLE if on_tensor_cores else None
-    return DataCollatorWithPadding(tokenizer, padding="longest", pad_to_multiple_of=multiple)
+def pad_multiple(mixed_precision: str, device: torch.device) -> int | None:
+    return GPU_MIXED_PRECISION_PAD_MULTIPLE if mixed_precision != "no" and device.type == "cuda" else None
+
+
+def padding_collator(tokenizer, mixed_precision: str, device: torch.device) -> DataCollatorWithPadding:
+    return DataCollatorWithPadding(tokenizer, padding="longest", pad_to_multiple_of=pad_multiple(mixed_precision, device))

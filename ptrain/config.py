@@ -78,7 +78,7 @@ class TrainConfig(Strict):
     seed: int = 42
     log_every_steps: int = Field(20, gt=0)
     eval_every_steps: int | None = Field(None, gt=0)  # evaluation also runs at every epoch end
-    metric_for_best: Literal["loss", "accuracy", "macro_f1", "weighted_f1"] = "weighted_f1"
+    metric_for_best: str | None = None  # an evaluation metric of the task; default its headline (weighted_f1, ...)
     early_stopping_patience: int | None = Field(None, gt=0)  # evaluations without improvement
     highest_loss_examples: int = Field(20, ge=0)  # rows in the TensorBoard table at each eval
     checkpoint_every_steps: int | None = Field(None, gt=0)  # optimizer steps between resumable checkpoints
@@ -229,8 +229,18 @@ def check_config(cfg: Config, path: Path) -> None:
         if config_value(cfg, key) is MISSING:
             raise ConfigError(f"{path}: hparams names '{key}', which is not a config key (e.g. train.learning_rate)")
     _check_writable(path, cfg.run_dir or cfg.output_dir)
+    _check_task_metric(cfg, path)
     if train.mixed_precision == "fp16" and not _has_cuda():
         raise ConfigError(f"{path}: train.mixed_precision=fp16 needs a GPU; use bf16 (or no) on CPU")
+
+
+def _check_task_metric(cfg: Config, path: Path) -> None:
+    from ptrain.tasks import get_task  # the task modules import torch and transformers: only when checking
+
+    metrics = get_task(cfg.task).metrics
+    if cfg.train.metric_for_best is not None and cfg.train.metric_for_best not in metrics:
+        raise ConfigError(f"{path}: train.metric_for_best '{cfg.train.metric_for_best}' is not a {cfg.task} metric; "
+                          f"choose one of {', '.join(metrics)}")  # fmt: skip
 
 
 def _check_writable(path: Path, output_dir: str) -> None:

@@ -11,10 +11,12 @@ from pathlib import Path
 import datasets
 import pyarrow as pa
 import pyarrow.compute as pc
-from datasets import ClassLabel, Dataset, DatasetDict
+from datasets import Dataset, DatasetDict
 
 from ptrain.config import Config, DataConfig, data_path
 from ptrain.errors import DataError, first_line
+from ptrain.labels import source_name
+from ptrain.tasks import Task, get_task
 
 SPLITS = ("train", "validation", "test")
 EXTENSION_FORMATS = {
@@ -116,22 +118,15 @@ def _csv_options(data: DataConfig, fmt: str, path: Path) -> dict:
 
 
 def _check_columns(cfg: Config, split: str, ds: Dataset) -> None:
-    for key, column in _text_and_label_columns(cfg):
+    for key, column in get_task(cfg.task).columns(cfg):
         if column not in ds.column_names:
-            raise DataError(f"data.{key} '{column}' not in {_source(ds, split)} columns {ds.column_names}")
-
-
-def _text_and_label_columns(cfg: Config) -> list[tuple[str, str]]:
-    wanted = [("text_column", cfg.data.text_column), ("label_column", cfg.data.label_column)]
-    if cfg.data.text_pair_column:
-        wanted.append(("text_pair_column", cfg.data.text_pair_column))
-    return wanted
+            raise DataError(f"data.{key} '{column}' not in {source_name(ds, split)} columns {ds.column_names}")
 
 
 def _handle_empty_texts(cfg: Config, split: str, ds: Dataset) -> tuple[Dataset, int]:
     """Rows with a null or blank text (or label) are refused, or dropped and counted (data.empty_texts)."""
     empty = None
-    for _, column in _text_and_label_columns(cfg):
+    for _, column in get_task(cfg.task).columns(cfg):
         values = ds.data.column(column)
         blank = pc.is_null(values)
         if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
@@ -143,56 +138,25 @@ def _handle_empty_texts(cfg: Config, split: str, ds: Dataset) -> tuple[Dataset, 
         return ds, 0
     if cfg.data.empty_texts == "error":
         first = empty.to_pylist().index(True)
-        raise DataError(f"{_source(ds, split)}: {count} rows have an empty text or label (first: data row {first}); "
+        raise DataError(f"{source_name(ds, split)}: {count} rows have an empty text or label (first: data row {first}); "
                         f"fix them, or set data.empty_texts=drop to skip them")  # fmt: skip
     keep = [i for i, is_empty in enumerate(empty.to_pylist()) if not is_empty]
     return ds.select(keep), count
 
 
-def _source(ds: Dataset, split: str) -> str:
-    return ds.info.description or f"the {split} split"
-
-
-def resolve_label_names(cfg: Config, train: Dataset) -> list[str]:
-    """Label ids follow data.label_names, else the dataset's ClassLabel, else sorted training values."""
-    if cfg.data.label_names is not None:
-        return list(cfg.data.label_names)
-    feature = train.features[cfg.data.label_column]
-    if isinstance(feature, ClassLabel):
-        return list(feature.names)
-    values = train.unique(cfg.data.label_column)
-    if all(isinstance(v, int) for v in values):
-        if min(values) < 0:
-            raise DataError(f"{_source(train, 'train')}: integer labels must be 0..K-1, found {min(values)}")
-        return [str(i) for i in range(max(values) + 1)]
-    return sorted(str(v) for v in values)
-
-
-def label_to_id(ds: Dataset, split: str, column: str, names: list[str]) -> dict:
-    """Map every label value in `ds` to its id, or fail naming the first unknown value and its row."""
-    values = ds.unique(column)
-    by_position = isinstance(ds.features[column], ClassLabel) or all(isinstance(v, int) for v in values)
-    mapping = {i: i for i in range(len(names))} if by_position else {name: i for i, name in enumerate(names)}
-    unknown = [v for v in values if v not in mapping]
-    if unknown:
-        row = ds[column].index(unknown[0])
-        raise DataError(f"{_source(ds, split)}: label {unknown[0]!r} at row {row} is not one of the labels {names}; fix the row or add the label to data.label_names")  # fmt: skip
-    return mapping
-
-
-def tokenize_splits(cfg: Config, raw: DatasetDict, tokenizer, label_names: list[str]) -> Splits:
+def tokenize_splits(cfg: Config, raw: DatasetDict, tokenizer, task: Task, label_names: list[str]) -> Splits:
     """Batched tokenization of each split, cached on disk by content: a second run reads it back."""
     cache_dir = Path(cfg.data.cache_dir or DEFAULT_CACHE_DIR).expanduser()
     cache_dir.mkdir(parents=True, exist_ok=True)
     tokenized, hits = {}, {}
     tokenizer_hash = _tokenizer_hash(tokenizer)
     for split, ds in raw.items():
-        mapping = label_to_id(ds, split, cfg.data.label_column, label_names)
-        key = _cache_key(cfg, ds, tokenizer_hash, mapping)
+        encode, identity = task.encoder(cfg, tokenizer, label_names, ds, split)
+        key = _cache_key(ds, tokenizer_hash, [task.name, *identity])
         cache_file = cache_dir / f"{key}.arrow"
         hits[split] = cache_file.is_file()
         tokenized[split] = ds.map(
-            _encoder(cfg, tokenizer, mapping),
+            encode,
             batched=True,
             with_indices=True,
             remove_columns=ds.column_names,
@@ -202,18 +166,6 @@ def tokenize_splits(cfg: Config, raw: DatasetDict, tokenizer, label_names: list[
             desc=f"tokenizing {split}",
         )
     return Splits(raw=raw, tokenized=DatasetDict(tokenized), label_names=label_names, cache_hits=hits)
-
-
-def _encoder(cfg: Config, tokenizer, mapping: dict):
-    text, pair, label, max_length = cfg.data.text_column, cfg.data.text_pair_column, cfg.data.label_column, cfg.data.max_length  # fmt: skip
-
-    def encode(batch: dict, indices: list[int]) -> dict:
-        encoded = tokenizer(batch[text], batch[pair] if pair else None, truncation=True, max_length=max_length)
-        encoded["labels"] = [mapping[value] for value in batch[label]]
-        encoded["idx"] = indices  # row in the raw split, to show the text of an evaluated example
-        return encoded
-
-    return encode
 
 
 def _tokenizer_hash(tokenizer) -> str:
@@ -228,12 +180,7 @@ def _tokenizer_hash(tokenizer) -> str:
     return hashlib.sha256(f"{type(tokenizer).__name__}:{state}".encode()).hexdigest()
 
 
-def _cache_key(cfg: Config, ds: Dataset, tokenizer_hash: str, mapping: dict) -> str:
-    """Content hash of everything that changes the tokenized rows."""
-    parts = [
-        ds._fingerprint,  # datasets' own hash of the file contents and the select/split applied to them
-        tokenizer_hash,
-        cfg.data.text_column, str(cfg.data.text_pair_column), cfg.data.label_column,
-        str(cfg.data.max_length), repr(sorted(mapping.items(), key=repr)), "v1",
-    ]  # fmt: skip
+def _cache_key(ds: Dataset, tokenizer_hash: str, identity: list[str]) -> str:
+    """Content hash of everything that changes the tokenized rows: data, tokenizer, the task's encoding."""
+    parts = [ds._fingerprint, tokenizer_hash, *identity, "v2"]  # fingerprint: datasets' hash of the file and selection
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:24]

@@ -6,45 +6,47 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
-from ptrain import batching, collate
+from ptrain import batching
 from ptrain.config import Config, DataConfig
 from ptrain.data import load_raw_splits, read_table, tokenize_splits
 from ptrain.distributed import build_accelerator
 from ptrain.errors import DataError
-from ptrain.evaluate import evaluate
+from ptrain.errors import ConfigError
 from ptrain.model import load_exported
+from ptrain.tasks import EvalContext
 
 OUTPUT_FORMATS = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".json": None}
 
 
 def evaluate_export(cfg: Config, model_dir: str, split: str) -> dict[str, float]:
     """Metrics of an exported model on a split; label ids follow the model's id2label."""
-    tokenizer, model = load_exported(model_dir)
-    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"label_names": names})})
+    tokenizer, model, task = load_exported(model_dir)
+    if task.name != cfg.task:
+        raise ConfigError(f"--model {model_dir} is a {task.name} model but the config's task is {cfg.task}")
+    names = export_label_names(model) if task.uses_label_names else []
+    if names:
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"label_names": names})})
     accelerator = build_accelerator(cfg)
     with accelerator.main_process_first():
         raw, _ = load_raw_splits(cfg)
         if split not in raw:
             raise DataError(f"no {split} split: set data.{split}_file in the config")
-        splits = tokenize_splits(cfg, raw, tokenizer, names)
-    collator = collate.classification_collator(tokenizer, cfg.train.mixed_precision, accelerator.device)
+        splits = tokenize_splits(cfg, raw, tokenizer, task, names)
+    collator = task.collator(cfg, tokenizer, accelerator.device)
     model, loader = accelerator.prepare(model, batching.eval_loader(cfg, splits.tokenized[split], collator))
-    return evaluate(model, loader, accelerator, len(names)).metrics
+    return task.evaluate(model, loader, accelerator, EvalContext(cfg, tokenizer, names, raw[split])).metrics
+
+
+def export_label_names(model) -> list[str]:
+    """The label names in id order, from the export's id2label."""
+    return [model.config.id2label[i] for i in range(model.config.num_labels)]
 
 
 def predict_file(model_dir: str, input_path: str, output: str, text_column: str, batch_size: int) -> int:
-    """Label and per-class probabilities for every row; rows keep the input order. Returns the row count."""
-    tokenizer, model = load_exported(model_dir)
-    texts = read_texts(Path(input_path), text_column)
-    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    probs = predict_probabilities(model, tokenizer, texts, batch_size)
-    rows = []
-    for text, p in zip(texts, probs.tolist()):
-        best = max(range(len(names)), key=p.__getitem__)
-        rows.append({"text": text, "label": names[best], "score": p[best], **{f"prob_{n}": v for n, v in zip(names, p)}})
+    """The task's prediction for every row (a label and probabilities for classification); rows keep the
+    input order. Returns the row count."""
+    tokenizer, model, task = load_exported(model_dir)
+    rows = task.predict(model, tokenizer, read_texts(Path(input_path), text_column), batch_size)
     write_rows(rows, output)
     return len(rows)
 
@@ -58,19 +60,6 @@ def read_texts(path: Path, column: str) -> list[str]:
     if column not in table.column_names:
         raise DataError(f"{path}: no column '{column}' (columns {table.column_names}); pass --text-column")
     return table[column]
-
-
-@torch.no_grad()
-def predict_probabilities(model, tokenizer, texts: list[str], batch_size: int) -> torch.Tensor:
-    """Batches of similar length (sorted), so padding stays small; results return in input order."""
-    model.eval()
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    probs = torch.empty(len(texts), model.config.num_labels)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        encoded = tokenizer([texts[i] for i in chunk], padding=True, truncation=True, return_tensors="pt")
-        probs[chunk] = model(**encoded).logits.float().softmax(-1)
-    return probs
 
 
 def write_rows(rows: list[dict], output: str) -> None:

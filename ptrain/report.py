@@ -31,12 +31,13 @@ def confusion_figure(confusion: torch.Tensor, label_names: list[str]):
     return fig
 
 
-def highest_loss_table(result, texts: list[str], label_names: list[str], count: int) -> str:
-    """A markdown table of the `count` examples the model got most wrong (TensorBoard renders it)."""
-    order = torch.argsort(result.losses, descending=True)[:count].tolist()
+def highest_loss_table(details: dict, texts: list[str], label_names: list[str], count: int) -> str:
+    """A markdown table of the `count` examples the model got most wrong (TensorBoard renders it); `details`
+    holds per-example losses, rows, labels and predictions."""
+    order = torch.argsort(details["losses"], descending=True)[:count].tolist()
     lines = ["| loss | gold | predicted | text |", "|---:|---|---|---|"]
     for i in order:
-        text = texts[int(result.rows[i])].replace("|", "\\|").replace("\n", " ")
-        gold, pred = label_names[int(result.labels[i])], label_names[int(result.predictions[i])]
-        lines.append(f"| {result.losses[i]:.3f} | {gold} | {pred} | {text} |")
+        text = texts[int(details["rows"][i])].replace("|", "\\|").replace("\n", " ")
+        gold, pred = label_names[int(details["labels"][i])], label_names[int(details["predictions"][i])]
+        lines.append(f"| {details['losses'][i]:.3f} | {gold} | {pred} | {text} |")
     return "\n".join(lines)

@@ -11,15 +11,16 @@ from accelerate import Accelerator
 
 from ptrain.config import Config
 from ptrain.data import Splits
-from ptrain.loss import ClassificationLoss
 from ptrain.optim import StepPlan
 from ptrain.preemption import Preemption
+from ptrain.tasks import Task
 from ptrain.tracking import Tracker
 
 
 @dataclass
 class Run:
     cfg: Config
+    task: Task
     accelerator: Accelerator
     run_dir: Path
     tokenizer: Any
@@ -30,7 +31,7 @@ class Run:
     train_loader: Any
     eval_loader: Any
     shuffle: torch.Generator  # seeded with (seed + epoch) at each epoch start: the same order after a resume
-    loss_fn: ClassificationLoss
+    loss_fn: Any  # the task's loss: summed over targets, with target_weight(labels) as its denominator
     plan: StepPlan
     tracker: Tracker
     preemption: Preemption

@@ -16,13 +16,12 @@ import yaml
 from ptrain.checkpoint import latest_complete
 from ptrain.config import flatten_config
 from ptrain.errors import SweepError
-from ptrain.evaluate import LOWER_IS_BETTER, METRICS
 from ptrain.outputs import RUNNING
+from ptrain.tasks import TASKS
 
 # Keys that say where a run lives or what it reports, not how it trains.
 NOT_HYPERPARAMETERS = {"run_dir", "hparams", "output_dir", "train.resume", "data.data_dir", "data.cache_dir",
                        "data.num_workers"}  # fmt: skip
-METRIC_COLUMNS = [f"{kind}_{name}" for kind in ("best", "final") for name in METRICS]
 SEED_KEY = "train.seed"
 
 
@@ -35,14 +34,24 @@ def runs_report(root: Path, sort: str | None) -> dict:
     configs = {folder: flatten_config(yaml.safe_load((folder / "config.yaml").read_text())) for folder in folders}
     keys = sorted({k for config in configs.values() for k in config} - NOT_HYPERPARAMETERS)
     varied = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in configs.values()}) > 1]
-    rows = [run_row(folder, root, {k: configs[folder].get(k) for k in varied}) for folder in folders]
-    groups = seed_groups(rows, varied)
+    columns = metric_columns(configs.values())
+    rows = [run_row(folder, root, {k: configs[folder].get(k) for k in varied}, columns) for folder in folders]
+    groups = seed_groups(rows, varied, columns)
     if sort:
-        rows, groups = sort_rows(rows, sort, varied), sort_rows(groups, sort, varied)
-    return {"varied": varied, "runs": rows, "seed_groups": groups}
+        rows, groups = sort_rows(rows, sort, varied, columns), sort_rows(groups, sort, varied, columns)
+    return {"varied": varied, "metric_columns": columns, "runs": rows, "seed_groups": groups}
 
 
-def run_row(folder: Path, root: Path, hyperparameters: dict) -> dict:
+def metric_columns(configs) -> list[str]:
+    """best_NAME and final_NAME for every metric of the tasks these runs trained, in the tasks' order."""
+    names = []
+    for config in configs:
+        task = TASKS.get(config.get("task"))
+        names += [name for name in (task.metrics if task else ()) if name not in names]
+    return [f"{kind}_{name}" for kind in ("best", "final") for name in names]
+
+
+def run_row(folder: Path, root: Path, hyperparameters: dict, columns: list[str]) -> dict:
     metrics = _read_json(folder / "metrics.json")
     checkpoint = latest_complete(folder) if not metrics else None
     name = str(folder.relative_to(root)) if folder != root else folder.name
@@ -51,7 +60,7 @@ def run_row(folder: Path, root: Path, hyperparameters: dict) -> dict:
         row["steps"], row["wall_seconds"] = metrics["train"]["optimizer_steps"], metrics["train"]["wall_seconds"]
     else:
         row["steps"], row["wall_seconds"] = (checkpoint.step if checkpoint else None), None
-    for column in METRIC_COLUMNS:
+    for column in columns:
         kind, name = column.split("_", 1)
         row[column] = (metrics or {}).get(kind, {}).get(name)
     return row
@@ -86,7 +95,7 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def seed_groups(rows: list[dict], varied: list[str]) -> list[dict]:
+def seed_groups(rows: list[dict], varied: list[str], columns: list[str]) -> list[dict]:
     """Runs in one folder that differ only in train.seed: mean and sample standard deviation of finished ones."""
     if SEED_KEY not in varied:
         return []
@@ -103,7 +112,7 @@ def seed_groups(rows: list[dict], varied: list[str]) -> list[dict]:
         label = ", ".join(f"{k}={members[0][k]}" for k in others) or "all"
         group = {"run": label if parent == "." else f"{parent}: {label}", "status": f"{len(finished)}/{len(members)} finished",
                  "seeds": [m[SEED_KEY] for m in members], **{k: members[0][k] for k in others}}  # fmt: skip
-        for column in ("steps", "wall_seconds", *METRIC_COLUMNS):
+        for column in ("steps", "wall_seconds", *columns):
             values = [m[column] for m in finished if m[column] is not None]
             group[column] = statistics.mean(values) if values else None
             group[f"{column}_std"] = statistics.stdev(values) if len(values) > 1 else None
@@ -111,14 +120,15 @@ def seed_groups(rows: list[dict], varied: list[str]) -> list[dict]:
     return groups
 
 
-def sort_rows(rows: list[dict], column: str, varied: list[str]) -> list[dict]:
+def sort_rows(rows: list[dict], column: str, varied: list[str], columns: list[str]) -> list[dict]:
     """Best first for metrics (lowest loss, highest scores); ascending for everything else. Blanks last."""
-    if column in METRICS:
+    if f"best_{column}" in columns:
         column = f"best_{column}"
-    choices = ["steps", "wall_seconds", *METRIC_COLUMNS, *varied]
+    choices = ["steps", "wall_seconds", *columns, *varied]
     if column not in choices:
         raise SweepError(f"--sort {column}: not a column; choose one of {', '.join(choices)}")
-    descending = column in METRIC_COLUMNS and column.split("_", 1)[1] not in LOWER_IS_BETTER
+    lower_is_better = {name for task in TASKS.values() for name in task.lower_is_better}
+    descending = column in columns and column.split("_", 1)[1] not in lower_is_better
     present = [r for r in rows if isinstance(r.get(column), (int, float))]
     blank = [r for r in rows if not isinstance(r.get(column), (int, float))]
     return sorted(present, key=lambda r: r[column], reverse=descending) + blank
@@ -127,10 +137,11 @@ def sort_rows(rows: list[dict], column: str, varied: list[str]) -> list[dict]:
 def render(report: dict, form: str) -> str:
     if form == "json":
         return json.dumps(report, indent=2)
-    columns = ["run", "status", *report["varied"], "steps", "wall_seconds", *METRIC_COLUMNS]
+    metric_cols = report["metric_columns"]
+    columns = ["run", "status", *report["varied"], "steps", "wall_seconds", *metric_cols]
     if form == "csv":
         out = io.StringIO()
-        fields = ["kind", *columns, *(f"{c}_std" for c in ("steps", "wall_seconds", *METRIC_COLUMNS))]
+        fields = ["kind", *columns, *(f"{c}_std" for c in ("steps", "wall_seconds", *metric_cols))]
         writer = csv.DictWriter(out, fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows({"kind": "run", **row} for row in report["runs"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from ptrain.config import Config, config_value, to_yaml
-from ptrain.evaluate import METRICS
 from ptrain.outputs import write_json
 from ptrain.run import Run
 from ptrain.state import LoopState
@@ -22,7 +21,7 @@ def announce(run: Run, state: LoopState) -> None:
         f"per-device batch {train_cfg.per_device_batch_size} x accumulation {train_cfg.gradient_accumulation_steps} "
         f"x {acc.num_processes} = global batch {global_batch}\n"
         f"ptrain: rows {sizes}; tokenization cache reused for {cached or 'none'}; "
-        f"{len(run.splits.label_names)} labels; {trainable:,} trainable parameters{dropped}\n"
+        f"task {run.task.name}{_label_count(run)}; {trainable:,} trainable parameters{dropped}\n"
         f"ptrain: {plan.steps_per_epoch} optimizer steps per epoch, {plan.total_steps} in total "
         f"({plan.epochs} epoch(s)), warmup {plan.warmup_steps}\nptrain: run folder {run.run_dir}"
     )
@@ -42,9 +41,9 @@ def write_results(run: Run, state: LoopState, test: dict | None, wall_seconds: f
     if not run.accelerator.is_main_process:
         return
     write_json(run.run_dir / "metrics.json", metrics)
-    run.tracker.hparams(hparams_of(run.cfg), summary_metrics(metrics), state.global_step)
+    run.tracker.hparams(hparams_of(run.cfg), summary_metrics(metrics, run.task.metrics), state.global_step)
     run.accelerator.print(
-        f"ptrain: best {run.cfg.train.metric_for_best} {state.best_value:.4f} at step {state.best['step']}; "
+        f"ptrain: best {run.cfg.train.metric_for_best or run.task.metrics[0]} {state.best_value:.4f} at step {state.best['step']}; "
         f"wall time {wall_seconds:.0f}s\nptrain: TensorBoard: tensorboard --logdir {run.run_dir.parent}\n"
         f"ptrain: model: {run.run_dir / 'best'} (best), {run.run_dir / 'final'} (final); "
         f"metrics: {run.run_dir / 'metrics.json'}"
@@ -71,5 +70,9 @@ def _hparam_value(value):
     return value if isinstance(value, (bool, int, float, str)) else str(value)
 
 
-def summary_metrics(metrics: dict) -> dict[str, float]:
-    return {f"hparams/{kind}_{name}": metrics[kind][name] for kind in ("best", "final") for name in METRICS}
+def summary_metrics(metrics: dict, names: tuple[str, ...]) -> dict[str, float]:
+    return {f"hparams/{kind}_{name}": metrics[kind][name] for kind in ("best", "final") for name in names}
+
+
+def _label_count(run: Run) -> str:
+    return f", {len(run.splits.label_names)} labels" if run.splits.label_names else ""

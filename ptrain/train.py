@@ -13,20 +13,20 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from ptrain import batching, collate
+from ptrain import batching
 from ptrain.config import Config, to_yaml
-from ptrain.data import Splits, load_raw_splits, resolve_label_names, tokenize_splits
+from ptrain.data import Splits, load_raw_splits, tokenize_splits
 from ptrain.distributed import build_accelerator
-from ptrain.evaluate import evaluate
-from ptrain.loss import ClassificationLoss, balanced_class_weights, normalise_gradients
+from ptrain.loss import normalise_gradients
 from ptrain.meter import TrainMeter
-from ptrain.model import load_classifier, load_tokenizer
+from ptrain.model import load_tokenizer
 from ptrain.optim import build_optimizer, build_scheduler, plan_steps
 from ptrain.outputs import create_run_dir, export_model, running_marker, write_text
 from ptrain.preemption import EXIT_CODES, Preemption
 from ptrain.resume import find_resume, restore, resume_command, save
 from ptrain.run import Run
 from ptrain.stability import step_is_finite
+from ptrain.tasks import EvalContext, Task, get_task
 from ptrain.state import LoopState
 from ptrain.summary import announce, write_results
 from ptrain.tracking import Tracker
@@ -56,9 +56,9 @@ def setup(cfg: Config, track: bool = True) -> tuple[Run, object]:
     accelerator = build_accelerator(cfg)  # refuses launches whose processes did not join one group
     set_seed(cfg.train.seed)
     checkpoint = find_resume(cfg, accelerator)
-    tokenizer = load_tokenizer(cfg)
-    splits = load_splits(cfg, tokenizer, accelerator)
-    collator = collate.classification_collator(tokenizer, cfg.train.mixed_precision, accelerator.device)
+    task, tokenizer = get_task(cfg.task), load_tokenizer(cfg)
+    splits = load_splits(cfg, tokenizer, task, accelerator)
+    collator = task.collator(cfg, tokenizer, accelerator.device)
     train_loader, shuffle = batching.train_loader(cfg, splits.tokenized["train"], collator)
     eval_loader = batching.eval_loader(cfg, splits.tokenized["validation"], collator)
     train_loader, eval_loader = accelerator.prepare(train_loader, eval_loader)
@@ -66,33 +66,24 @@ def setup(cfg: Config, track: bool = True) -> tuple[Run, object]:
     run_dir = checkpoint.run_dir if checkpoint else create_run_dir(accelerator, cfg.output_dir, cfg.name, cfg.run_dir)
     if accelerator.is_main_process and not checkpoint:
         write_text(run_dir / "config.yaml", to_yaml(cfg))
-    model = load_classifier(cfg, splits.label_names)
+    model = task.load_model(cfg, splits.label_names)
     model, optimizer = accelerator.prepare(model, build_optimizer(model, cfg.train))
     scheduler = accelerator.prepare(build_scheduler(optimizer, plan, accelerator.num_processes))
     # A resumed run hides the events it logged after its checkpoint: one step axis, no duplicates.
     tracker = Tracker(run_dir, track and accelerator.is_main_process, purge_step=checkpoint.step + 1 if checkpoint else None)  # fmt: skip
-    loss_fn = build_loss(cfg, splits).to(accelerator.device)
-    run = Run(cfg, accelerator, run_dir, tokenizer, splits, model, optimizer, scheduler, train_loader,
+    loss_fn = task.build_loss(cfg, splits).to(accelerator.device)
+    run = Run(cfg, task, accelerator, run_dir, tokenizer, splits, model, optimizer, scheduler, train_loader,
               eval_loader, shuffle, loss_fn, plan, tracker, Preemption())  # fmt: skip
     return run, checkpoint
 
 
-def load_splits(cfg: Config, tokenizer, accelerator: Accelerator) -> Splits:
+def load_splits(cfg: Config, tokenizer, task: Task, accelerator: Accelerator) -> Splits:
     """The main process tokenizes (or reads the cache) first; the others then read its cache."""
     with accelerator.main_process_first():
         raw, dropped = load_raw_splits(cfg)
-        splits = tokenize_splits(cfg, raw, tokenizer, resolve_label_names(cfg, raw["train"]))
+        splits = tokenize_splits(cfg, raw, tokenizer, task, task.label_names(cfg, raw["train"]))
     splits.dropped = dropped
     return splits
-
-
-def build_loss(cfg: Config, splits: Splits) -> ClassificationLoss:
-    weights = cfg.train.class_weights
-    if weights == "balanced":
-        weights = balanced_class_weights(splits.tokenized["train"]["labels"], len(splits.label_names))
-    elif weights is not None:
-        weights = torch.tensor(weights, dtype=torch.float32)
-    return ClassificationLoss(cfg.train.label_smoothing, weights)
 
 
 def fit(run: Run, state: LoopState, meter: TrainMeter) -> None:
@@ -203,6 +194,7 @@ def finish(run: Run, state: LoopState, wall_seconds: float) -> None:
 
 
 def score_test_split(run: Run) -> dict[str, float]:
-    collator = collate.classification_collator(run.tokenizer, run.cfg.train.mixed_precision, run.accelerator.device)
+    collator = run.task.collator(run.cfg, run.tokenizer, run.accelerator.device)
     loader = run.accelerator.prepare(batching.eval_loader(run.cfg, run.splits.tokenized["test"], collator))
-    return evaluate(run.model, loader, run.accelerator, len(run.splits.label_names)).metrics
+    context = EvalContext(run.cfg, run.tokenizer, run.splits.label_names, run.splits.raw["test"])
+    return run.task.evaluate(run.model, loader, run.accelerator, context).metrics

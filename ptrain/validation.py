@@ -6,21 +6,22 @@ import time
 
 from tqdm.auto import tqdm
 
-from ptrain.evaluate import EvalResult, evaluate, is_improvement
+from ptrain.evaluate import EvalResult, is_improvement
 from ptrain.meter import TrainMeter
 from ptrain.outputs import export_model
-from ptrain.report import confusion_figure, highest_loss_table
 from ptrain.run import Run
 from ptrain.state import LoopState
+from ptrain.tasks import EvalContext
 
 
 def evaluate_and_track(run: Run, state: LoopState, meter: TrainMeter) -> EvalResult:
     """Every process computes the same gathered metrics, so all take the same best/stop decisions."""
     started = time.perf_counter()
-    result = evaluate(run.model, run.eval_loader, run.accelerator, len(run.splits.label_names))
-    step, metric = state.global_step, run.cfg.train.metric_for_best
+    context = EvalContext(run.cfg, run.tokenizer, run.splits.label_names, run.splits.raw["validation"])
+    result = run.task.evaluate(run.model, run.eval_loader, run.accelerator, context)
+    step, metric = state.global_step, best_metric(run)
     state.last, state.last_eval_step = result.metrics, step
-    improved = is_improvement(metric, result.metrics[metric], state.best_value)
+    improved = is_improvement(run.task, metric, result.metrics[metric], state.best_value)
     if improved:
         state.best_value, state.best = result.metrics[metric], {**result.metrics, "step": step}
         state.evals_without_improvement = 0
@@ -31,19 +32,19 @@ def evaluate_and_track(run: Run, state: LoopState, meter: TrainMeter) -> EvalRes
     if patience is not None and state.evals_without_improvement >= patience:
         state.stop = state.early_stopped = True
     if run.accelerator.is_main_process:
-        track_evaluation(run, result, step)
+        track_evaluation(run, result, context, step)
         scores = " | ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
         tqdm.write(f"eval @ step {step} | {scores}" + (" | best so far" if improved else ""))
     meter.exclude(time.perf_counter() - started)  # tokens/s counts training time only
     return result
 
 
-def track_evaluation(run: Run, result: EvalResult, step: int) -> None:
-    names = run.splits.label_names
+def best_metric(run: Run) -> str:
+    """train.metric_for_best, or the task's headline metric."""
+    return run.cfg.train.metric_for_best or run.task.metrics[0]
+
+
+def track_evaluation(run: Run, result: EvalResult, context: EvalContext, step: int) -> None:
     run.tracker.scalars({f"eval/{k}": v for k, v in result.metrics.items()}, step)
     run.tracker.scalars({"eval/tokens_per_second": result.real_tokens / max(result.seconds, 1e-9)}, step)
-    run.tracker.figure("eval/confusion_matrix", confusion_figure(result.confusion, names), step)
-    if run.cfg.train.highest_loss_examples:
-        texts = run.splits.raw["validation"][run.cfg.data.text_column]
-        table = highest_loss_table(result, texts, names, run.cfg.train.highest_loss_examples)
-        run.tracker.text("eval/highest_loss_examples", table, step)
+    run.task.track(run.tracker, result, context, step)

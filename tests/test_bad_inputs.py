@@ -56,7 +56,7 @@ def test_malformed_csv_row_names_the_line(tmp_path, cache_dir):
     [
         ("train.epochs=two", ["'train.epochs'", "integer", "'two'"]),
         ("train.per_device_batch_size=0", ["'train.per_device_batch_size'", "greater than 0"]),
-        ("train.metric_for_best=f1", ["'train.metric_for_best'", "weighted_f1"]),
+        ("train.metric_for_best=f1", ["train.metric_for_best 'f1'", "weighted_f1"]),
         ("train.mixed_precision=fp16", ["fp16 needs a GPU", "bf16"]),
         ("train.warmup_steps=5000 train.warmup_ratio=null", ["train.warmup_steps=5000", "is not shorter than the whole run"]),
         ("output_dir=/etc/hostname/runs", ["output_dir /etc/hostname/runs cannot be created"]),

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-from ptrain.collate import classification_collator
+from ptrain.collate import padding_collator
 from ptrain.config import TrainConfig
 from ptrain.errors import ConfigError
 from ptrain.model import resolve_model_path
@@ -25,7 +25,7 @@ def features(tokenizer, texts):
 
 
 def test_collator_pads_to_the_longest_in_the_batch(tokenizer):
-    batch = classification_collator(tokenizer, "no", CPU)(features(tokenizer, ["a b", "a b c d e f g h i j"]))
+    batch = padding_collator(tokenizer, "no", CPU)(features(tokenizer, ["a b", "a b c d e f g h i j"]))
     assert batch["input_ids"].shape == (2, 12)  # 10 words + [CLS] + [SEP]
     assert batch["attention_mask"].sum(1).tolist() == [4, 12]
     assert batch["labels"].tolist() == [0, 1] and batch["idx"].tolist() == [0, 1]
@@ -33,10 +33,10 @@ def test_collator_pads_to_the_longest_in_the_batch(tokenizer):
 
 def test_collator_pads_to_multiple_of_8_for_mixed_precision_on_gpu_only(tokenizer):
     rows = features(tokenizer, ["a b", "a b c d e f g h i j"])
-    batch = classification_collator(tokenizer, "bf16", torch.device("cuda"))(rows)
+    batch = padding_collator(tokenizer, "bf16", torch.device("cuda"))(rows)
     assert batch["input_ids"].shape == (2, 16)
     assert (batch["input_ids"][0, 4:] == tokenizer.pad_token_id).all()
-    assert classification_collator(tokenizer, "bf16", CPU)(rows)["input_ids"].shape == (2, 12)
+    assert padding_collator(tokenizer, "bf16", CPU)(rows)["input_ids"].shape == (2, 12)
 
 
 def test_no_weight_decay_on_biases_and_layernorm():

@@ -7,10 +7,13 @@ import json
 import pytest
 
 from ptrain.config import Config
-from ptrain.data import load_raw_splits, resolve_label_names, tokenize_splits
+from ptrain.data import load_raw_splits, tokenize_splits
 from ptrain.errors import DataError
-from ptrain.model import load_classifier, load_tokenizer
+from ptrain.labels import resolve_label_names
+from ptrain.model import load_tokenizer
+from ptrain.tasks import get_task
 
+CLASSIFICATION = get_task("sequence_classification")
 ROWS = [{"text": f"text number {i}", "other": f"pair {i}", "label": ["pos", "neg", "mid"][i % 3]} for i in range(30)]
 
 
@@ -65,7 +68,7 @@ def test_label_names_from_config_fix_the_id_order_and_text_pairs_are_encoded(tmp
                       label_names=["neg", "mid", "pos"])  # fmt: skip
     raw, _ = load_raw_splits(cfg)
     tokenizer = load_tokenizer(cfg)
-    splits = tokenize_splits(cfg, raw, tokenizer, resolve_label_names(cfg, raw["train"]))
+    splits = tokenize_splits(cfg, raw, tokenizer, CLASSIFICATION, resolve_label_names(cfg, raw["train"]))
     row = splits.tokenized["train"][0]
     source = raw["train"][row["idx"]]
     assert row["labels"] == ["neg", "mid", "pos"].index(source["label"])
@@ -80,13 +83,13 @@ def test_missing_column_and_unknown_label_name_the_culprit(tmp_path):
     cfg = make_config(tmp_path, name, label_names=["neg", "pos"])
     raw, _ = load_raw_splits(cfg)
     with pytest.raises(DataError, match=r"label 'mid' at row \d+ is not one of the labels"):
-        tokenize_splits(cfg, raw, load_tokenizer(cfg), ["neg", "pos"])
+        tokenize_splits(cfg, raw, load_tokenizer(cfg), CLASSIFICATION, ["neg", "pos"])
 
 
 def test_freeze_encoder_trains_the_head_only(tmp_path):
     cfg = make_config(tmp_path, write_rows(tmp_path, "csv"))
     cfg.model.freeze_encoder = True
-    model = load_classifier(cfg, ["a", "b"])
+    model = CLASSIFICATION.load_model(cfg, ["a", "b"])
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"classifier.weight", "classifier.bias"}
     assert model.config.id2label == {0: "a", 1: "b"}

@@ -14,7 +14,7 @@ from accelerate.utils import DistributedType
 
 from ptrain import distributed
 from ptrain.config import load_config
-from ptrain.evaluate import METRICS
+from ptrain.tasks import get_task
 from tests.conftest import CONFIGS, accelerate_launch, run_cli, tiny_overrides
 from tests.test_cli_end_to_end import events
 
@@ -71,7 +71,7 @@ def test_two_process_metrics_equal_one_process_eval_of_the_export(runs):
     assert result.returncode == 0, result.stderr[-3000:]
     one_process = json.loads(result.stdout)
     two_processes = json.loads((runs.two_run / "metrics.json").read_text())["final"]
-    for name in METRICS:
+    for name in get_task("sequence_classification").metrics:
         assert two_processes[name] == pytest.approx(one_process[name], abs=1e-6), name
 
 

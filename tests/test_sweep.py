@@ -185,7 +185,7 @@ def test_sweep_and_runs_refusals_are_one_line(tmp_path, capsys):
 def test_runs_sort_names_the_columns(swept, capsys):
     sweep_dir, _, _ = swept
     assert main(["runs", str(sweep_dir), "--sort", "speed"]) == 2
-    assert "choose one of steps, wall_seconds, best_loss" in capsys.readouterr().err
+    assert "choose one of steps, wall_seconds, best_weighted_f1, best_loss" in capsys.readouterr().err
     assert main(["runs", str(sweep_dir), "--sort", "accuracy", "--format", "json"]) == 0
     scores = [r["best_accuracy"] for r in json.loads(capsys.readouterr().out)["runs"]]
     assert scores == sorted(scores, reverse=True)

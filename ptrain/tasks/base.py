@@ -1,0 +1,76 @@
+"""The Task interface: every hook the recipe, evaluation, export and `ptrain predict` call for one task."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from ptrain.collate import padding_collator
+
+
+@dataclass
+class EvalContext:
+    """What an evaluation may need besides the model and the batches."""
+
+    cfg: Any  # ptrain.config.Config
+    tokenizer: Any
+    label_names: list[str]
+    raw: Any = None  # the untokenized split (datasets.Dataset), for texts shown in TensorBoard
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]  # the task's `metrics`, every one of them
+    real_tokens: int  # non-pad input tokens evaluated, all processes
+    seconds: float
+    details: Any = None  # task-specific per-example results for `Task.track`
+
+
+class Task:
+    """One task's choices. The recipe calls only these hooks, so a new task is one new module."""
+
+    name: str
+    metrics: tuple[str, ...]  # every evaluation reports these; the first is the default train.metric_for_best
+    lower_is_better: frozenset[str] = frozenset({"loss"})
+    pipeline: str  # the transformers.pipeline() task that loads the export
+    uses_label_names: bool = False  # label ids named by data.label_names and the export's id2label
+    auto_class: Any  # AutoModelFor...
+
+    def columns(self, cfg) -> list[tuple[str, str]]:
+        """(config key, column name) pairs every split must have; empty values in them are refused or dropped."""
+        raise NotImplementedError
+
+    def label_names(self, cfg, train) -> list[str]:
+        """Label id order (empty for tasks without named labels)."""
+        return []
+
+    def encoder(self, cfg, tokenizer, label_names: list[str], ds, split: str) -> tuple[Callable, list[str]]:
+        """A batched `datasets.map` function (batch, indices) -> model columns, and the strings that identify
+        its output beyond the data and tokenizer (for the tokenization cache key)."""
+        raise NotImplementedError
+
+    def collator(self, cfg, tokenizer, device: torch.device):
+        return padding_collator(tokenizer, cfg.train.mixed_precision, device)
+
+    def load_model(self, cfg, label_names: list[str]):
+        raise NotImplementedError
+
+    def build_loss(self, cfg, splits):
+        """An object with __call__(logits, labels) -> summed loss and target_weight(labels) -> its denominator."""
+        raise NotImplementedError
+
+    def evaluate(self, model, loader, accelerator, context: EvalContext) -> EvalResult:
+        raise NotImplementedError
+
+    def track(self, tracker, result: EvalResult, context: EvalContext, step: int) -> None:
+        """Figures, tables and texts of one evaluation, beyond the scalars the recipe logs."""
+
+    def predict(self, model, tokenizer, texts: list[str], batch_size: int) -> list[dict]:
+        """One output row per text, in input order (`ptrain predict`)."""
+        raise NotImplementedError
+
+    def matches_export(self, config) -> bool:
+        """Whether an exported model's config (config.json) is this task's."""
+        return any(name.endswith(self.auto_class.__name__.removeprefix("AutoModel")) for name in config.architectures or [])  # fmt: skip

@@ -1,0 +1,130 @@
+"""Single-label sequence classification (sentiment, emotion, stance): cross entropy, accuracy and F1,
+a confusion matrix and the highest-loss examples in TensorBoard."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+from torchmetrics.functional.classification import (
+    multiclass_accuracy,
+    multiclass_confusion_matrix,
+    multiclass_f1_score,
+)
+from transformers import AutoModelForSequenceClassification
+
+from ptrain.labels import label_to_id, resolve_label_names
+from ptrain.loss import ClassificationLoss, balanced_class_weights
+from ptrain.report import confusion_figure, highest_loss_table
+from ptrain.model import freeze_encoder, from_config_or_pretrained
+from ptrain.tasks.base import EvalContext, EvalResult, Task
+
+
+class SequenceClassification(Task):
+    name = "sequence_classification"
+    metrics = ("weighted_f1", "loss", "accuracy", "macro_f1")
+    pipeline = "text-classification"
+    uses_label_names = True
+    auto_class = AutoModelForSequenceClassification
+
+    def columns(self, cfg) -> list[tuple[str, str]]:
+        wanted = [("text_column", cfg.data.text_column), ("label_column", cfg.data.label_column)]
+        if cfg.data.text_pair_column:
+            wanted.append(("text_pair_column", cfg.data.text_pair_column))
+        return wanted
+
+    def label_names(self, cfg, train) -> list[str]:
+        return resolve_label_names(cfg, train)
+
+    def encoder(self, cfg, tokenizer, label_names, ds, split):
+        mapping = label_to_id(ds, split, cfg.data.label_column, label_names)
+        text, pair, label, max_length = cfg.data.text_column, cfg.data.text_pair_column, cfg.data.label_column, cfg.data.max_length  # fmt: skip
+
+        def encode(batch: dict, indices: list[int]) -> dict:
+            encoded = tokenizer(batch[text], batch[pair] if pair else None, truncation=True, max_length=max_length)
+            encoded["labels"] = [mapping[value] for value in batch[label]]
+            encoded["idx"] = indices  # row in the raw split, to show the text of an evaluated example
+            return encoded
+
+        return encode, [text, str(pair), label, str(max_length), repr(sorted(mapping.items(), key=repr))]
+
+    def load_model(self, cfg, label_names):
+        model = from_config_or_pretrained(cfg, self.auto_class, **label_maps(label_names))
+        if cfg.model.freeze_encoder:
+            freeze_encoder(model)
+        return model
+
+    def build_loss(self, cfg, splits) -> ClassificationLoss:
+        weights = cfg.train.class_weights
+        if weights == "balanced":
+            weights = balanced_class_weights(splits.tokenized["train"]["labels"], len(splits.label_names))
+        elif weights is not None:
+            weights = torch.tensor(weights, dtype=torch.float32)
+        return ClassificationLoss(cfg.train.label_smoothing, weights)
+
+    @torch.no_grad()
+    def evaluate(self, model, loader, accelerator, context: EvalContext) -> EvalResult:
+        """Every example exactly once: gather_for_metrics drops the samples added to even out the last batch."""
+        start, num_labels = time.perf_counter(), len(context.label_names)
+        was_training = model.training
+        model.eval()
+        parts: dict[str, list[torch.Tensor]] = {"predictions": [], "labels": [], "losses": [], "probabilities": [], "rows": []}  # fmt: skip
+        real_tokens = torch.zeros((), device=accelerator.device)
+        for batch in loader:
+            labels, rows = batch.pop("labels"), batch.pop("idx")
+            logits = model(**batch).logits.float()
+            real_tokens += batch["attention_mask"].sum()
+            losses = F.cross_entropy(logits, labels, reduction="none")
+            gathered = accelerator.gather_for_metrics((logits.argmax(-1), labels, losses, logits.softmax(-1), rows))
+            for key, value in zip(parts, gathered):
+                parts[key].append(value.cpu())
+        model.train(was_training)
+        details = {key: torch.cat(values) for key, values in parts.items()}
+        preds, labels = details["predictions"], details["labels"]
+        metrics = {
+            "weighted_f1": multiclass_f1_score(preds, labels, num_labels, average="weighted").item(),
+            "loss": details["losses"].mean().item(),  # unsmoothed, unweighted cross entropy per example
+            "accuracy": multiclass_accuracy(preds, labels, num_labels, average="micro").item(),
+            "macro_f1": multiclass_f1_score(preds, labels, num_labels, average="macro").item(),
+        }
+        details["confusion"] = multiclass_confusion_matrix(preds, labels, num_labels)  # [gold, predicted] counts
+        tokens = int(accelerator.reduce(real_tokens, "sum").item())
+        return EvalResult(metrics, tokens, time.perf_counter() - start, details)
+
+    def track(self, tracker, result: EvalResult, context: EvalContext, step: int) -> None:
+        names = context.label_names
+        tracker.figure("eval/confusion_matrix", confusion_figure(result.details["confusion"], names), step)
+        count = context.cfg.train.highest_loss_examples
+        if count and context.raw is not None:
+            texts = context.raw[context.cfg.data.text_column]
+            tracker.text("eval/highest_loss_examples", highest_loss_table(result.details, texts, names, count), step)
+
+    @torch.no_grad()
+    def predict(self, model, tokenizer, texts: list[str], batch_size: int) -> list[dict]:
+        """Label and per-class probabilities; batches of similar length (sorted), rows in input order."""
+        model.eval()
+        names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        probs = torch.empty(len(texts), model.config.num_labels)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            encoded = tokenizer([texts[i] for i in chunk], padding=True, truncation=True, return_tensors="pt")
+            probs[chunk] = model(**encoded).logits.float().softmax(-1)
+        rows = []
+        for text, p in zip(texts, probs.tolist()):
+            best = max(range(len(names)), key=p.__getitem__)
+            rows.append({"text": text, "label": names[best], "score": p[best], **{f"prob_{n}": v for n, v in zip(names, p)}})  # fmt: skip
+        return rows
+
+    def matches_export(self, config) -> bool:
+        return super().matches_export(config) and config.problem_type in (None, "single_label_classification")
+
+
+def label_maps(label_names: list[str]) -> dict:
+    """num_labels, id2label and label2id for a model config: the export then predicts label names."""
+    return {
+        "num_labels": len(label_names),
+        "id2label": dict(enumerate(label_names)),
+        "label2id": {name: i for i, name in enumerate(label_names)},
+    }
