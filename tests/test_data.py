@@ -89,7 +89,7 @@ def test_missing_column_and_unknown_label_name_the_culprit(tmp_path):
 def test_freeze_encoder_trains_the_head_only(tmp_path):
     cfg = make_config(tmp_path, write_rows(tmp_path, "csv"))
     cfg.model.freeze_encoder = True
-    model = CLASSIFICATION.load_model(cfg, ["a", "b"])
+    model = CLASSIFICATION.load_model(cfg, ["a", "b"], load_tokenizer(cfg))
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"classifier.weight", "classifier.bias"}
     assert model.config.id2label == {0: "a", 1: "b"}

@@ -5,15 +5,14 @@ import sys
 
 from ptrain.config import load_config
 from ptrain.distributed import build_accelerator
-from ptrain.model import load_tokenizer
 from ptrain.tasks import get_task
-from ptrain.train import load_splits
+from ptrain.train import load_data
 
 
 def main(config: str, overrides: list[str]) -> None:
     cfg = load_config(config, overrides)
     accelerator = build_accelerator(cfg)
-    splits = load_splits(cfg, load_tokenizer(cfg), get_task(cfg.task), accelerator)
+    _, splits = load_data(cfg, get_task(cfg.task), accelerator)
     print(f"process {accelerator.process_index}/{accelerator.num_processes} cache hits {splits.cache_hits}", flush=True)
 
 

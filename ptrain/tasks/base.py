@@ -46,6 +46,10 @@ class Task:
         """Label id order (empty for tasks without named labels)."""
         return []
 
+    def tokenizer_texts(self, cfg, train):
+        """The texts a model.train_tokenizer tokenizer learns from (an iterator over the train split)."""
+        return (text for text in train[cfg.data.text_column] if text)
+
     def encoder(self, cfg, tokenizer, label_names: list[str], ds, split: str) -> tuple[Callable, list[str]]:
         """A batched `datasets.map` function (batch, indices) -> model columns, and the strings that identify
         its output beyond the data and tokenizer (for the tokenization cache key)."""
@@ -54,7 +58,7 @@ class Task:
     def collator(self, cfg, tokenizer, device: torch.device):
         return padding_collator(tokenizer, cfg.train.mixed_precision, device)
 
-    def load_model(self, cfg, label_names: list[str]):
+    def load_model(self, cfg, label_names: list[str], tokenizer):
         raise NotImplementedError
 
     def build_loss(self, cfg, splits):

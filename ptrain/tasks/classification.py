@@ -49,8 +49,8 @@ class SequenceClassification(Task):
 
         return encode, [text, str(pair), label, str(max_length), repr(sorted(mapping.items(), key=repr))]
 
-    def load_model(self, cfg, label_names):
-        model = from_config_or_pretrained(cfg, self.auto_class, **label_maps(label_names))
+    def load_model(self, cfg, label_names, tokenizer):
+        model = from_config_or_pretrained(cfg, self.auto_class, tokenizer, **label_maps(label_names))
         if cfg.model.freeze_encoder:
             freeze_encoder(model)
         return model
