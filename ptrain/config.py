@@ -86,6 +86,7 @@ class TrainConfig(Strict):
     eval_every_steps: int | None = Field(None, gt=0)  # evaluation also runs at every epoch end
     metric_for_best: str | None = None  # an evaluation metric of the task; default its headline (weighted_f1, ...)
     early_stopping_patience: int | None = Field(None, gt=0)  # evaluations without improvement
+    stop_at_metric: float | None = None  # stop once metric_for_best reaches this value (time-to-target runs)
     highest_loss_examples: int = Field(20, ge=0)  # rows in the TensorBoard table at each eval
     checkpoint_every_steps: int | None = Field(None, gt=0)  # optimizer steps between resumable checkpoints
     checkpoint_at_epoch_end: bool = True
