@@ -31,7 +31,8 @@ class DataConfig(Strict):
     test_file: str | None = None
     hub_dataset: str | None = None  # a Hub dataset id, used when no train_file is given
     hub_config: str | None = None
-    format: Literal["auto", "csv", "tsv", "json", "jsonl", "parquet", "text"] = "auto"
+    # conll: `WORD ... TAG` lines -> a list of words and a list of tags per sentence (token classification)
+    format: Literal["auto", "csv", "tsv", "json", "jsonl", "parquet", "text", "conll"] = "auto"
     separator: str | None = None  # field separator of `text` files, e.g. ";" for emotion
     column_names: list[str] | None = None  # for files without a header row
     text_column: str = "text"
@@ -104,7 +105,7 @@ class TrainConfig(Strict):
 
 class Config(Strict):
     name: str
-    task: Literal["sequence_classification"] = "sequence_classification"
+    task: Literal["sequence_classification", "token_classification"] = "sequence_classification"
     output_dir: str = "runs"
     run_dir: str | None = None  # a fixed run folder instead of output_dir/name/<timestamp>/ (a sweep sets it)
     hparams: list[str] = []  # dotted config keys added to the HPARAMS tab (a sweep adds the keys it varies)
@@ -239,6 +240,7 @@ def check_config(cfg: Config, path: Path) -> None:
             raise ConfigError(f"{path}: hparams names '{key}', which is not a config key (e.g. train.learning_rate)")
     _check_writable(path, cfg.run_dir or cfg.output_dir)
     _check_task_metric(cfg, path)
+    _check_token_classification(cfg, path)
     if train.mixed_precision == "fp16" and not _has_cuda():
         raise ConfigError(f"{path}: train.mixed_precision=fp16 needs a GPU; use bf16 (or no) on CPU")
 
@@ -250,6 +252,14 @@ def _check_task_metric(cfg: Config, path: Path) -> None:
     if cfg.train.metric_for_best is not None and cfg.train.metric_for_best not in metrics:
         raise ConfigError(f"{path}: train.metric_for_best '{cfg.train.metric_for_best}' is not a {cfg.task} metric; "
                           f"choose one of {', '.join(metrics)}")  # fmt: skip
+
+
+def _check_token_classification(cfg: Config, path: Path) -> None:
+    """CoNLL files hold word and tag lists, which only token classification reads; it reads one list per row."""
+    if cfg.data.format == "conll" and cfg.task != "token_classification":
+        raise ConfigError(f"{path}: data.format=conll gives word and tag lists; use task: token_classification")
+    if cfg.task == "token_classification" and cfg.data.text_pair_column is not None:
+        raise ConfigError(f"{path}: token_classification tags one list of words per row; unset data.text_pair_column")
 
 
 def _check_writable(path: Path, output_dir: str) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from ptrain.errors import ModelError
 from ptrain.tasks.base import EvalContext, EvalResult, Task
 from ptrain.tasks.classification import SequenceClassification
+from ptrain.tasks.token_classification import TokenClassification
 
-TASKS: dict[str, Task] = {task.name: task for task in (SequenceClassification(),)}
+TASKS: dict[str, Task] = {task.name: task for task in (SequenceClassification(), TokenClassification())}
 
 
 def get_task(name: str) -> Task:
