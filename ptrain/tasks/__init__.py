@@ -5,8 +5,13 @@ from __future__ import annotations
 from ptrain.errors import ModelError
 from ptrain.tasks.base import EvalContext, EvalResult, Task
 from ptrain.tasks.classification import SequenceClassification
+from ptrain.tasks.multilabel import MultiLabelClassification
+from ptrain.tasks.probe import LinearProbe
+from ptrain.tasks.regression import Regression
 
-TASKS: dict[str, Task] = {task.name: task for task in (SequenceClassification(),)}
+TASKS: dict[str, Task] = {
+    task.name: task for task in (SequenceClassification(), Regression(), MultiLabelClassification(), LinearProbe())
+}
 
 
 def get_task(name: str) -> Task:
