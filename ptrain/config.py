@@ -253,7 +253,7 @@ def _check_task_metric(cfg: Config, path: Path) -> None:
 
 
 def _check_heads(cfg: Config, path: Path) -> None:
-    """Regression, multi-label and the linear probe: keys that would be silently ignored are refused."""
+    """Regression and multi-label: keys that they would silently ignore are refused."""
     data, train = cfg.data, cfg.train
     if cfg.task == "regression" and (data.label_names is not None or train.class_weights is not None):
         raise ConfigError(f"{path}: task regression has one numeric target; remove data.label_names and train.class_weights")  # fmt: skip

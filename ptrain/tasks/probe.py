@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 from transformers import AutoModel
 
-from ptrain.errors import ModelError
+from ptrain.errors import ConfigError, ModelError
 from ptrain.model import from_config_or_pretrained
 from ptrain.tasks.base import EvalContext, EvalResult
 from ptrain.tasks.classification import SequenceClassification
@@ -35,7 +35,9 @@ class LinearProbe(SequenceClassification):
         return model.eval()
 
     def build_loss(self, cfg, splits):
-        raise NotImplementedError("the linear probe fits its head with scikit-learn (ptrain/probe.py)")
+        """Only the optimizer loop (train.py, `ptrain bench`) asks for a loss; the probe has none."""
+        raise ConfigError("task linear_probe fits a logistic regression on frozen features (ptrain train); "
+                          "it has no optimizer loop to benchmark or resume")  # fmt: skip
 
     def evaluate(self, model, loader, accelerator, context: EvalContext) -> EvalResult:
         """Scores of an export: encode the split, apply its head."""
