@@ -73,6 +73,10 @@ def run_command(args: argparse.Namespace) -> int:
     if args.command == "check":
         print(to_yaml(cfg), end="")
         print(f"ptrain: {args.config} is valid", file=sys.stderr)
+    elif args.command == "train" and cfg.task == "linear_probe":
+        from ptrain.probe import train_probe  # no optimizer loop: encode once, fit a logistic regression
+
+        return train_probe(cfg)
     elif args.command == "train":
         from ptrain.train import train
 

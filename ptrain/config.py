@@ -39,6 +39,7 @@ class DataConfig(Strict):
     text_pair_column: str | None = None
     label_column: str = "label"
     label_names: list[str] | None = None  # label id order; taken from the training data when absent
+    label_separator: str | None = None  # multi-label: a label string holds several names split by this, e.g. "|"
     validation_fraction: float = Field(0.1, gt=0, lt=1)  # seeded split of train when no validation file
     max_length: int = Field(128, gt=1)  # tokens, truncation limit
     max_train_rows: int | None = Field(None, gt=0)  # first N rows only, for smoke runs
@@ -61,6 +62,7 @@ class ModelConfig(Strict):
     train_tokenizer: TokenizerTrainingConfig | None = None  # a scratch model's BPE tokenizer, trained on the train split
     scratch_config: dict[str, Any] | None = None  # AutoConfig kwargs (with model_type) for a random model
     freeze_encoder: bool = False  # train the classification head only
+    pooling: Literal["cls", "mean"] = "cls"  # linear_probe: sentence feature = [CLS] hidden state, or masked mean
     attention: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"  # the attention kernel
     trust_remote_code: bool = False
 
@@ -95,6 +97,10 @@ class TrainConfig(Strict):
     resume: str | None = None  # "auto" (newest checkpoint of this config name) or a run/checkpoint folder
     nonfinite: Literal["skip", "stop"] = "skip"  # a non-finite loss or gradient norm: drop the step, or stop
     max_consecutive_nonfinite: int = Field(5, gt=0)  # stop after this many skipped steps in a row
+    decision_threshold: float = Field(0.5, gt=0, lt=1)  # multi-label: a label is predicted when its sigmoid > this
+    probe_regularization_c: float = Field(1.0, gt=0)  # linear_probe: scikit-learn's C (inverse L2 strength)
+    probe_max_iter: int = Field(1000, gt=0)  # linear_probe: LBFGS iterations of the logistic regression
+    projector_rows: int = Field(2000, ge=0)  # linear_probe: validation rows sent to the embedding projector
 
     @model_validator(mode="after")
     def _warmup_one_way(self) -> TrainConfig:
@@ -105,7 +111,9 @@ class TrainConfig(Strict):
 
 class Config(Strict):
     name: str
-    task: Literal["sequence_classification", "token_classification"] = "sequence_classification"
+    task: Literal[
+        "sequence_classification", "token_classification", "regression", "multi_label_classification", "linear_probe"
+    ] = "sequence_classification"
     output_dir: str = "runs"
     run_dir: str | None = None  # a fixed run folder instead of output_dir/name/<timestamp>/ (a sweep sets it)
     hparams: list[str] = []  # dotted config keys added to the HPARAMS tab (a sweep adds the keys it varies)
@@ -241,6 +249,7 @@ def check_config(cfg: Config, path: Path) -> None:
     _check_writable(path, cfg.run_dir or cfg.output_dir)
     _check_task_metric(cfg, path)
     _check_token_classification(cfg, path)
+    _check_heads(cfg, path)
     if train.mixed_precision == "fp16" and not _has_cuda():
         raise ConfigError(f"{path}: train.mixed_precision=fp16 needs a GPU; use bf16 (or no) on CPU")
 
@@ -260,6 +269,21 @@ def _check_token_classification(cfg: Config, path: Path) -> None:
         raise ConfigError(f"{path}: data.format=conll gives word and tag lists; use task: token_classification")
     if cfg.task == "token_classification" and cfg.data.text_pair_column is not None:
         raise ConfigError(f"{path}: token_classification tags one list of words per row; unset data.text_pair_column")
+
+
+def _check_heads(cfg: Config, path: Path) -> None:
+    """Regression and multi-label: keys that they would silently ignore are refused."""
+    data, train = cfg.data, cfg.train
+    if cfg.task == "regression" and (data.label_names is not None or train.class_weights is not None):
+        raise ConfigError(f"{path}: task regression has one numeric target; remove data.label_names and train.class_weights")  # fmt: skip
+    if cfg.task in ("regression", "multi_label_classification") and train.label_smoothing:
+        raise ConfigError(f"{path}: train.label_smoothing applies to sequence_classification only")
+    if data.label_separator is not None and cfg.task != "multi_label_classification":
+        raise ConfigError(f"{path}: data.label_separator is for task multi_label_classification (the task is {cfg.task})")  # fmt: skip
+    if data.label_separator == "":
+        raise ConfigError(f"{path}: data.label_separator is empty; quote it (a bare | is YAML's block-scalar sign), e.g. label_separator: '|'")  # fmt: skip
+    if cfg.task == "multi_label_classification" and train.class_weights is not None:
+        raise ConfigError(f"{path}: train.class_weights is for sequence_classification; multi-label losses are unweighted")  # fmt: skip
 
 
 def _check_writable(path: Path, output_dir: str) -> None:

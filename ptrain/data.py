@@ -134,8 +134,8 @@ def _handle_empty_texts(cfg: Config, split: str, ds: Dataset) -> tuple[Dataset, 
         blank = pc.is_null(values)
         if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
             blank = pc.or_(blank, pc.equal(pc.utf8_trim_whitespace(values), ""))
-        elif pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
-            blank = pc.or_(blank, pc.equal(pc.list_value_length(values), 0))  # no words
+        elif column == cfg.data.text_column and (pa.types.is_list(values.type) or pa.types.is_large_list(values.type)):
+            blank = pc.or_(blank, pc.equal(pc.list_value_length(values), 0))  # no words (an empty label list is "no labels")
         empty = blank if empty is None else pc.or_(empty, blank)
     empty = pc.fill_null(empty, True)
     count = pc.sum(empty).as_py() or 0

@@ -36,6 +36,11 @@ class Tracker:
 
             plt.close(figure)
 
+    def embedding(self, vectors, metadata: list[list[str]], header: list[str], tag: str, step: int = 0) -> None:
+        """Vectors with per-row metadata columns for the PROJECTOR tab (PCA / t-SNE / UMAP maps)."""
+        if self.writer:
+            self.writer.add_embedding(vectors, metadata=metadata, metadata_header=header, tag=tag, global_step=step)
+
     def hparams(self, values: dict, metrics: dict[str, float], step: int) -> None:
         """Fill the HPARAMS tab in this run's own event file (add_hparams would start a sub-run).
 

@@ -5,9 +5,15 @@ from __future__ import annotations
 from ptrain.errors import ModelError
 from ptrain.tasks.base import EvalContext, EvalResult, Task
 from ptrain.tasks.classification import SequenceClassification
+from ptrain.tasks.multilabel import MultiLabelClassification
+from ptrain.tasks.probe import LinearProbe
+from ptrain.tasks.regression import Regression
 from ptrain.tasks.token_classification import TokenClassification
 
-TASKS: dict[str, Task] = {task.name: task for task in (SequenceClassification(), TokenClassification())}
+TASKS: dict[str, Task] = {
+    task.name: task
+    for task in (SequenceClassification(), TokenClassification(), Regression(), MultiLabelClassification(), LinearProbe())
+}
 
 
 def get_task(name: str) -> Task:

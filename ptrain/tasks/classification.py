@@ -4,6 +4,7 @@ a confusion matrix and the highest-loss examples in TensorBoard."""
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -39,15 +40,8 @@ class SequenceClassification(Task):
 
     def encoder(self, cfg, tokenizer, label_names, ds, split):
         mapping = label_to_id(ds, split, cfg.data.label_column, label_names)
-        text, pair, label, max_length = cfg.data.text_column, cfg.data.text_pair_column, cfg.data.label_column, cfg.data.max_length  # fmt: skip
-
-        def encode(batch: dict, indices: list[int]) -> dict:
-            encoded = tokenizer(batch[text], batch[pair] if pair else None, truncation=True, max_length=max_length)
-            encoded["labels"] = [mapping[value] for value in batch[label]]
-            encoded["idx"] = indices  # row in the raw split, to show the text of an evaluated example
-            return encoded
-
-        return encode, [text, str(pair), label, str(max_length), repr(sorted(mapping.items(), key=repr))]
+        encode = text_encoder(cfg, tokenizer, lambda values: [mapping[value] for value in values])
+        return encode, [*text_identity(cfg), repr(sorted(mapping.items(), key=repr))]
 
     def load_model(self, cfg, label_names, tokenizer):
         model = from_config_or_pretrained(cfg, self.auto_class, tokenizer, **label_maps(label_names))
@@ -119,6 +113,24 @@ class SequenceClassification(Task):
 
     def matches_export(self, config) -> bool:
         return super().matches_export(config) and config.problem_type in (None, "single_label_classification")
+
+
+def text_encoder(cfg, tokenizer, labels_of: Callable[[list], list]) -> Callable:
+    """The batched map function of the text tasks: tokenized text (and pair), labels_of(label values), idx."""
+    text, pair, label, max_length = cfg.data.text_column, cfg.data.text_pair_column, cfg.data.label_column, cfg.data.max_length  # fmt: skip
+
+    def encode(batch: dict, indices: list[int]) -> dict:
+        encoded = tokenizer(batch[text], batch[pair] if pair else None, truncation=True, max_length=max_length)
+        encoded["labels"] = labels_of(batch[label])
+        encoded["idx"] = indices  # row in the raw split, to show the text of an evaluated example
+        return encoded
+
+    return encode
+
+
+def text_identity(cfg) -> list[str]:
+    """What text_encoder's output depends on beyond data, tokenizer and labels (for the cache key)."""
+    return [cfg.data.text_column, str(cfg.data.text_pair_column), cfg.data.label_column, str(cfg.data.max_length)]
 
 
 def label_maps(label_names: list[str]) -> dict:

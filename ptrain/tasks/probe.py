@@ -1,0 +1,114 @@
+"""The linear probe's task hooks: a frozen encoder's pooled features ([CLS] or mean) and a logistic-regression
+head. The recipe that fits the head is ptrain/probe.py; these hooks score (`ptrain eval`) and label
+(`ptrain predict`) its export: the encoder folder (pipeline("feature-extraction") loads it) plus the head."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
+from transformers import AutoModel
+
+from ptrain.errors import ConfigError, ModelError
+from ptrain.model import from_config_or_pretrained
+from ptrain.tasks.base import EvalContext, EvalResult
+from ptrain.tasks.classification import SequenceClassification
+
+HEAD_FILE = "probe_head.safetensors"  # weight [labels, hidden] and bias [labels], in the export folder
+
+
+class LinearProbe(SequenceClassification):
+    """Text and label columns, label names and tokenization as in sequence classification."""
+
+    name = "linear_probe"
+    metrics = ("accuracy", "macro_f1", "weighted_f1")
+    lower_is_better = frozenset()
+    pipeline = "feature-extraction"
+    auto_class = AutoModel
+
+    def load_model(self, cfg, label_names, tokenizer):
+        model = from_config_or_pretrained(cfg, self.auto_class, tokenizer)
+        model.requires_grad_(False)
+        return model.eval()
+
+    def build_loss(self, cfg, splits):
+        """Only the optimizer loop (train.py, `ptrain bench`) asks for a loss; the probe has none."""
+        raise ConfigError("task linear_probe fits a logistic regression on frozen features (ptrain train); "
+                          "it has no optimizer loop to benchmark or resume")  # fmt: skip
+
+    def evaluate(self, model, loader, accelerator, context: EvalContext) -> EvalResult:
+        """Scores of an export: encode the split, apply its head."""
+        encoder = accelerator.unwrap_model(model)
+        features, labels, seconds, tokens = encode(encoder, loader, accelerator, encoder.config.probe_pooling)
+        weight, bias = load_head(encoder)
+        predictions = (features @ weight.T + bias).argmax(-1)
+        return EvalResult(classification_scores(predictions, labels, len(context.label_names)), tokens, seconds)
+
+    def track(self, tracker, result: EvalResult, context: EvalContext, step: int) -> None:
+        """The probe recipe writes its own figures (ptrain/probe.py)."""
+
+    @torch.no_grad()
+    def predict(self, model, tokenizer, texts: list[str], batch_size: int) -> list[dict]:
+        """Label and per-class probabilities, as sequence classification's predict."""
+        config, (weight, bias) = model.config, load_head(model)
+        names = [config.id2label[i] for i in range(weight.shape[0])]
+        probs = torch.empty(len(texts), len(names))
+        for start in range(0, len(texts), batch_size):
+            encoded = tokenizer(texts[start : start + batch_size], padding=True, truncation=True,
+                                max_length=config.probe_max_length, return_tensors="pt")  # fmt: skip
+            hidden = model(**encoded).last_hidden_state
+            features = pool(hidden, encoded["attention_mask"], config.probe_pooling).float()
+            probs[start : start + batch_size] = (features @ weight.T + bias).softmax(-1)
+        rows = []
+        for text, p in zip(texts, probs.tolist()):
+            best = max(range(len(names)), key=p.__getitem__)
+            rows.append({"text": text, "label": names[best], "score": p[best], **{f"prob_{n}": v for n, v in zip(names, p)}})  # fmt: skip
+        return rows
+
+    def matches_export(self, config) -> bool:
+        return getattr(config, "ptrain_task", None) == self.name
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """One vector per text: the [CLS] (first) position, or the mean over real (non-pad) tokens."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+@torch.no_grad()
+def encode(encoder, loader, accelerator, pooling: str) -> tuple[torch.Tensor, torch.Tensor, float, int]:
+    """Pooled fp32 features and labels of a whole split, in raw-split row order (the loader sorts by length);
+    seconds taken and real tokens encoded."""
+    start, parts, tokens = time.perf_counter(), {"features": [], "labels": [], "rows": []}, 0
+    for batch in loader:
+        labels, rows = batch.pop("labels"), batch.pop("idx")
+        with accelerator.autocast():
+            hidden = encoder(**batch).last_hidden_state
+        features = pool(hidden, batch["attention_mask"], pooling).float()
+        tokens += int(batch["attention_mask"].sum())
+        for key, value in zip(parts, accelerator.gather_for_metrics((features, labels, rows))):
+            parts[key].append(value.cpu())
+    features, labels, rows = (torch.cat(parts[key]) for key in ("features", "labels", "rows"))
+    order = torch.argsort(rows)
+    return features[order], labels[order], time.perf_counter() - start, tokens
+
+
+def load_head(encoder) -> tuple[torch.Tensor, torch.Tensor]:
+    path = Path(encoder.name_or_path) / HEAD_FILE
+    if not path.is_file():
+        raise ModelError(f"{encoder.name_or_path}: no {HEAD_FILE}; a linear-probe export holds the encoder and its head")  # fmt: skip
+    head = load_file(str(path))
+    return head["weight"], head["bias"]
+
+
+def classification_scores(predictions: torch.Tensor, labels: torch.Tensor, num_labels: int) -> dict[str, float]:
+    return {
+        "accuracy": multiclass_accuracy(predictions, labels, num_labels, average="micro").item(),
+        "macro_f1": multiclass_f1_score(predictions, labels, num_labels, average="macro").item(),
+        "weighted_f1": multiclass_f1_score(predictions, labels, num_labels, average="weighted").item(),
+    }
