@@ -38,6 +38,8 @@ class DataConfig(Strict):
     text_column: str = "text"
     text_pair_column: str | None = None
     label_column: str = "label"
+    target_column: str | None = None  # seq2seq: the column of target texts (text_column holds the sources)
+    max_target_length: int = Field(128, gt=1)  # seq2seq: tokens, truncation limit of targets (EOS included)
     label_names: list[str] | None = None  # label id order; taken from the training data when absent
     label_separator: str | None = None  # multi-label: a label string holds several names split by this, e.g. "|"
     validation_fraction: float = Field(0.1, gt=0, lt=1)  # seeded split of train when no validation file
@@ -91,6 +93,10 @@ class TrainConfig(Strict):
     early_stopping_patience: int | None = Field(None, gt=0)  # evaluations without improvement
     stop_at_metric: float | None = None  # stop once metric_for_best reaches this value (time-to-target runs)
     highest_loss_examples: int = Field(20, ge=0)  # rows in the TensorBoard table at each eval
+    generation_eval_rows: int = Field(200, gt=0)  # seq2seq: first N evaluated rows scored by generation (BLEU, chrF)
+    generation_max_new_tokens: int = Field(64, gt=0)  # seq2seq: generated tokens at most (eval, predict, export)
+    generation_num_beams: int = Field(1, gt=0)  # seq2seq: beam search width; 1 is greedy decoding
+    generation_examples: int = Field(10, ge=0)  # seq2seq: source/reference/generated rows shown in TensorBoard
     checkpoint_every_steps: int | None = Field(None, gt=0)  # optimizer steps between resumable checkpoints
     checkpoint_at_epoch_end: bool = True
     keep_checkpoints: int = Field(2, gt=0)  # newest kept, plus the one taken at the best evaluation
@@ -112,7 +118,8 @@ class TrainConfig(Strict):
 class Config(Strict):
     name: str
     task: Literal[
-        "sequence_classification", "token_classification", "regression", "multi_label_classification", "linear_probe"
+        "sequence_classification", "token_classification", "regression", "multi_label_classification", "linear_probe",
+        "seq2seq",
     ] = "sequence_classification"
     output_dir: str = "runs"
     run_dir: str | None = None  # a fixed run folder instead of output_dir/name/<timestamp>/ (a sweep sets it)
@@ -250,6 +257,7 @@ def check_config(cfg: Config, path: Path) -> None:
     _check_task_metric(cfg, path)
     _check_token_classification(cfg, path)
     _check_heads(cfg, path)
+    _check_seq2seq(cfg, path)
     if train.mixed_precision == "fp16" and not _has_cuda():
         raise ConfigError(f"{path}: train.mixed_precision=fp16 needs a GPU; use bf16 (or no) on CPU")
 
@@ -284,6 +292,20 @@ def _check_heads(cfg: Config, path: Path) -> None:
         raise ConfigError(f"{path}: data.label_separator is empty; quote it (a bare | is YAML's block-scalar sign), e.g. label_separator: '|'")  # fmt: skip
     if cfg.task == "multi_label_classification" and train.class_weights is not None:
         raise ConfigError(f"{path}: train.class_weights is for sequence_classification; multi-label losses are unweighted")  # fmt: skip
+
+
+def _check_seq2seq(cfg: Config, path: Path) -> None:
+    data = cfg.data
+    if cfg.task != "seq2seq":
+        if data.target_column is not None:
+            raise ConfigError(f"{path}: data.target_column is for task seq2seq (the task is {cfg.task})")
+        return
+    if data.target_column is None:
+        raise ConfigError(f"{path}: task seq2seq needs data.target_column, the column of target texts")
+    if data.target_column == data.text_column:
+        raise ConfigError(f"{path}: data.target_column and data.text_column are both '{data.text_column}'")
+    if cfg.train.class_weights is not None:
+        raise ConfigError(f"{path}: train.class_weights is for classification; remove it for task seq2seq")
 
 
 def _check_writable(path: Path, output_dir: str) -> None:

@@ -114,7 +114,7 @@ def _csv_options(data: DataConfig, fmt: str, path: Path) -> dict:
         options["quoting"] = 3  # csv.QUOTE_NONE: tsv/text fields are never quoted (GLUE, emotion)
     if data.column_names is not None:
         options["names"] = data.column_names
-    text_columns = [c for c in (data.text_column, data.text_pair_column) if c]
+    text_columns = [c for c in (data.text_column, data.text_pair_column, data.target_column) if c]
     options["converters"] = {column: str for column in text_columns}  # a text of digits stays text
     options["encoding"] = data.encoding
     return options

@@ -8,11 +8,15 @@ from ptrain.tasks.classification import SequenceClassification
 from ptrain.tasks.multilabel import MultiLabelClassification
 from ptrain.tasks.probe import LinearProbe
 from ptrain.tasks.regression import Regression
+from ptrain.tasks.seq2seq import SequenceToSequence
 from ptrain.tasks.token_classification import TokenClassification
 
 TASKS: dict[str, Task] = {
     task.name: task
-    for task in (SequenceClassification(), TokenClassification(), Regression(), MultiLabelClassification(), LinearProbe())
+    for task in (
+        SequenceClassification(), TokenClassification(), Regression(), MultiLabelClassification(), LinearProbe(),
+        SequenceToSequence(),
+    )
 }
 
 
