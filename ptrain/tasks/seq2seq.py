@@ -150,10 +150,11 @@ def decoder_ids(cfg, tokenizer) -> tuple[int, int]:
         start, pad = (tokenizer.pad_token_id if start is None else start), (tokenizer.pad_token_id if pad is None else pad)  # fmt: skip
     else:
         config = AutoConfig.from_pretrained(resolve_model_path(cfg.model.name_or_path))
-        start, pad = config.decoder_start_token_id, config.pad_token_id
+        start, pad = getattr(config, "decoder_start_token_id", None), getattr(config, "pad_token_id", None)
     if start is None or pad is None:
-        raise ModelError(f"model {cfg.model.name_or_path or 'scratch_config'}: no decoder_start_token_id or pad_token_id; "
-                         "set them in model.scratch_config or use a tokenizer with a pad token")  # fmt: skip
+        name = cfg.model.name_or_path or "model.scratch_config"
+        raise ModelError(f"{name}: no decoder_start_token_id or pad_token_id; set them in model.scratch_config "
+                         "or use a tokenizer with a pad token")  # fmt: skip
     return start, pad
 
 
@@ -191,8 +192,8 @@ def generate_texts(model, tokenizer, texts: list[str], batch_size: int, max_leng
     device = next(model.parameters()).device
     for begin in range(0, len(order), batch_size):
         chunk = order[begin : begin + batch_size]
-        encoded = tokenizer([texts[i] for i in chunk], padding=True, truncation=max_length is not None, max_length=max_length,
-                            return_tensors="pt").to(device)  # fmt: skip
+        encoded = tokenizer([texts[i] for i in chunk], padding=True, truncation=max_length is not None,
+                            max_length=max_length, return_tensors="pt").to(device)  # fmt: skip
         generated = model.generate(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"])
         for i, text in zip(chunk, tokenizer.batch_decode(generated, skip_special_tokens=True)):
             outputs[i] = text.strip()
