@@ -23,8 +23,14 @@ METRICS = ("bleu", "chrf", "loss", "perplexity")
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, cache_dir):
-    tmp = tmp_path_factory.mktemp("seq2seq")
+def seq2seq_cache(tmp_path_factory):
+    """Not the shared cache_dir: other tests count the tokenizers trained there."""
+    return tmp_path_factory.mktemp("seq2seq_cache")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, seq2seq_cache):
+    tmp, cache_dir = tmp_path_factory.mktemp("seq2seq"), seq2seq_cache
     result = run_cli("train", CONFIG, f"output_dir={tmp / 'runs'}", f"data.cache_dir={cache_dir}")
     assert result.returncode == 0, result.stderr[-4000:]
     (run_dir,) = (tmp / "runs" / "tiny_seq2seq").iterdir()
@@ -72,11 +78,11 @@ def test_predict_writes_the_generated_target_of_every_row(trained):
     assert all(isinstance(row["generated"], str) for row in rows)
 
 
-def test_eval_of_the_export_gives_the_same_scores_on_one_and_two_processes(trained, cache_dir):
+def test_eval_of_the_export_gives_the_same_scores_on_one_and_two_processes(trained, seq2seq_cache):
     """Two processes split the teacher-forced rows (gather_for_metrics) and the generated sample (gather_object):
     the metrics of the whole split must not change. fp32 so that batch composition cannot move a greedy choice."""
     run_dir, _, _ = trained
-    args = ["eval", CONFIG, f"data.cache_dir={cache_dir}", "train.mixed_precision='no'", "data.max_eval_rows=39",
+    args = ["eval", CONFIG, f"data.cache_dir={seq2seq_cache}", "train.mixed_precision='no'", "data.max_eval_rows=39",
             "train.eval_batch_size=8", "train.generation_eval_rows=15", "--model", str(run_dir / "final")]  # fmt: skip
     one = run_cli(*args)
     assert one.returncode == 0, one.stderr[-3000:]
