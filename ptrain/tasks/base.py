@@ -34,7 +34,7 @@ class Task:
     name: str
     metrics: tuple[str, ...]  # every evaluation reports these; the first is the default train.metric_for_best
     lower_is_better: frozenset[str] = frozenset({"loss"})
-    pipeline: str  # the transformers.pipeline() task that loads the export
+    pipeline: str | None  # the transformers.pipeline() task that loads the export (None: no v5 pipeline does)
     uses_label_names: bool = False  # label ids named by data.label_names and the export's id2label
     auto_class: Any  # AutoModelFor...
 
