@@ -158,6 +158,8 @@ def _parse_override(item: str) -> tuple[str, Any]:
         value = yaml.safe_load(text) if text else None
     except yaml.YAMLError:
         value = text
+    if isinstance(value, bool) and text.strip().lower() not in ("true", "false"):
+        value = text  # YAML 1.1 reads no/yes/on/off as booleans; on a command line they are words (mixed_precision=no)
     return key, value
 
 

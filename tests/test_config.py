@@ -65,6 +65,12 @@ def test_override_is_validated_like_the_file(tmp_path):
     assert "did you mean 'train.eval_batch_size'" in error_of(path, ["train.eval_batch=4"])
 
 
+def test_yes_and_no_stay_words_on_the_command_line(tmp_path):
+    path = write(tmp_path, BASE)
+    assert load_config(path, ["train.mixed_precision=no"]).train.mixed_precision == "no"
+    assert load_config(path, ["data.group_by_length=false"]).data.group_by_length is False
+
+
 def test_override_syntax(tmp_path):
     assert "dotted.key=value" in error_of(write(tmp_path, BASE), ["train.epochs"])
 
