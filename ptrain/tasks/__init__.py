@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from ptrain.errors import ModelError
 from ptrain.tasks.base import EvalContext, EvalResult, Task
+from ptrain.tasks.causal_lm import CausalLM
 from ptrain.tasks.classification import SequenceClassification
+from ptrain.tasks.masked_lm import MaskedLM
 
-TASKS: dict[str, Task] = {task.name: task for task in (SequenceClassification(),)}
+TASKS: dict[str, Task] = {task.name: task for task in (SequenceClassification(), MaskedLM(), CausalLM())}
 
 
 def get_task(name: str) -> Task:
