@@ -27,6 +27,7 @@ def train_loader(cfg: Config, ds: Dataset, collator) -> tuple[DataLoader, torch.
         sampler=sampler,
         collate_fn=collator,
         num_workers=cfg.data.num_workers,
+        pin_memory=torch.cuda.is_available(),  # page-locked batches: non-blocking copies to the GPU
         generator=generator,  # worker seeds too
     )
     return loader, generator
@@ -41,6 +42,7 @@ def eval_loader(cfg: Config, ds: Dataset, collator) -> DataLoader:
         batch_size=cfg.train.eval_batch_size,
         collate_fn=collator,
         num_workers=cfg.data.num_workers,
+        pin_memory=torch.cuda.is_available(),
         generator=torch.Generator().manual_seed(0),  # leaves the global RNG (dropout) untouched
     )
 

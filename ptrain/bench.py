@@ -132,5 +132,9 @@ def print_report(report: dict, json_path: str | None) -> None:
                       f"{padding:>9}{wait:>11}{s['peak_rss_gib']:>8.2f}Gi{s['mfu']:>7.1%}")  # fmt: skip
     for phase, ratio in report.get("ratios", {}).items():
         print(f"ptrain / HF Trainer, {phase} real tokens/s: {ratio:.2f}x")
+    write_json_report(report, json_path)
+
+
+def write_json_report(report: dict, json_path: str | None) -> None:
     if json_path:
         Path(json_path).write_text(json.dumps(report, indent=2))

@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--steps", type=int, default=100, help="timed optimizer steps")
     sub.add_argument("--warmup-steps", type=int, default=10, help="untimed steps first")
     sub.add_argument("--compare-hf", action="store_true", help="also time transformers.Trainer on the same job")
+    sub.add_argument("--time-to", metavar="METRIC=VALUE", help="instead: wall time until validation METRIC reaches VALUE, e.g. weighted_f1=0.92")  # fmt: skip
     sub.add_argument("--json", help="also write the report to this JSON file")
     sub = commands.add_parser("predict", help="label every text of a file with an exported model")
     sub.add_argument("--model", required=True)
@@ -104,6 +105,13 @@ def run_command(args: argparse.Namespace) -> int:
         from ptrain.inference import evaluate_export
 
         print(json.dumps(evaluate_export(cfg, args.model, args.split), indent=2))
+    elif args.command == "bench" and args.time_to:
+        from ptrain.bench import write_json_report
+        from ptrain.bench_convergence import print_time_to_target, time_to_target
+
+        report = time_to_target(cfg, args.time_to, args.compare_hf)
+        print_time_to_target(report)
+        write_json_report(report, args.json)
     elif args.command == "bench":
         from ptrain.bench import bench, print_report
 

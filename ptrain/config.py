@@ -31,7 +31,9 @@ class DataConfig(Strict):
     test_file: str | None = None
     hub_dataset: str | None = None  # a Hub dataset id, used when no train_file is given
     hub_config: str | None = None
-    format: Literal["auto", "csv", "tsv", "json", "jsonl", "parquet", "text", "corpus"] = "auto"  # corpus: plain text, one document per blank-line-separated paragraph
+    # conll: `WORD ... TAG` lines -> a list of words and a list of tags per sentence (token classification)
+    # corpus: plain text, one document per blank-line-separated paragraph (language models)
+    format: Literal["auto", "csv", "tsv", "json", "jsonl", "parquet", "text", "conll", "corpus"] = "auto"
     separator: str | None = None  # field separator of `text` files, e.g. ";" for emotion
     column_names: list[str] | None = None  # for files without a header row
     text_column: str = "text"
@@ -89,6 +91,7 @@ class TrainConfig(Strict):
     eval_every_steps: int | None = Field(None, gt=0)  # evaluation also runs at every epoch end
     metric_for_best: str | None = None  # an evaluation metric of the task; default its headline (weighted_f1, ...)
     early_stopping_patience: int | None = Field(None, gt=0)  # evaluations without improvement
+    stop_at_metric: float | None = None  # stop once metric_for_best reaches this value (time-to-target runs)
     highest_loss_examples: int = Field(20, ge=0)  # rows in the TensorBoard table at each eval
     checkpoint_every_steps: int | None = Field(None, gt=0)  # optimizer steps between resumable checkpoints
     checkpoint_at_epoch_end: bool = True
@@ -110,7 +113,7 @@ class TrainConfig(Strict):
 
 class Config(Strict):
     name: str
-    task: Literal["sequence_classification", "masked_lm", "causal_lm"] = "sequence_classification"
+    task: Literal["sequence_classification", "token_classification", "masked_lm", "causal_lm"] = "sequence_classification"
     output_dir: str = "runs"
     run_dir: str | None = None  # a fixed run folder instead of output_dir/name/<timestamp>/ (a sweep sets it)
     hparams: list[str] = []  # dotted config keys added to the HPARAMS tab (a sweep adds the keys it varies)
@@ -245,6 +248,7 @@ def check_config(cfg: Config, path: Path) -> None:
             raise ConfigError(f"{path}: hparams names '{key}', which is not a config key (e.g. train.learning_rate)")
     _check_writable(path, cfg.run_dir or cfg.output_dir)
     _check_task_metric(cfg, path)
+    _check_token_classification(cfg, path)
     _check_language_modeling(cfg, path)
     if train.mixed_precision == "fp16" and not _has_cuda():
         raise ConfigError(f"{path}: train.mixed_precision=fp16 needs a GPU; use bf16 (or no) on CPU")
@@ -257,6 +261,14 @@ def _check_task_metric(cfg: Config, path: Path) -> None:
     if cfg.train.metric_for_best is not None and cfg.train.metric_for_best not in metrics:
         raise ConfigError(f"{path}: train.metric_for_best '{cfg.train.metric_for_best}' is not a {cfg.task} metric; "
                           f"choose one of {', '.join(metrics)}")  # fmt: skip
+
+
+def _check_token_classification(cfg: Config, path: Path) -> None:
+    """CoNLL files hold word and tag lists, which only token classification reads; it reads one list per row."""
+    if cfg.data.format == "conll" and cfg.task != "token_classification":
+        raise ConfigError(f"{path}: data.format=conll gives word and tag lists; use task: token_classification")
+    if cfg.task == "token_classification" and cfg.data.text_pair_column is not None:
+        raise ConfigError(f"{path}: token_classification tags one list of words per row; unset data.text_pair_column")
 
 
 def _check_language_modeling(cfg: Config, path: Path) -> None:

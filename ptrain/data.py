@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict
 
 from ptrain.config import Config, DataConfig, data_path
+from ptrain.conll import read_conll
 from ptrain.errors import DataError, first_line
 from ptrain.labels import source_name
 from ptrain.tasks import Task, get_task
@@ -74,6 +75,8 @@ def _split_validation(cfg: Config, train: Dataset) -> tuple[Dataset, Dataset]:
 def read_table(data: DataConfig, path: Path) -> Dataset:
     """One local file as a Dataset; the format comes from data.format or the file extension."""
     fmt = data.format if data.format != "auto" else EXTENSION_FORMATS.get(path.suffix.lower())
+    if fmt == "conll":
+        return read_conll(path, data.text_column, data.label_column, data.encoding)
     if fmt is None:
         raise DataError(f"{path}: unknown extension '{path.suffix}'; set data.format to one of {list(EXTENSION_FORMATS.values())}")  # fmt: skip
     if fmt == "corpus":  # plain text; a document is a paragraph (text between blank lines), line breaks kept
@@ -141,6 +144,8 @@ def _handle_empty_texts(cfg: Config, split: str, ds: Dataset) -> tuple[Dataset, 
         blank = pc.is_null(values)
         if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
             blank = pc.or_(blank, pc.equal(pc.utf8_trim_whitespace(values), ""))
+        elif pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
+            blank = pc.or_(blank, pc.equal(pc.list_value_length(values), 0))  # no words
         empty = blank if empty is None else pc.or_(empty, blank)
     empty = pc.fill_null(empty, True)
     count = pc.sum(empty).as_py() or 0

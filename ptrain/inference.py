@@ -43,8 +43,8 @@ def export_label_names(model) -> list[str]:
 
 
 def predict_file(model_dir: str, input_path: str, output: str, text_column: str, batch_size: int) -> int:
-    """The task's prediction for every row (a label and probabilities for classification); rows keep the
-    input order. Returns the row count."""
+    """The task's prediction for every row (a label and probabilities for classification, entity spans for
+    token classification); rows keep the input order. Returns the row count."""
     tokenizer, model, task = load_exported(model_dir)
     rows = task.predict(model, tokenizer, read_texts(Path(input_path), text_column), batch_size)
     write_rows(rows, output)
@@ -80,5 +80,10 @@ def write_rows(rows: list[dict], output: str) -> None:
         with open(tmp, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]), delimiter=OUTPUT_FORMATS[suffix])
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
     tmp.replace(path)
+
+
+def _cell(value):
+    """A CSV/TSV cell: lists and dicts (a sentence's entities) as JSON text."""
+    return json.dumps(value) if isinstance(value, (list, dict)) else value

@@ -28,8 +28,10 @@ def evaluate_and_track(run: Run, state: LoopState, meter: TrainMeter) -> EvalRes
         export_model(run.accelerator, run.model, run.tokenizer, run.run_dir / "best")
     else:
         state.evals_without_improvement += 1
-    patience = run.cfg.train.early_stopping_patience
+    patience, target = run.cfg.train.early_stopping_patience, run.cfg.train.stop_at_metric
     if patience is not None and state.evals_without_improvement >= patience:
+        state.stop = state.early_stopped = True
+    if target is not None and reached(run.task, metric, result.metrics[metric], target):
         state.stop = state.early_stopped = True
     if run.accelerator.is_main_process:
         track_evaluation(run, result, context, step)
@@ -37,6 +39,10 @@ def evaluate_and_track(run: Run, state: LoopState, meter: TrainMeter) -> EvalRes
         tqdm.write(f"eval @ step {step} | {scores}" + (" | best so far" if improved else ""))
     meter.exclude(time.perf_counter() - started)  # tokens/s counts training time only
     return result
+
+
+def reached(task, metric: str, value: float, target: float) -> bool:
+    return value <= target if metric in task.lower_is_better else value >= target
 
 
 def best_metric(run: Run) -> str:

@@ -23,3 +23,20 @@ def test_bench_compares_with_the_hf_trainer_and_writes_json(tmp_path, cache_dir)
     assert set(report["ratios"]) == {"train", "eval"}
     assert "ptrain / HF Trainer, train real tokens/s" in result.stdout
     assert not (tmp_path / "runs").exists()  # the bench leaves no run folder behind
+
+
+def test_time_to_target_stops_both_sides_at_the_first_evaluation_reaching_it(tmp_path, cache_dir):
+    out = tmp_path / "time_to.json"
+    overrides = tiny_overrides(tmp_path, cache_dir, rows=300, **{"train.eval_every_steps": "5"})
+    result = run_cli("bench", str(CONFIGS / "tiny.yaml"), *overrides, "--time-to", "accuracy=0.2", "--compare-hf",
+                     "--json", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    for side in ("ptrain", "hf_trainer"):
+        curve = report[side]["evaluations"]
+        assert [point["step"] for point in curve][:1] == [5] and report[side]["step"] == curve[-1]["step"]
+        assert curve[-1]["accuracy"] >= 0.2 > max([p["accuracy"] for p in curve[:-1]], default=0)  # stopped at the first
+        assert 0 < report[side]["seconds"] < 300
+    assert report["speedup"] > 0 and "as fast as the HF Trainer" in result.stdout
+    bad = run_cli("bench", str(CONFIGS / "tiny.yaml"), *overrides, "--time-to", "f1=0.9")
+    assert bad.returncode == 2 and "'f1' is not a sequence_classification metric" in bad.stderr

@@ -7,8 +7,9 @@ from ptrain.tasks.base import EvalContext, EvalResult, Task
 from ptrain.tasks.causal_lm import CausalLM
 from ptrain.tasks.classification import SequenceClassification
 from ptrain.tasks.masked_lm import MaskedLM
+from ptrain.tasks.token_classification import TokenClassification
 
-TASKS: dict[str, Task] = {task.name: task for task in (SequenceClassification(), MaskedLM(), CausalLM())}
+TASKS: dict[str, Task] = {task.name: task for task in (SequenceClassification(), TokenClassification(), MaskedLM(), CausalLM())}
 
 
 def get_task(name: str) -> Task:

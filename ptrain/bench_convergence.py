@@ -1,0 +1,143 @@
+"""`ptrain bench CONFIG --time-to METRIC=VALUE [--compare-hf]`: wall time until a validation score is reached,
+for ptrain and for the HF Trainer on the same job (data, model, batch, schedule, precision, evaluation
+interval), in one invocation. The clock starts when training is called and stops when the evaluation that
+reaches the value has finished; both sides evaluate the whole validation split at the same steps."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from ptrain.config import Config
+from ptrain.errors import ConfigError
+from ptrain.train import setup, train
+from ptrain.validation import reached
+
+
+def parse_target(cfg: Config, text: str) -> tuple[str, float]:
+    from ptrain.tasks import get_task
+
+    metric, _, value = text.partition("=")
+    try:
+        target = float(value)
+    except ValueError:
+        raise ConfigError(f"--time-to {text}: give METRIC=VALUE, e.g. weighted_f1=0.92") from None
+    if metric not in get_task(cfg.task).metrics:
+        raise ConfigError(f"--time-to {text}: '{metric}' is not a {cfg.task} metric ({', '.join(get_task(cfg.task).metrics)})")  # fmt: skip
+    return metric, target
+
+
+def time_to_target(cfg: Config, target_text: str, compare_hf: bool) -> dict:
+    metric, target = parse_target(cfg, target_text)
+    if cfg.train.eval_every_steps is None:
+        raise ConfigError(f"--time-to needs train.eval_every_steps in {cfg.name}'s config (the evaluation interval)")
+    with tempfile.TemporaryDirectory(prefix="ptrain-time-to-") as tmp:
+        train_cfg = cfg.train.model_copy(update={"metric_for_best": metric, "stop_at_metric": target,
+                                                 "checkpoint_at_epoch_end": False, "checkpoint_every_steps": None})  # fmt: skip
+        cfg = cfg.model_copy(update={"output_dir": tmp, "train": train_cfg})
+        report = {"config": cfg.name, "metric": metric, "target": target, "eval_every_steps": train_cfg.eval_every_steps,
+                  "threads": torch.get_num_threads(), "ptrain": ptrain_time_to_target(cfg, Path(tmp) / cfg.name)}  # fmt: skip
+        if compare_hf:
+            report["hf_trainer"] = hf_time_to_target(cfg, Path(tmp) / "hf")
+    if compare_hf and report["ptrain"]["seconds"] and report["hf_trainer"]["seconds"]:
+        report["speedup"] = report["hf_trainer"]["seconds"] / report["ptrain"]["seconds"]
+    return report
+
+
+def ptrain_time_to_target(cfg: Config, runs: Path) -> dict:
+    """`ptrain train` in this process, with train.stop_at_metric; the times come from its TensorBoard events. The
+    clock starts at the config event, written once data, model and optimizer are ready (as when Trainer.train
+    is called on a built Trainer)."""
+    train(cfg)
+    events = EventAccumulator(str(next(runs.iterdir())), size_guidance={"scalars": 0, "tensors": 0}).Reload()
+    started = events.Tensors("config/text_summary")[0].wall_time
+    evals = [(e.step, e.value, e.wall_time) for e in events.Scalars(f"eval/{cfg.train.metric_for_best}")]
+    return first_reaching(cfg, evals, started)
+
+
+def first_reaching(cfg: Config, evals: list[tuple[int, float, float]], started: float) -> dict:
+    from ptrain.tasks import get_task
+
+    task, metric, target = get_task(cfg.task), cfg.train.metric_for_best, cfg.train.stop_at_metric
+    curve = [{"step": step, metric: value, "seconds": wall - started} for step, value, wall in evals]
+    hit = next((point for point in curve if reached(task, metric, point[metric], target)), None)
+    return {"seconds": hit["seconds"] if hit else None, "step": hit["step"] if hit else None, "evaluations": curve}
+
+
+def hf_time_to_target(cfg: Config, output_dir: Path) -> dict:
+    """transformers.Trainer with the same rows, model, collator, schedule and evaluation steps; a callback stops it
+    at the first evaluation that reaches the target."""
+    from transformers import Trainer, TrainerCallback
+
+    run, _ = setup(cfg.model_copy(update={"output_dir": str(output_dir)}), track=False)
+    evals: list[tuple[int, float, float]] = []
+    metric = cfg.train.metric_for_best
+
+    class StopAtTarget(TrainerCallback):
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            evals.append((state.global_step, metrics[f"eval_{metric}"], time.time()))
+            if reached(run.task, metric, metrics[f"eval_{metric}"], cfg.train.stop_at_metric):
+                control.should_training_stop = True
+
+    collator = run.task.collator(cfg, run.tokenizer, run.accelerator.device)  # before TrainingArguments resets Accelerate's state
+    trainer = Trainer(model=run.task.load_model(cfg, run.splits.label_names, run.tokenizer),
+                      args=hf_arguments(cfg, run.plan, output_dir), data_collator=collator,
+                      train_dataset=run.splits.tokenized["train"].remove_columns(["idx"]),
+                      eval_dataset=run.splits.tokenized["validation"].remove_columns(["idx"]),
+                      compute_metrics=classification_metrics(len(run.splits.label_names)), callbacks=[StopAtTarget()])  # fmt: skip
+    started = time.time()
+    with contextlib.redirect_stdout(io.StringIO()):
+        trainer.train()
+    return first_reaching(cfg, evals, started)
+
+
+def classification_metrics(num_labels: int):
+    """The same torchmetrics definitions as ptrain's classification task."""
+    from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
+
+    def compute(prediction):
+        preds, labels = torch.as_tensor(prediction.predictions).argmax(-1), torch.as_tensor(prediction.label_ids)
+        return {
+            "weighted_f1": multiclass_f1_score(preds, labels, num_labels, average="weighted").item(),
+            "macro_f1": multiclass_f1_score(preds, labels, num_labels, average="macro").item(),
+            "accuracy": multiclass_accuracy(preds, labels, num_labels, average="micro").item(),
+        }
+
+    return compute
+
+
+def hf_arguments(cfg: Config, plan, output_dir: Path):
+    from transformers import TrainingArguments
+
+    train = cfg.train
+    return TrainingArguments(
+        output_dir=str(output_dir), num_train_epochs=train.epochs, max_steps=plan.total_steps,
+        learning_rate=train.learning_rate, warmup_steps=plan.warmup_steps, lr_scheduler_type="linear",
+        per_device_train_batch_size=train.per_device_batch_size, per_device_eval_batch_size=train.eval_batch_size,
+        gradient_accumulation_steps=train.gradient_accumulation_steps, weight_decay=train.weight_decay,
+        adam_beta1=train.adam_beta1, adam_beta2=train.adam_beta2, adam_epsilon=train.adam_epsilon,
+        max_grad_norm=train.max_grad_norm, bf16=train.mixed_precision == "bf16", fp16=train.mixed_precision == "fp16",
+        use_cpu=not torch.cuda.is_available(), seed=train.seed, report_to=[], save_strategy="no",
+        eval_strategy="steps", eval_steps=train.eval_every_steps, logging_strategy="no", disable_tqdm=True,
+        train_sampling_strategy="group_by_length" if cfg.data.group_by_length else "random",
+        dataloader_num_workers=cfg.data.num_workers,
+    )  # fmt: skip
+
+
+def print_time_to_target(report: dict) -> None:
+    print(f"time to {report['metric']} >= {report['target']} on {report['config']} validation, evaluating every "
+          f"{report['eval_every_steps']} steps, {report['threads']} threads:")  # fmt: skip
+    for name, key in (("ptrain", "ptrain"), ("HF Trainer", "hf_trainer")):
+        if key in report:
+            side = report[key]
+            curve = ", ".join(f"{p['step']}: {p[report['metric']]:.4f} @ {p['seconds']:.0f}s" for p in side["evaluations"])
+            reached_at = f"{side['seconds']:.1f} s (step {side['step']})" if side["seconds"] else "not reached"
+            print(f"  {name:<11} {reached_at}; evaluations {curve}")
+    if "speedup" in report:
+        print(f"ptrain reaches it {report['speedup']:.2f}x as fast as the HF Trainer")

@@ -1,0 +1,144 @@
+"""Token classification (NER): word tags aligned to sub-tokens, cross entropy over labelled tokens,
+entity-level precision/recall/F1 overall and per type (seqeval), entity spans with character offsets."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification, pipeline
+
+from ptrain.collate import pad_multiple
+from ptrain.entities import (
+    OUTSIDE, align_to_subtokens, check_word_columns, entity_scores, entity_types, report_table, tag_names, tag_to_id,
+    worst_sentences_table,
+)  # fmt: skip
+from ptrain.loss import IGNORE_INDEX, ClassificationLoss, balanced_class_weights
+from ptrain.model import freeze_encoder, from_config_or_pretrained
+from ptrain.tasks.base import EvalContext, EvalResult, Task
+from ptrain.tasks.classification import label_maps
+
+
+class TokenLoss(ClassificationLoss):
+    """ClassificationLoss over every token: summed over labelled sub-tokens, divided by their window count."""
+
+    def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return super().__call__(logits.flatten(0, -2), labels.flatten())
+
+
+class TokenClassification(Task):
+    name = "token_classification"
+    metrics = ("f1", "loss", "precision", "recall", "accuracy")  # entity-level micro scores; accuracy per word
+    pipeline = "token-classification"
+    uses_label_names = True
+    auto_class = AutoModelForTokenClassification
+
+    def columns(self, cfg) -> list[tuple[str, str]]:
+        return [("text_column", cfg.data.text_column), ("label_column", cfg.data.label_column)]
+
+    def label_names(self, cfg, train) -> list[str]:
+        return tag_names(cfg, train)
+
+    def encoder(self, cfg, tokenizer, label_names, ds, split):
+        words, tags, max_length = cfg.data.text_column, cfg.data.label_column, cfg.data.max_length
+        check_word_columns(ds, split, words, tags)
+        mapping = tag_to_id(ds, split, tags, label_names)
+
+        def encode(batch: dict, indices: list[int]) -> dict:
+            encoded = tokenizer(batch[words], is_split_into_words=True, truncation=True, max_length=max_length)
+            encoded["labels"] = [
+                align_to_subtokens(encoded.word_ids(i), [mapping[tag] for tag in row_tags])
+                for i, row_tags in enumerate(batch[tags])
+            ]
+            encoded["idx"] = indices
+            return encoded
+
+        return encode, [words, tags, str(max_length), repr(sorted(mapping.items(), key=repr))]
+
+    def collator(self, cfg, tokenizer, device: torch.device):
+        multiple = pad_multiple(cfg.train.mixed_precision, device)
+        return DataCollatorForTokenClassification(tokenizer, padding="longest", pad_to_multiple_of=multiple)
+
+    def load_model(self, cfg, label_names, tokenizer):
+        model = from_config_or_pretrained(cfg, self.auto_class, tokenizer, **label_maps(label_names))
+        if cfg.model.freeze_encoder:
+            freeze_encoder(model)
+        return model
+
+    def build_loss(self, cfg, splits) -> TokenLoss:
+        weights = cfg.train.class_weights
+        if weights == "balanced":
+            labelled = [label for row in splits.tokenized["train"]["labels"] for label in row if label != IGNORE_INDEX]
+            weights = balanced_class_weights(labelled, len(splits.label_names))
+        elif weights is not None:
+            weights = torch.tensor(weights, dtype=torch.float32)
+        return TokenLoss(cfg.train.label_smoothing, weights)
+
+    @torch.no_grad()
+    def evaluate(self, model, loader, accelerator, context: EvalContext) -> EvalResult:
+        """Per sentence, gathered once each (gather_for_metrics); scored on whole sentences: the gold tags come
+        from the raw split, and words cut off by data.max_length count as predicted O."""
+        start, names = time.perf_counter(), context.label_names
+        was_training = model.training
+        model.eval()
+        parts: dict[str, list] = {"predicted": [], "labels": [], "losses": [], "counts": [], "rows": []}
+        real_tokens = torch.zeros((), device=accelerator.device)
+        for batch in loader:
+            labels, rows = batch.pop("labels"), batch.pop("idx")
+            logits = model(**batch).logits.float()
+            real_tokens += batch["attention_mask"].sum()
+            losses = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none", ignore_index=IGNORE_INDEX)
+            predicted = logits.argmax(-1).masked_fill(labels == IGNORE_INDEX, IGNORE_INDEX)
+            predicted, labels = accelerator.pad_across_processes((predicted, labels), dim=1, pad_index=IGNORE_INDEX)
+            gathered = accelerator.gather_for_metrics(
+                (predicted, labels, losses.sum(1), (labels != IGNORE_INDEX).sum(1), rows)
+            )
+            for key, value in zip(parts, gathered):
+                parts[key].extend(value.cpu().tolist() if value.dim() == 1 else list(value.cpu()))
+        model.train(was_training)
+        details = word_sequences(parts, names, context)
+        metrics, report = entity_scores(details["gold"], details["predicted"], entity_types(names))
+        metrics["loss"] = sum(parts["losses"]) / max(sum(parts["counts"]), 1)  # per labelled word, unsmoothed
+        details["report"] = report
+        tokens = int(accelerator.reduce(real_tokens, "sum").item())
+        ordered = {key: metrics[key] for key in self.metrics} | metrics
+        return EvalResult(ordered, tokens, time.perf_counter() - start, details)
+
+    def track(self, tracker, result: EvalResult, context: EvalContext, step: int) -> None:
+        tracker.text("eval/entity_report", report_table(result.details["report"]), step)
+        count = context.cfg.train.highest_loss_examples
+        if count and context.raw is not None:
+            words = context.raw[context.cfg.data.text_column]
+            tracker.text("eval/highest_loss_sentences", worst_sentences_table(result.details, words, count), step)
+
+    def predict(self, model, tokenizer, texts: list[str], batch_size: int) -> list[dict]:
+        """Entities per text: type, character offsets [start, end), mean score, the text they cover. A word takes
+        the tag of its first sub-token, as in training (aggregation "first")."""
+        tagger = pipeline("token-classification", model=model, tokenizer=tokenizer, aggregation_strategy="first")
+        rows = []
+        for text, found in zip(texts, tagger(list(texts), batch_size=batch_size)):  # a list: one result per text
+            entities = [
+                {"type": e["entity_group"], "start": int(e["start"]), "end": int(e["end"]),
+                 "score": float(e["score"]), "text": text[e["start"] : e["end"]]}
+                for e in found
+            ]  # fmt: skip
+            rows.append({"text": text, "entities": entities})
+        return rows
+
+
+def word_sequences(parts: dict, names: list[str], context: EvalContext) -> dict:
+    """Gold and predicted tag names per sentence (one per word), mean loss per word and the raw row of each."""
+    gold_rows = context.raw[context.cfg.data.label_column] if context.raw is not None else None
+    details: dict[str, list] = {"gold": [], "predicted": [], "losses": [], "rows": parts["rows"]}
+    for predicted, labels, loss, count, row in zip(*(parts[k] for k in ("predicted", "labels", "losses", "counts", "rows"))):  # fmt: skip
+        labelled = labels != IGNORE_INDEX
+        words_predicted = [names[i] for i in predicted[labelled].tolist()]
+        if gold_rows is None:
+            gold = [names[i] for i in labels[labelled].tolist()]
+        else:
+            gold = [tag if isinstance(tag, str) else names[tag] for tag in gold_rows[row]]
+        details["gold"].append(gold)
+        details["predicted"].append(words_predicted + [OUTSIDE] * (len(gold) - len(words_predicted)))
+        details["losses"].append(loss / max(count, 1))
+    return details
