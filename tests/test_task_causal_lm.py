@@ -21,9 +21,9 @@ CONFIG = str(CONFIGS / "tiny_causal_lm.yaml")
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, cache_dir):
-    tmp = tmp_path_factory.mktemp("causal")
-    result = run_cli("train", CONFIG, f"output_dir={tmp / 'runs'}", f"data.cache_dir={cache_dir}")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("causal")  # its own cache: the trained tokenizer stays out of the shared one
+    result = run_cli("train", CONFIG, f"output_dir={tmp / 'runs'}", f"data.cache_dir={tmp / 'cache'}")
     assert result.returncode == 0, result.stderr[-4000:]
     (run_dir,) = (tmp / "runs" / "tiny_causal_lm").iterdir()
     return run_dir
@@ -56,6 +56,14 @@ def test_export_generates_through_the_cli_and_the_pipeline(trained):
     assert out.startswith("ROMEO:") and len(out) > len("ROMEO:")
     config = AutoConfig.from_pretrained(model)
     assert config.pad_token_id is not None and config.vocab_size == 500
+
+
+def test_predict_continues_every_line_greedily(trained, tmp_path):
+    (tmp_path / "prompts.txt").write_text("ROMEO:\nFirst Citizen:\n")
+    result = run_cli("predict", "--model", str(trained / "final"), "--input", str(tmp_path / "prompts.txt"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [row["text"] for row in rows] == ["ROMEO:", "First Citizen:"] and all(row["continuation"] for row in rows)
 
 
 def test_generate_refuses_a_classifier_and_bad_options(trained, tmp_path):

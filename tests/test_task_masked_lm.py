@@ -46,6 +46,10 @@ def test_export_fills_masks_and_eval_reproduces_the_last_perplexity(trained):
     fill = pipeline("fill-mask", model=str(run_dir / "final"))
     found = fill("to be or not to [MASK].")
     assert len(found) == 5 and all(isinstance(f["token_str"], str) for f in found)
+    (run_dir / "masked.txt").write_text("to be or not to [MASK].\n")
+    result = run_cli("predict", "--model", str(run_dir / "final"), "--input", str(run_dir / "masked.txt"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(json.loads(result.stdout)["fillers"]) == 5
     result = run_cli("eval", CONFIG, f"data.cache_dir={cache_dir}", "--model", str(run_dir / "final"))
     assert result.returncode == 0, result.stderr[-2000:]
     final = json.loads((run_dir / "metrics.json").read_text())["final"]
