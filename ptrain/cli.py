@@ -1,4 +1,4 @@
-"""`ptrain <command> ...`: train, check, eval, predict, bench, sweep, runs. User mistakes print one line and exit 2."""
+"""`ptrain <command> ...`: train, check, eval, predict, generate, bench, sweep, runs. User mistakes print one line and exit 2."""
 
 from __future__ import annotations
 
@@ -41,7 +41,29 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--text-column", default="text")
     sub.add_argument("--batch-size", type=int, default=64)
     add_experiment_commands(commands)
+    add_generate_command(commands)
     return parser
+
+
+def add_generate_command(commands) -> None:
+    sub = commands.add_parser("generate", help="continue prompts with an exported causal language model")
+    sub.add_argument("--model", required=True, help="exported model folder, e.g. runs/NAME/TIME/best")
+    sub.add_argument("--prompt", action="append", required=True, help="text to continue (repeat for several)")
+    sub.add_argument("--max-new-tokens", type=int, default=100)
+    sub.add_argument("--greedy", action="store_true", help="most likely token each step (ignores the sampling options)")
+    sub.add_argument("--temperature", type=float, default=1.0)
+    sub.add_argument("--top-k", type=int, default=50, help="sample among the K likeliest tokens (0: all)")
+    sub.add_argument("--top-p", type=float, default=None, help="sample among the likeliest tokens holding P of the mass")
+    sub.add_argument("--seed", type=int, default=0)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from ptrain.generation import Sampling, generate_command
+
+    sampling = Sampling(args.max_new_tokens, args.greedy, args.temperature, args.top_k, args.top_p, args.seed)
+    for prompt, text in zip(args.prompt, generate_command(args.model, args.prompt, sampling)):
+        print(f"=== {prompt!r}\n{prompt}{text}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,6 +84,8 @@ def run_command(args: argparse.Namespace) -> int:
 
     if args.command in EXPERIMENT_COMMANDS:
         return run_experiment_command(args)
+    if args.command == "generate":
+        return run_generate(args)
     if args.command == "predict":
         from ptrain.inference import predict_file
 

@@ -32,7 +32,8 @@ class DataConfig(Strict):
     hub_dataset: str | None = None  # a Hub dataset id, used when no train_file is given
     hub_config: str | None = None
     # conll: `WORD ... TAG` lines -> a list of words and a list of tags per sentence (token classification)
-    format: Literal["auto", "csv", "tsv", "json", "jsonl", "parquet", "text", "conll"] = "auto"
+    # corpus: plain text, one document per blank-line-separated paragraph (language models)
+    format: Literal["auto", "csv", "tsv", "json", "jsonl", "parquet", "text", "conll", "corpus"] = "auto"
     separator: str | None = None  # field separator of `text` files, e.g. ";" for emotion
     column_names: list[str] | None = None  # for files without a header row
     text_column: str = "text"
@@ -42,7 +43,7 @@ class DataConfig(Strict):
     max_target_length: int = Field(128, gt=1)  # seq2seq: tokens, truncation limit of targets (EOS included)
     label_names: list[str] | None = None  # label id order; taken from the training data when absent
     label_separator: str | None = None  # multi-label: a label string holds several names split by this, e.g. "|"
-    validation_fraction: float = Field(0.1, gt=0, lt=1)  # seeded split of train when no validation file
+    validation_fraction: float = Field(0.1, gt=0, lt=1)  # seeded split of train when no validation file (corpus: its contiguous tail)
     max_length: int = Field(128, gt=1)  # tokens, truncation limit
     max_train_rows: int | None = Field(None, gt=0)  # first N rows only, for smoke runs
     max_eval_rows: int | None = Field(None, gt=0)
@@ -51,6 +52,9 @@ class DataConfig(Strict):
     empty_texts: Literal["error", "drop"] = "error"  # rows whose text is empty or null: refuse, or drop and count
     encoding: str = "utf-8"  # of csv/tsv/text files
     cache_dir: str | None = None  # tokenized-dataset cache; default ~/.cache/ptrain
+    packing: bool = False  # language models: concatenate the texts and cut them into blocks of block_size tokens
+    block_size: int = Field(128, gt=1)  # tokens per packed block (data.packing)
+    prompt_column: str | None = None  # causal_lm without packing: the prompt, no loss on its tokens; text_column is the response
 
 
 class TokenizerTrainingConfig(Strict):
@@ -101,6 +105,10 @@ class TrainConfig(Strict):
     checkpoint_at_epoch_end: bool = True
     keep_checkpoints: int = Field(2, gt=0)  # newest kept, plus the one taken at the best evaluation
     resume: str | None = None  # "auto" (newest checkpoint of this config name) or a run/checkpoint folder
+    eval_at_start: bool = False  # also evaluate before the first step (the "before" figure of a fine-tune)
+    mlm_probability: float = Field(0.15, gt=0, lt=1)  # masked_lm: share of tokens masked (80% [MASK], 10% random, 10% kept)
+    sample_prompts: list[str] = []  # causal_lm: continuations of these prompts go to TensorBoard at each evaluation
+    sample_max_new_tokens: int = Field(40, gt=0)  # tokens generated per sample prompt
     nonfinite: Literal["skip", "stop"] = "skip"  # a non-finite loss or gradient norm: drop the step, or stop
     max_consecutive_nonfinite: int = Field(5, gt=0)  # stop after this many skipped steps in a row
     decision_threshold: float = Field(0.5, gt=0, lt=1)  # multi-label: a label is predicted when its sigmoid > this
@@ -119,7 +127,7 @@ class Config(Strict):
     name: str
     task: Literal[
         "sequence_classification", "token_classification", "regression", "multi_label_classification", "linear_probe",
-        "seq2seq",
+        "masked_lm", "causal_lm", "seq2seq",
     ] = "sequence_classification"
     output_dir: str = "runs"
     run_dir: str | None = None  # a fixed run folder instead of output_dir/name/<timestamp>/ (a sweep sets it)
@@ -260,6 +268,7 @@ def check_config(cfg: Config, path: Path) -> None:
     _check_token_classification(cfg, path)
     _check_heads(cfg, path)
     _check_seq2seq(cfg, path)
+    _check_language_modeling(cfg, path)
     if train.mixed_precision == "fp16" and not _has_cuda():
         raise ConfigError(f"{path}: train.mixed_precision=fp16 needs a GPU; use bf16 (or no) on CPU")
 
@@ -308,6 +317,18 @@ def _check_seq2seq(cfg: Config, path: Path) -> None:
         raise ConfigError(f"{path}: data.target_column and data.text_column are both '{data.text_column}'")
     if cfg.train.class_weights is not None:
         raise ConfigError(f"{path}: train.class_weights is for classification; remove it for task seq2seq")
+
+
+def _check_language_modeling(cfg: Config, path: Path) -> None:
+    data, scratch = cfg.data, cfg.model.scratch_config or {}
+    if data.prompt_column is not None and (cfg.task != "causal_lm" or data.packing):
+        raise ConfigError(f"{path}: data.prompt_column is for causal_lm without data.packing (packed blocks cut across prompts)")  # fmt: skip
+    if data.packing and cfg.task not in ("masked_lm", "causal_lm"):
+        raise ConfigError(f"{path}: data.packing is for the masked_lm and causal_lm tasks, not {cfg.task}")
+    positions = scratch.get("n_positions") or scratch.get("max_position_embeddings")
+    if data.packing and positions is not None and data.block_size > positions:
+        raise ConfigError(f"{path}: data.block_size {data.block_size} exceeds the model's {positions} positions "
+                          f"(model.scratch_config); lower data.block_size")  # fmt: skip
 
 
 def _check_writable(path: Path, output_dir: str) -> None:

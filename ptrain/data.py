@@ -55,13 +55,21 @@ def load_raw_splits(cfg: Config) -> tuple[DatasetDict, dict[str, int]]:
         _check_columns(cfg, split, ds)
         splits[split], dropped[split] = _handle_empty_texts(cfg, split, ds)
     if "validation" not in splits:
-        parts = splits["train"].train_test_split(test_size=data.validation_fraction, seed=cfg.train.seed)
-        splits["train"], splits["validation"] = parts["train"], parts["test"]
+        splits["train"], splits["validation"] = _split_validation(cfg, splits["train"])
     for split, ds in splits.items():
         limit = data.max_train_rows if split == "train" else data.max_eval_rows
         if limit is not None and len(ds) > limit:
             splits[split] = ds.select(range(limit))
     return DatasetDict(splits), dropped
+
+
+def _split_validation(cfg: Config, train: Dataset) -> tuple[Dataset, Dataset]:
+    """A seeded random sample of rows; for a corpus the contiguous tail, so no passage leaks across the split."""
+    if cfg.data.format == "corpus":
+        cut = len(train) - max(1, round(len(train) * cfg.data.validation_fraction))
+        return train.select(range(cut)), train.select(range(cut, len(train)))
+    parts = train.train_test_split(test_size=cfg.data.validation_fraction, seed=cfg.train.seed)
+    return parts["train"], parts["test"]
 
 
 def read_table(data: DataConfig, path: Path) -> Dataset:
@@ -71,7 +79,9 @@ def read_table(data: DataConfig, path: Path) -> Dataset:
         return read_conll(path, data.text_column, data.label_column, data.encoding)
     if fmt is None:
         raise DataError(f"{path}: unknown extension '{path.suffix}'; set data.format to one of {list(EXTENSION_FORMATS.values())}")  # fmt: skip
-    if fmt in ("json", "jsonl", "parquet"):
+    if fmt == "corpus":  # plain text; a document is a paragraph (text between blank lines), line breaks kept
+        builder, kwargs = "text", {"sample_by": "paragraph", "encoding": data.encoding}
+    elif fmt in ("json", "jsonl", "parquet"):
         builder, kwargs = ("parquet" if fmt == "parquet" else "json"), {}
     else:
         builder, kwargs = "csv", _csv_options(data, fmt, path)

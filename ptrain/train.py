@@ -93,6 +93,8 @@ def fit(run: Run, state: LoopState, meter: TrainMeter) -> None:
                     disable=not run.accelerator.is_main_process,
                     mininterval=1 if sys.stderr.isatty() else 60)  # a log file gets a line a minute  # fmt: skip
     try:
+        if run.cfg.train.eval_at_start and state.global_step == 0:
+            evaluate_and_track(run, state, meter)  # the model as loaded: the "before" of a fine-tune
         while state.epoch < run.plan.epochs and not state.stop:
             train_epoch(run, state, meter, progress)
             if state.stop:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from ptrain.errors import ModelError
 from ptrain.tasks.base import EvalContext, EvalResult, Task
+from ptrain.tasks.causal_lm import CausalLM
 from ptrain.tasks.classification import SequenceClassification
+from ptrain.tasks.masked_lm import MaskedLM
 from ptrain.tasks.multilabel import MultiLabelClassification
 from ptrain.tasks.probe import LinearProbe
 from ptrain.tasks.regression import Regression
@@ -15,7 +17,7 @@ TASKS: dict[str, Task] = {
     task.name: task
     for task in (
         SequenceClassification(), TokenClassification(), Regression(), MultiLabelClassification(), LinearProbe(),
-        SequenceToSequence(),
+        MaskedLM(), CausalLM(), SequenceToSequence(),
     )
 }
 
