@@ -22,7 +22,7 @@ train: setup
 	$(BIN)/ptrain train $(CONFIG)
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2  # two workers: the tests wait on subprocesses as much as they compute
 
 bench: setup
 	$(BIN)/ptrain bench $(CONFIG) --steps 100 --compare-hf

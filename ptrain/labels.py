@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from datasets import ClassLabel, Dataset
 
 from ptrain.errors import DataError
+
+if TYPE_CHECKING:
+    from ptrain.config import Config
 
 
 def resolve_label_names(cfg: Config, train: Dataset) -> list[str]:

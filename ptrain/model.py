@@ -52,6 +52,14 @@ def tokenizer_ids(tokenizer) -> dict:
     return ids
 
 
+def load_head_model(cfg, auto_class, tokenizer, **config_kwargs):
+    """A task head on the encoder (from_config_or_pretrained); only the head trains with model.freeze_encoder."""
+    model = from_config_or_pretrained(cfg, auto_class, tokenizer, **config_kwargs)
+    if cfg.model.freeze_encoder:
+        freeze_encoder(model)
+    return model
+
+
 def freeze_encoder(model) -> None:
     """Train the task head only."""
     for param in model.base_model.parameters():

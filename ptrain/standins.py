@@ -10,6 +10,7 @@ by git: the data never enters the repository). Takes about a second.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -26,7 +27,7 @@ def derive(conll_dir: Path = DEFAULT_CONLL, out_dir: Path = DEFAULT_OUT) -> Path
         sentences = read_conll(conll_dir / f"{split}.txt", "words", "tags")
         rows = [json.dumps({"text": " ".join(words), "labels": sorted({tag.split("-", 1)[1] for tag in tags if tag != "O"})})
                 for words, tags in zip(sentences["words"], sentences["tags"])]  # fmt: skip
-        tmp = out_dir / f"{split}.jsonl.tmp"
+        tmp = out_dir / f"{split}.jsonl.tmp{os.getpid()}"  # two test workers may derive at once
         tmp.write_text("\n".join(rows) + "\n", encoding="utf-8")
         tmp.replace(out_dir / f"{split}.jsonl")
     return out_dir

@@ -8,7 +8,6 @@ import math
 import sys
 import time
 
-import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm

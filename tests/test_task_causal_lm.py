@@ -15,7 +15,7 @@ from ptrain.data import load_raw_splits
 from ptrain.language_modeling import TokenLoss
 from ptrain.tasks import get_task
 from ptrain.tokenizer_training import train_bpe
-from tests.conftest import CONFIGS, DATA_DIR, run_cli
+from tests.conftest import CONFIGS, DATA_DIR, accelerate_launch, run_cli
 
 CONFIG = str(CONFIGS / "tiny_causal_lm.yaml")
 
@@ -56,6 +56,18 @@ def test_export_generates_through_the_cli_and_the_pipeline(trained):
     assert out.startswith("ROMEO:") and len(out) > len("ROMEO:")
     config = AutoConfig.from_pretrained(model)
     assert config.pad_token_id is not None and config.vocab_size == 500
+
+
+def test_two_processes_score_exactly_as_one(trained):
+    """The packed validation blocks split over 2 processes: gathered per-block sums give the same perplexity."""
+    cache = trained.parents[2] / "cache"
+    args = [CONFIG, f"data.cache_dir={cache}", "--model", str(trained / "final")]
+    two = accelerate_launch(["--multi_gpu", "--num_processes", "2"], "ptrain", "eval", *args)
+    assert two.returncode == 0, two.stderr[-3000:]
+    double, _ = json.JSONDecoder().raw_decode(two.stdout[two.stdout.index("{") :])  # each process prints it
+    single = json.loads((trained / "metrics.json").read_text())["final"]  # one process, the same weights
+    for key in ("perplexity", "loss"):
+        assert double[key] == pytest.approx(single[key], rel=1e-4), key
 
 
 def test_predict_continues_every_line_greedily(trained, tmp_path):

@@ -17,8 +17,8 @@ from transformers import AutoModelForSequenceClassification
 
 from ptrain.labels import label_to_id, resolve_label_names
 from ptrain.loss import ClassificationLoss, balanced_class_weights
+from ptrain.model import load_head_model
 from ptrain.report import confusion_figure, highest_loss_table
-from ptrain.model import freeze_encoder, from_config_or_pretrained
 from ptrain.tasks.base import EvalContext, EvalResult, Task
 
 
@@ -44,10 +44,7 @@ class SequenceClassification(Task):
         return encode, [*text_identity(cfg), repr(sorted(mapping.items(), key=repr))]
 
     def load_model(self, cfg, label_names, tokenizer):
-        model = from_config_or_pretrained(cfg, self.auto_class, tokenizer, **label_maps(label_names))
-        if cfg.model.freeze_encoder:
-            freeze_encoder(model)
-        return model
+        return load_head_model(cfg, self.auto_class, tokenizer, **label_maps(label_names))
 
     def build_loss(self, cfg, splits) -> ClassificationLoss:
         weights = cfg.train.class_weights
@@ -105,11 +102,7 @@ class SequenceClassification(Task):
             chunk = order[start : start + batch_size]
             encoded = tokenizer([texts[i] for i in chunk], padding=True, truncation=True, return_tensors="pt")
             probs[chunk] = model(**encoded).logits.float().softmax(-1)
-        rows = []
-        for text, p in zip(texts, probs.tolist()):
-            best = max(range(len(names)), key=p.__getitem__)
-            rows.append({"text": text, "label": names[best], "score": p[best], **{f"prob_{n}": v for n, v in zip(names, p)}})  # fmt: skip
-        return rows
+        return label_rows(texts, probs, names)
 
     def matches_export(self, config) -> bool:
         return super().matches_export(config) and config.problem_type in (None, "single_label_classification")
@@ -140,3 +133,12 @@ def label_maps(label_names: list[str]) -> dict:
         "id2label": dict(enumerate(label_names)),
         "label2id": {name: i for i, name in enumerate(label_names)},
     }
+
+
+def label_rows(texts: list[str], probs: torch.Tensor, names: list[str]) -> list[dict]:
+    """`ptrain predict` rows: the likeliest label, its probability, and every label's probability."""
+    rows = []
+    for text, p in zip(texts, probs.tolist()):
+        best = max(range(len(names)), key=p.__getitem__)
+        rows.append({"text": text, "label": names[best], "score": p[best], **{f"prob_{n}": v for n, v in zip(names, p)}})  # fmt: skip
+    return rows

@@ -14,7 +14,7 @@ from torchmetrics.functional.classification import (
 
 from ptrain.errors import DataError
 from ptrain.labels import source_name
-from ptrain.model import freeze_encoder, from_config_or_pretrained
+from ptrain.model import load_head_model
 from ptrain.report_heads import per_label_table
 from ptrain.tasks.base import EvalContext, EvalResult
 from ptrain.tasks.classification import SequenceClassification, label_maps, text_encoder, text_identity
@@ -71,10 +71,8 @@ class MultiLabelClassification(SequenceClassification):
         return text_encoder(cfg, tokenizer, multi_hot), [*text_identity(cfg), repr(label_names), str(separator)]
 
     def load_model(self, cfg, label_names, tokenizer):
-        model = from_config_or_pretrained(cfg, self.auto_class, tokenizer, problem_type=PROBLEM_TYPE, **label_maps(label_names))
+        model = load_head_model(cfg, self.auto_class, tokenizer, problem_type=PROBLEM_TYPE, **label_maps(label_names))
         model.config.decision_threshold = cfg.train.decision_threshold  # saved in config.json; `ptrain predict` uses it
-        if cfg.model.freeze_encoder:
-            freeze_encoder(model)
         return model
 
     def build_loss(self, cfg, splits) -> BinaryCrossEntropyLoss:

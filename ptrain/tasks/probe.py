@@ -15,7 +15,7 @@ from transformers import AutoModel
 from ptrain.errors import ConfigError, ModelError
 from ptrain.model import from_config_or_pretrained
 from ptrain.tasks.base import EvalContext, EvalResult
-from ptrain.tasks.classification import SequenceClassification
+from ptrain.tasks.classification import SequenceClassification, label_rows
 
 HEAD_FILE = "probe_head.safetensors"  # weight [labels, hidden] and bias [labels], in the export folder
 
@@ -62,11 +62,7 @@ class LinearProbe(SequenceClassification):
             hidden = model(**encoded).last_hidden_state
             features = pool(hidden, encoded["attention_mask"], config.probe_pooling).float()
             probs[start : start + batch_size] = (features @ weight.T + bias).softmax(-1)
-        rows = []
-        for text, p in zip(texts, probs.tolist()):
-            best = max(range(len(names)), key=p.__getitem__)
-            rows.append({"text": text, "label": names[best], "score": p[best], **{f"prob_{n}": v for n, v in zip(names, p)}})  # fmt: skip
-        return rows
+        return label_rows(texts, probs, names)
 
     def matches_export(self, config) -> bool:
         return getattr(config, "ptrain_task", None) == self.name

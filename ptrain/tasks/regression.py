@@ -11,7 +11,7 @@ from torchmetrics.functional import mean_absolute_error, mean_squared_error, pea
 
 from ptrain.errors import DataError
 from ptrain.labels import source_name
-from ptrain.model import freeze_encoder, from_config_or_pretrained
+from ptrain.model import load_head_model
 from ptrain.report_heads import largest_errors_table, scatter_figure
 from ptrain.tasks.base import EvalContext, EvalResult
 from ptrain.tasks.classification import SequenceClassification, text_encoder, text_identity
@@ -51,11 +51,8 @@ class Regression(SequenceClassification):
     def load_model(self, cfg, label_names, tokenizer):
         # id2label names the single output after the label column: pipeline() returns {"label": <column>, "score": value}
         column = cfg.data.label_column
-        model = from_config_or_pretrained(cfg, self.auto_class, tokenizer, num_labels=1, problem_type=PROBLEM_TYPE,
-                                          id2label={0: column}, label2id={column: 0})  # fmt: skip
-        if cfg.model.freeze_encoder:
-            freeze_encoder(model)
-        return model
+        return load_head_model(cfg, self.auto_class, tokenizer, num_labels=1, problem_type=PROBLEM_TYPE,
+                               id2label={0: column}, label2id={column: 0})  # fmt: skip
 
     def build_loss(self, cfg, splits) -> SquaredErrorLoss:
         return SquaredErrorLoss()

@@ -15,7 +15,7 @@ from ptrain.entities import (
     worst_sentences_table,
 )  # fmt: skip
 from ptrain.loss import IGNORE_INDEX, ClassificationLoss, balanced_class_weights
-from ptrain.model import freeze_encoder, from_config_or_pretrained
+from ptrain.model import load_head_model
 from ptrain.tasks.base import EvalContext, EvalResult, Task
 from ptrain.tasks.classification import label_maps
 
@@ -61,10 +61,7 @@ class TokenClassification(Task):
         return DataCollatorForTokenClassification(tokenizer, padding="longest", pad_to_multiple_of=multiple)
 
     def load_model(self, cfg, label_names, tokenizer):
-        model = from_config_or_pretrained(cfg, self.auto_class, tokenizer, **label_maps(label_names))
-        if cfg.model.freeze_encoder:
-            freeze_encoder(model)
-        return model
+        return load_head_model(cfg, self.auto_class, tokenizer, **label_maps(label_names))
 
     def build_loss(self, cfg, splits) -> TokenLoss:
         weights = cfg.train.class_weights
