@@ -1,5 +1,5 @@
-"""What masked and causal language modelling share: packing texts into blocks, the token-level loss, and
-perplexity over a split."""
+"""What masked and causal language modelling share: packing texts into blocks and perplexity over a split
+(with the token loss of loss.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ import math
 import time
 
 import torch
-import torch.nn.functional as F
 
-from ptrain.loss import IGNORE_INDEX
+from ptrain.loss import TokenLoss
 from ptrain.tasks.base import EvalResult
 
 
@@ -30,39 +29,6 @@ def pack_blocks(token_lists: list[list[int]], block_size: int, first_rows: list[
         "attention_mask": [[1] * block_size for _ in blocks],
         "idx": [origin[start] for start in range(0, usable, block_size)],
     }
-
-
-class TokenLoss:
-    """Summed cross entropy over the target tokens (labels != -100); `target_weight` counts them.
-
-    shift=True (causal LM): the logits at position t predict the label at t+1, so both are shifted by one
-    and the count is of targets after the shift.
-    """
-
-    def __init__(self, shift: bool):
-        self.shift = shift
-
-    def to(self, device: torch.device) -> TokenLoss:
-        return self
-
-    def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        logits, labels = self._align(logits, labels)
-        return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), reduction="sum", ignore_index=IGNORE_INDEX)  # fmt: skip
-
-    def target_weight(self, labels: torch.Tensor) -> torch.Tensor:
-        return (self._targets(labels) != IGNORE_INDEX).sum().float()
-
-    def per_example(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed loss and target count of each row."""
-        logits, labels = self._align(logits, labels)
-        losses = F.cross_entropy(logits.transpose(1, 2).float(), labels, reduction="none", ignore_index=IGNORE_INDEX)
-        return losses.sum(-1), (labels != IGNORE_INDEX).sum(-1)
-
-    def _align(self, logits, labels):
-        return (logits[:, :-1], labels[:, 1:]) if self.shift else (logits, labels)
-
-    def _targets(self, labels):
-        return labels[:, 1:] if self.shift else labels
 
 
 @torch.no_grad()

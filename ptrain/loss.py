@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 IGNORE_INDEX = -100
@@ -35,6 +36,35 @@ class ClassificationLoss:
         if self.class_weights is None:
             return real.sum().float()
         return self.class_weights[labels[real]].sum()
+
+
+class TokenLoss(ClassificationLoss):
+    """ClassificationLoss over every position of a sequence (NER tags, LM and seq2seq targets): summed over the
+    real targets (labels != -100), `target_weight` counts them.
+
+    shift=True (causal LM): the logits at position t predict the label at t+1, so both are shifted by one and
+    the count is of targets after the shift.
+    """
+
+    def __init__(self, label_smoothing: float = 0.0, class_weights: torch.Tensor | None = None, shift: bool = False):
+        super().__init__(label_smoothing, class_weights)
+        self.shift = shift
+
+    def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        logits, labels = self._align(logits, labels)
+        return super().__call__(logits.flatten(0, -2), labels.flatten())
+
+    def target_weight(self, labels: torch.Tensor) -> torch.Tensor:
+        return super().target_weight(labels[:, 1:] if self.shift else labels)
+
+    def per_example(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unweighted, unsmoothed summed cross entropy and target count of each row (for perplexity)."""
+        logits, labels = self._align(logits, labels)
+        losses = F.cross_entropy(logits.transpose(1, 2).float(), labels, reduction="none", ignore_index=IGNORE_INDEX)
+        return losses.sum(-1), (labels != IGNORE_INDEX).sum(-1)
+
+    def _align(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return (logits[:, :-1], labels[:, 1:]) if self.shift else (logits, labels)
 
 
 def balanced_class_weights(labels: list[int], num_labels: int) -> torch.Tensor:

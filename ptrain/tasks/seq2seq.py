@@ -3,12 +3,10 @@ entropy per target token, and BLEU/chrF of generated outputs on a fixed sample o
 
 from __future__ import annotations
 
-import math
 import time
 
 import sacrebleu
 import torch
-import torch.nn.functional as F
 from accelerate.utils import gather_object
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES
@@ -16,7 +14,8 @@ from transformers.models.bart.modeling_bart import shift_tokens_right
 
 from ptrain.collate import pad_multiple
 from ptrain.errors import ModelError
-from ptrain.loss import IGNORE_INDEX, ClassificationLoss
+from ptrain.language_modeling import perplexity
+from ptrain.loss import IGNORE_INDEX, TokenLoss
 from ptrain.model import from_config_or_pretrained
 from ptrain.sources import resolve_model_path
 from ptrain.tasks.base import EvalContext, EvalResult, Task
@@ -69,35 +68,24 @@ class SequenceToSequence(Task):
         return model
 
     def build_loss(self, cfg, splits) -> TokenLoss:
-        return TokenLoss(cfg.train.label_smoothing)
+        return TokenLoss(cfg.train.label_smoothing)  # no shift: the decoder inputs are the labels shifted right
 
     @torch.no_grad()
     def evaluate(self, model, loader, accelerator, context: EvalContext) -> EvalResult:
-        """Teacher-forced loss over every row (gather_for_metrics drops the padding samples of the last batch),
-        then generation on the first train.generation_eval_rows rows, each process generating its share."""
+        """Teacher-forced loss and perplexity over every row, then generation on the first
+        train.generation_eval_rows rows, each process generating its share."""
         start = time.perf_counter()
+        teacher_forced, tokens, _ = perplexity(model, loader, accelerator, TokenLoss())
         was_training = model.training
         model.eval()
-        losses, counts = [], []
-        real_tokens = torch.zeros((), device=accelerator.device)
-        for batch in loader:
-            labels, _ = batch.pop("labels"), batch.pop("idx")
-            logits = model(**batch).logits.float()
-            real_tokens += batch["attention_mask"].sum()
-            token_losses = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
-            row_loss, row_count = token_losses.sum(1), (labels != IGNORE_INDEX).sum(1)
-            row_loss, row_count = accelerator.gather_for_metrics((row_loss, row_count))
-            losses.append(row_loss.cpu()), counts.append(row_count.cpu())
-        loss = (torch.cat(losses).sum() / torch.cat(counts).sum().clamp(min=1)).item()
         details = generate_sample(accelerator.unwrap_model(model), accelerator, context)
         model.train(was_training)
         metrics = {
             "bleu": sacrebleu.corpus_bleu(details["hypotheses"], [details["references"]]).score,
             "chrf": sacrebleu.corpus_chrf(details["hypotheses"], [details["references"]]).score,
-            "loss": loss,  # mean cross entropy per real target token
-            "perplexity": math.exp(min(loss, 50.0)),
+            "loss": teacher_forced["loss"],  # mean cross entropy per real target token
+            "perplexity": teacher_forced["perplexity"],
         }
-        tokens = int(accelerator.reduce(real_tokens, "sum").item())
         return EvalResult(metrics, tokens, time.perf_counter() - start, details)
 
     def track(self, tracker, result: EvalResult, context: EvalContext, step: int) -> None:
@@ -115,14 +103,6 @@ class SequenceToSequence(Task):
     def matches_export(self, config) -> bool:
         architectures = set(MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES.values())
         return bool(config.is_encoder_decoder) and any(name in architectures for name in config.architectures or [])
-
-
-class TokenLoss(ClassificationLoss):
-    """Summed cross entropy over every real target token (labels != -100); no shift, the decoder inputs are
-    the labels shifted right already."""
-
-    def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return super().__call__(logits.flatten(0, -2), labels.flatten())
 
 
 class Seq2SeqCollator:

@@ -14,17 +14,10 @@ from ptrain.entities import (
     OUTSIDE, align_to_subtokens, check_word_columns, entity_scores, entity_types, report_table, tag_names, tag_to_id,
     worst_sentences_table,
 )  # fmt: skip
-from ptrain.loss import IGNORE_INDEX, ClassificationLoss, balanced_class_weights
+from ptrain.loss import IGNORE_INDEX, TokenLoss, balanced_class_weights
 from ptrain.model import load_head_model
 from ptrain.tasks.base import EvalContext, EvalResult, Task
 from ptrain.tasks.classification import label_maps
-
-
-class TokenLoss(ClassificationLoss):
-    """ClassificationLoss over every token: summed over labelled sub-tokens, divided by their window count."""
-
-    def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return super().__call__(logits.flatten(0, -2), labels.flatten())
 
 
 class TokenClassification(Task):
