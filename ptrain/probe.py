@@ -14,6 +14,7 @@ from accelerate.utils import set_seed
 from safetensors.torch import save_file
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
+from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from ptrain import batching
 from ptrain.config import Config, to_yaml
@@ -25,7 +26,8 @@ from ptrain.report import confusion_figure
 from ptrain.sources import resolve_model_path
 from ptrain.summary import hparams_of, summary_metrics
 from ptrain.tasks import get_task
-from ptrain.tasks.probe import HEAD_FILE, classification_scores, encode
+from ptrain.tasks.classification import label_scores
+from ptrain.tasks.probe import HEAD_FILE, encode
 from ptrain.tracking import Tracker
 from ptrain.train import load_data
 
@@ -130,8 +132,8 @@ def fit_head(cfg: Config, features: torch.Tensor, labels: torch.Tensor, num_labe
 
 def score(weight, bias, features, labels, majority: int, num_labels: int) -> dict[str, float]:
     predictions = (features @ weight.T + bias).argmax(-1)
-    baseline = classification_scores(torch.full_like(labels, majority), labels, num_labels)
-    return {**classification_scores(predictions, labels, num_labels), **{f"majority_{k}": v for k, v in baseline.items()}}
+    baseline = label_scores(torch.full_like(labels, majority), labels, num_labels)
+    return {**label_scores(predictions, labels, num_labels), **{f"majority_{k}": v for k, v in baseline.items()}}
 
 
 def export_probe(cfg: Config, encoder, tokenizer, weight, bias, names: list[str], out_dir: Path) -> None:
@@ -154,8 +156,7 @@ def track(cfg, tracker: Tracker, scores, validation, splits, weight, bias, names
         tracker.scalars({f"{prefix}/{k}": v for k, v in values.items()}, 0)
     features, labels = validation
     predictions = (features @ weight.T + bias).argmax(-1)
-    confusion = torch.zeros(len(names), len(names), dtype=torch.long)
-    confusion.index_put_((labels, predictions), torch.ones_like(labels), accumulate=True)
+    confusion = multiclass_confusion_matrix(predictions, labels, len(names))
     tracker.figure("eval/confusion_matrix", confusion_figure(confusion, names), 0)
     rows = min(cfg.train.projector_rows, len(labels))
     if rows:

@@ -3,7 +3,6 @@ a confusion matrix and the highest-loss examples in TensorBoard."""
 
 from __future__ import annotations
 
-import time
 from typing import Callable
 
 import torch
@@ -20,6 +19,7 @@ from ptrain.loss import ClassificationLoss, balanced_class_weights
 from ptrain.model import load_head_model
 from ptrain.report import confusion_figure, highest_loss_table
 from ptrain.tasks.base import EvalContext, EvalResult, Task
+from ptrain.tasks.gather import gather_outputs
 
 
 class SequenceClassification(Task):
@@ -54,34 +54,21 @@ class SequenceClassification(Task):
             weights = torch.tensor(weights, dtype=torch.float32)
         return ClassificationLoss(cfg.train.label_smoothing, weights)
 
-    @torch.no_grad()
     def evaluate(self, model, loader, accelerator, context: EvalContext) -> EvalResult:
-        """Every example exactly once: gather_for_metrics drops the samples added to even out the last batch."""
-        start, num_labels = time.perf_counter(), len(context.label_names)
-        was_training = model.training
-        model.eval()
-        parts: dict[str, list[torch.Tensor]] = {"predictions": [], "labels": [], "losses": [], "probabilities": [], "rows": []}  # fmt: skip
-        real_tokens = torch.zeros((), device=accelerator.device)
-        for batch in loader:
-            labels, rows = batch.pop("labels"), batch.pop("idx")
-            logits = model(**batch).logits.float()
-            real_tokens += batch["attention_mask"].sum()
+        """Every example exactly once (gather_outputs), scored with torchmetrics."""
+
+        def outputs(logits, labels):
             losses = F.cross_entropy(logits, labels, reduction="none")
-            gathered = accelerator.gather_for_metrics((logits.argmax(-1), labels, losses, logits.softmax(-1), rows))
-            for key, value in zip(parts, gathered):
-                parts[key].append(value.cpu())
-        model.train(was_training)
-        details = {key: torch.cat(values) for key, values in parts.items()}
+            return {"predictions": logits.argmax(-1), "losses": losses, "probabilities": logits.softmax(-1)}
+
+        num_labels = len(context.label_names)
+        details, tokens, seconds = gather_outputs(model, loader, accelerator, outputs)
         preds, labels = details["predictions"], details["labels"]
-        metrics = {
-            "weighted_f1": multiclass_f1_score(preds, labels, num_labels, average="weighted").item(),
-            "loss": details["losses"].mean().item(),  # unsmoothed, unweighted cross entropy per example
-            "accuracy": multiclass_accuracy(preds, labels, num_labels, average="micro").item(),
-            "macro_f1": multiclass_f1_score(preds, labels, num_labels, average="macro").item(),
-        }
+        scores = label_scores(preds, labels, num_labels)
+        scores["loss"] = details["losses"].mean().item()  # unsmoothed, unweighted cross entropy per example
+        metrics = {name: scores[name] for name in self.metrics}
         details["confusion"] = multiclass_confusion_matrix(preds, labels, num_labels)  # [gold, predicted] counts
-        tokens = int(accelerator.reduce(real_tokens, "sum").item())
-        return EvalResult(metrics, tokens, time.perf_counter() - start, details)
+        return EvalResult(metrics, tokens, seconds, details)
 
     def track(self, tracker, result: EvalResult, context: EvalContext, step: int) -> None:
         names = context.label_names
@@ -93,16 +80,9 @@ class SequenceClassification(Task):
 
     @torch.no_grad()
     def predict(self, model, tokenizer, texts: list[str], batch_size: int) -> list[dict]:
-        """Label and per-class probabilities; batches of similar length (sorted), rows in input order."""
-        model.eval()
+        """Label and per-class probabilities, rows in input order."""
         names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        probs = torch.empty(len(texts), model.config.num_labels)
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            encoded = tokenizer([texts[i] for i in chunk], padding=True, truncation=True, return_tensors="pt")
-            probs[chunk] = model(**encoded).logits.float().softmax(-1)
-        return label_rows(texts, probs, names)
+        return label_rows(texts, predict_logits(model, tokenizer, texts, batch_size).softmax(-1), names)
 
     def matches_export(self, config) -> bool:
         return super().matches_export(config) and config.problem_type in (None, "single_label_classification")
@@ -142,3 +122,26 @@ def label_rows(texts: list[str], probs: torch.Tensor, names: list[str]) -> list[
         best = max(range(len(names)), key=p.__getitem__)
         rows.append({"text": text, "label": names[best], "score": p[best], **{f"prob_{n}": v for n, v in zip(names, p)}})  # fmt: skip
     return rows
+
+
+@torch.no_grad()
+def predict_logits(model, tokenizer, texts: list[str], batch_size: int) -> torch.Tensor:
+    """fp32 logits of every text, in input order; batches of similar length (sorted), so padding stays small."""
+    model.eval()
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    logits = torch.empty(len(texts), model.config.num_labels)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        encoded = tokenizer([texts[i] for i in chunk], padding=True, truncation=True, return_tensors="pt")
+        logits[chunk] = model(**encoded).logits.float()
+    return logits
+
+
+def label_scores(predictions: torch.Tensor, labels: torch.Tensor, num_labels: int) -> dict[str, float]:
+    """Accuracy, macro and weighted F1 (torchmetrics), for ptrain's evaluation, the linear probe and the HF side of
+    `ptrain bench`."""
+    return {
+        "accuracy": multiclass_accuracy(predictions, labels, num_labels, average="micro").item(),
+        "macro_f1": multiclass_f1_score(predictions, labels, num_labels, average="macro").item(),
+        "weighted_f1": multiclass_f1_score(predictions, labels, num_labels, average="weighted").item(),
+    }

@@ -17,7 +17,7 @@ from ptrain.labels import source_name
 from ptrain.model import load_head_model
 from ptrain.report_heads import per_label_table
 from ptrain.tasks.base import EvalContext, EvalResult
-from ptrain.tasks.classification import SequenceClassification, label_maps, text_encoder, text_identity
+from ptrain.tasks.classification import SequenceClassification, label_maps, predict_logits, text_encoder, text_identity
 from ptrain.tasks.gather import gather_outputs
 
 PROBLEM_TYPE = "multi_label_classification"
@@ -105,16 +105,11 @@ class MultiLabelClassification(SequenceClassification):
         support = result.details["labels"].sum(0)
         tracker.text("eval/per_label_scores", per_label_table(per_label, support, names), step)
 
-    @torch.no_grad()
     def predict(self, model, tokenizer, texts: list[str], batch_size: int) -> list[dict]:
         """Every label whose probability passes the export's decision threshold, and all probabilities."""
-        model.eval()
         names = [model.config.id2label[i] for i in range(model.config.num_labels)]
         threshold = getattr(model.config, "decision_threshold", 0.5)
-        probs = torch.empty(len(texts), len(names))
-        for start in range(0, len(texts), batch_size):
-            encoded = tokenizer(texts[start : start + batch_size], padding=True, truncation=True, return_tensors="pt")
-            probs[start : start + batch_size] = model(**encoded).logits.float().sigmoid()
+        probs = predict_logits(model, tokenizer, texts, batch_size).sigmoid()
         rows = []
         for text, p in zip(texts, probs.tolist()):
             chosen = PREDICTED_SEPARATOR.join(n for n, v in zip(names, p) if v > threshold)

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
-from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 from transformers import AutoModel
 
 from ptrain.errors import ConfigError, ModelError
 from ptrain.model import from_config_or_pretrained
 from ptrain.tasks.base import EvalContext, EvalResult
-from ptrain.tasks.classification import SequenceClassification, label_rows
+from ptrain.tasks.classification import SequenceClassification, label_rows, label_scores
 
 HEAD_FILE = "probe_head.safetensors"  # weight [labels, hidden] and bias [labels], in the export folder
 
@@ -45,7 +44,7 @@ class LinearProbe(SequenceClassification):
         features, labels, seconds, tokens = encode(encoder, loader, accelerator, encoder.config.probe_pooling)
         weight, bias = load_head(encoder)
         predictions = (features @ weight.T + bias).argmax(-1)
-        return EvalResult(classification_scores(predictions, labels, len(context.label_names)), tokens, seconds)
+        return EvalResult(label_scores(predictions, labels, len(context.label_names)), tokens, seconds)
 
     def track(self, tracker, result: EvalResult, context: EvalContext, step: int) -> None:
         """The probe recipe writes its own figures (ptrain/probe.py)."""
@@ -100,11 +99,3 @@ def load_head(encoder) -> tuple[torch.Tensor, torch.Tensor]:
         raise ModelError(f"{encoder.name_or_path}: no {HEAD_FILE}; a linear-probe export holds the encoder and its head")  # fmt: skip
     head = load_file(str(path))
     return head["weight"], head["bias"]
-
-
-def classification_scores(predictions: torch.Tensor, labels: torch.Tensor, num_labels: int) -> dict[str, float]:
-    return {
-        "accuracy": multiclass_accuracy(predictions, labels, num_labels, average="micro").item(),
-        "macro_f1": multiclass_f1_score(predictions, labels, num_labels, average="macro").item(),
-        "weighted_f1": multiclass_f1_score(predictions, labels, num_labels, average="weighted").item(),
-    }

@@ -14,7 +14,7 @@ from ptrain.labels import source_name
 from ptrain.model import load_head_model
 from ptrain.report_heads import largest_errors_table, scatter_figure
 from ptrain.tasks.base import EvalContext, EvalResult
-from ptrain.tasks.classification import SequenceClassification, text_encoder, text_identity
+from ptrain.tasks.classification import SequenceClassification, predict_logits, text_encoder, text_identity
 from ptrain.tasks.gather import gather_outputs
 
 PROBLEM_TYPE = "regression"
@@ -79,14 +79,8 @@ class Regression(SequenceClassification):
             texts = context.raw[context.cfg.data.text_column]
             tracker.text("eval/largest_errors", largest_errors_table(details, texts, count), step)
 
-    @torch.no_grad()
     def predict(self, model, tokenizer, texts: list[str], batch_size: int) -> list[dict]:
-        model.eval()
-        name = model.config.id2label[0]
-        values = torch.empty(len(texts))
-        for start in range(0, len(texts), batch_size):
-            encoded = tokenizer(texts[start : start + batch_size], padding=True, truncation=True, return_tensors="pt")
-            values[start : start + batch_size] = model(**encoded).logits.float().squeeze(-1)
+        name, values = model.config.id2label[0], predict_logits(model, tokenizer, texts, batch_size).squeeze(-1)
         return [{"text": text, name: value} for text, value in zip(texts, values.tolist())]
 
     def matches_export(self, config) -> bool:
