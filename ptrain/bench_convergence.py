@@ -75,6 +75,8 @@ def hf_time_to_target(cfg: Config, output_dir: Path) -> dict:
     at the first evaluation that reaches the target."""
     from transformers import Trainer, TrainerCallback
 
+    from ptrain.bench_hf import training_arguments
+
     run, _ = setup(cfg.model_copy(update={"output_dir": str(output_dir)}), track=False)
     evals: list[tuple[int, float, float]] = []
     metric = cfg.train.metric_for_best
@@ -86,8 +88,10 @@ def hf_time_to_target(cfg: Config, output_dir: Path) -> dict:
                 control.should_training_stop = True
 
     collator = run.task.collator(cfg, run.tokenizer, run.accelerator.device)  # before TrainingArguments resets Accelerate's state
-    trainer = Trainer(model=run.task.load_model(cfg, run.splits.label_names, run.tokenizer),
-                      args=hf_arguments(cfg, run.plan, output_dir), data_collator=collator,
+    args = training_arguments(cfg, output_dir, num_train_epochs=cfg.train.epochs, max_steps=run.plan.total_steps,
+                              warmup_steps=run.plan.warmup_steps, lr_scheduler_type="linear", eval_strategy="steps",
+                              eval_steps=cfg.train.eval_every_steps)  # the same schedule and evaluation steps as ptrain
+    trainer = Trainer(model=run.task.load_model(cfg, run.splits.label_names, run.tokenizer), args=args, data_collator=collator,
                       train_dataset=run.splits.tokenized["train"].remove_columns(["idx"]),
                       eval_dataset=run.splits.tokenized["validation"].remove_columns(["idx"]),
                       compute_metrics=classification_metrics(len(run.splits.label_names)), callbacks=[StopAtTarget()])  # fmt: skip
@@ -98,36 +102,14 @@ def hf_time_to_target(cfg: Config, output_dir: Path) -> dict:
 
 
 def classification_metrics(num_labels: int):
-    """The same torchmetrics definitions as ptrain's classification task."""
-    from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
+    """Trainer's compute_metrics with the definitions of ptrain's classification task."""
+    from ptrain.tasks.classification import label_scores
 
     def compute(prediction):
         preds, labels = torch.as_tensor(prediction.predictions).argmax(-1), torch.as_tensor(prediction.label_ids)
-        return {
-            "weighted_f1": multiclass_f1_score(preds, labels, num_labels, average="weighted").item(),
-            "macro_f1": multiclass_f1_score(preds, labels, num_labels, average="macro").item(),
-            "accuracy": multiclass_accuracy(preds, labels, num_labels, average="micro").item(),
-        }
+        return label_scores(preds, labels, num_labels)
 
     return compute
-
-
-def hf_arguments(cfg: Config, plan, output_dir: Path):
-    from transformers import TrainingArguments
-
-    train = cfg.train
-    return TrainingArguments(
-        output_dir=str(output_dir), num_train_epochs=train.epochs, max_steps=plan.total_steps,
-        learning_rate=train.learning_rate, warmup_steps=plan.warmup_steps, lr_scheduler_type="linear",
-        per_device_train_batch_size=train.per_device_batch_size, per_device_eval_batch_size=train.eval_batch_size,
-        gradient_accumulation_steps=train.gradient_accumulation_steps, weight_decay=train.weight_decay,
-        adam_beta1=train.adam_beta1, adam_beta2=train.adam_beta2, adam_epsilon=train.adam_epsilon,
-        max_grad_norm=train.max_grad_norm, bf16=train.mixed_precision == "bf16", fp16=train.mixed_precision == "fp16",
-        use_cpu=not torch.cuda.is_available(), seed=train.seed, report_to=[], save_strategy="no",
-        eval_strategy="steps", eval_steps=train.eval_every_steps, logging_strategy="no", disable_tqdm=True,
-        train_sampling_strategy="group_by_length" if cfg.data.group_by_length else "random",
-        dataloader_num_workers=cfg.data.num_workers,
-    )  # fmt: skip
 
 
 def print_time_to_target(report: dict) -> None:

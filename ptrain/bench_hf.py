@@ -38,7 +38,8 @@ def time_hf_trainer(run: Run, steps: int, warmup_steps: int, output_dir: Path) -
 
     cfg = run.cfg
     collator = CountingCollator(run.task.collator(cfg, run.tokenizer, run.accelerator.device))
-    trainer = Trainer(model=run.task.load_model(cfg, run.splits.label_names, run.tokenizer), args=training_arguments(run, steps + warmup_steps, output_dir),
+    args = training_arguments(cfg, output_dir, max_steps=steps + warmup_steps, include_num_input_tokens_seen="non_padding")
+    trainer = Trainer(model=run.task.load_model(cfg, run.splits.label_names, run.tokenizer), args=args,
                       train_dataset=run.splits.tokenized["train"].remove_columns(["idx"]), data_collator=collator,
                       callbacks=[Clock()])  # fmt: skip
     with PeakMemory(run.accelerator.device) as memory, contextlib.redirect_stdout(io.StringIO()):
@@ -68,17 +69,21 @@ def time_hf_evaluate(trainer, run: Run, collator: CountingCollator) -> dict:
             **memory.report()}  # fmt: skip
 
 
-def training_arguments(run: Run, max_steps: int, output_dir: Path):
+def training_arguments(cfg, output_dir: Path, **settings):
+    """TrainingArguments with the config's batch, optimizer, clipping, precision, seed and length grouping;
+    `settings` add or replace the rest (steps, schedule, evaluation)."""
     from transformers import TrainingArguments
 
-    train = run.cfg.train
-    return TrainingArguments(
-        output_dir=str(output_dir), max_steps=max_steps, learning_rate=train.learning_rate,
+    train = cfg.train
+    shared = dict(
+        output_dir=str(output_dir), learning_rate=train.learning_rate,
         per_device_train_batch_size=train.per_device_batch_size, per_device_eval_batch_size=train.eval_batch_size,
         gradient_accumulation_steps=train.gradient_accumulation_steps, weight_decay=train.weight_decay,
+        adam_beta1=train.adam_beta1, adam_beta2=train.adam_beta2, adam_epsilon=train.adam_epsilon,
         max_grad_norm=train.max_grad_norm, bf16=train.mixed_precision == "bf16", fp16=train.mixed_precision == "fp16",
         use_cpu=not torch.cuda.is_available(), seed=train.seed, report_to=[], save_strategy="no", eval_strategy="no",
-        logging_strategy="no", disable_tqdm=True, include_num_input_tokens_seen="non_padding",
-        train_sampling_strategy="group_by_length" if run.cfg.data.group_by_length else "random",
-        dataloader_num_workers=run.cfg.data.num_workers,
+        logging_strategy="no", disable_tqdm=True,
+        train_sampling_strategy="group_by_length" if cfg.data.group_by_length else "random",
+        dataloader_num_workers=cfg.data.num_workers,
     )  # fmt: skip
+    return TrainingArguments(**{**shared, **settings})
