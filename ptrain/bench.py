@@ -2,13 +2,17 @@
 
 Both sides get the same tokenized rows, model, collator, batch size, accumulation, precision and length
 grouping; training runs warm-up steps first, then the timed steps. Tokens are real (non-pad) tokens; MFU is
-against a matmul peak measured on the same device, in the training dtype, in the same invocation.
+against a peak measured on the same device in the same invocation: the best rate of the model's own Linear
+shapes, in the precision the run resolved to (train.mixed_precision, `auto` by ptrain/precision.py's rule).
+Progress goes to stderr, the report to stdout.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,14 +22,19 @@ from tqdm.auto import tqdm
 
 from ptrain.config import Config
 from ptrain.tasks import EvalContext
-from ptrain.hardware import PeakMemory, inference_flops_per_token, matmul_peak_flops, training_flops_per_token
+from ptrain.hardware import (
+    PeakMemory,
+    describe_hardware,
+    hardware_line,
+    inference_flops_per_token,
+    linear_peak_flops,
+    linear_shapes,
+    training_flops_per_token,
+)
 from ptrain.meter import TrainMeter
 from ptrain.run import Run
 from ptrain.state import LoopState
 from ptrain.train import setup, train_epoch
-
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "no": torch.float32}
-
 
 class TimedLoader:
     """Iterates a DataLoader and adds up the time spent waiting for each batch."""
@@ -55,11 +64,15 @@ def bench(cfg: Config, steps: int, warmup_steps: int, compare_hf: bool) -> dict:
         cfg = cfg.model_copy(update={"output_dir": tmp, "train": train_cfg})
         run, _ = setup(cfg, track=False)
         device, model = run.accelerator.device, run.accelerator.unwrap_model(run.model)
-        peak = matmul_peak_flops(device, DTYPES[cfg.train.mixed_precision])
+        hardware = describe_hardware(device)
+        progress_line(f"{hardware_line(hardware)}; precision {run.precision.describe()}")
+        progress_line(f"measuring the {run.precision.name} matmul peak at the model's Linear shapes")
+        peak = linear_peak_flops(device, run.precision.dtype, linear_shapes(model, typical_rows(run)))
         flops = {"train": training_flops_per_token(model), "eval": inference_flops_per_token(model)}
         report = {
             "config": cfg.name, "steps": steps, "warmup_steps": warmup_steps, "device": device.type,
-            "threads": torch.get_num_threads(), "precision": cfg.train.mixed_precision,
+            "hardware": hardware, "threads": hardware["threads"], "precision": run.precision.name,
+            "precision_reason": run.precision.reason,
             "per_device_batch_size": cfg.train.per_device_batch_size, "group_by_length": cfg.data.group_by_length,
             "matmul_peak_tflops": peak / 1e12, "train_flops_per_token": flops["train"],
             "ptrain": {"train": time_ptrain(run, steps, warmup_steps), "eval": time_ptrain_eval(run)},
@@ -67,6 +80,7 @@ def bench(cfg: Config, steps: int, warmup_steps: int, compare_hf: bool) -> dict:
         if compare_hf:
             from ptrain.bench_hf import time_hf_trainer
 
+            progress_line(f"HF Trainer: {warmup_steps} warm-up + {steps} timed steps, then evaluation, in {run.precision.name}")  # fmt: skip
             report["hf_trainer"] = time_hf_trainer(run, steps, warmup_steps, Path(tmp) / "hf")
     for side in ("ptrain", "hf_trainer"):
         for phase, stats in report.get(side, {}).items():
@@ -77,9 +91,24 @@ def bench(cfg: Config, steps: int, warmup_steps: int, compare_hf: bool) -> dict:
     return report
 
 
+def progress_line(text: str) -> None:
+    """A phase of the benchmark, on stderr: a long run never looks hung."""
+    tqdm.write(f"bench: {text}", file=sys.stderr)
+
+
+def typical_rows(run: Run) -> list[int]:
+    """Rows of a training and of an evaluation batch at the mean token length: the matmul heights the model sees."""
+    mean = {split: statistics.fmean(len(ids) for ids in run.splits.tokenized[split]["input_ids"])
+            for split in ("train", "validation")}  # fmt: skip
+    return [round(run.cfg.train.per_device_batch_size * mean["train"]),
+            round(run.cfg.train.eval_batch_size * mean["validation"])]  # fmt: skip
+
+
 def time_ptrain(run: Run, steps: int, warmup_steps: int) -> dict:
     """ptrain's own train_epoch, as `ptrain train` runs it; timing starts after the warm-up steps."""
-    state, meter, progress = LoopState(), TrainMeter(run.accelerator.device), tqdm(disable=True)
+    state, meter = LoopState(), TrainMeter(run.accelerator.device)
+    progress_line(f"ptrain: {warmup_steps} warm-up + {steps} timed steps")
+    progress = tqdm(total=warmup_steps + steps, desc="ptrain train", file=sys.stderr, mininterval=2, leave=False)
     run_steps(run, state, meter, progress, warmup_steps)
     loader = run.train_loader = TimedLoader(run.train_loader)
     state.micro_batches_in_epoch = 0  # the timed steps start a fresh pass over the data
@@ -88,6 +117,7 @@ def time_ptrain(run: Run, steps: int, warmup_steps: int) -> dict:
         started = time.perf_counter()
         run_steps(run, state, meter, progress, warmup_steps + steps)
         seconds = time.perf_counter() - started
+    progress.close()
     stats = meter.read(run.accelerator)
     return {**{k: stats[k] for k in ("tokens_per_second", "samples_per_second", "padding_fraction")},
             "data_wait_share": loader.waiting_seconds / seconds, **memory.report()}  # fmt: skip
@@ -106,6 +136,7 @@ def run_steps(run: Run, state: LoopState, meter: TrainMeter, progress, stop_at: 
 def time_ptrain_eval(run: Run) -> dict:
     """The validation split through ptrain's evaluate, timed on the second pass (the first warms up)."""
     context = EvalContext(run.cfg, run.tokenizer, run.splits.label_names, run.splits.raw["validation"])
+    progress_line(f"ptrain: evaluation, 2 passes over {len(run.splits.tokenized['validation']):,} rows")
     run.task.evaluate(run.model, run.eval_loader, run.accelerator, context)
     with PeakMemory(run.accelerator.device) as memory:
         result = run.task.evaluate(run.model, run.eval_loader, run.accelerator, context)
@@ -117,7 +148,8 @@ def time_ptrain_eval(run: Run) -> dict:
 def print_report(report: dict, json_path: str | None) -> None:
     sides = [("ptrain", "ptrain"), ("HF Trainer", "hf_trainer")]
     print(f"bench {report['config']}: {report['steps']} timed steps after {report['warmup_steps']} warm-up; "
-          f"{report['device']} x {report['threads']} threads, {report['precision']}, batch "
+          f"{report['device']}: {hardware_line(report['hardware'])}; precision {report['precision']} "
+          f"({report['precision_reason']}), batch "
           f"{report['per_device_batch_size']}, group_by_length {report['group_by_length']}; measured matmul peak "
           f"{report['matmul_peak_tflops'] * 1000:,.0f} GFLOP/s; {report['train_flops_per_token'] / 1e6:.0f} "
           f"MFLOP per trained token")  # fmt: skip

@@ -16,6 +16,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from ptrain.config import Config
 from ptrain.errors import ConfigError
+from ptrain.hardware import describe_hardware, hardware_line
+from ptrain.precision import resolve_config_precision
 from ptrain.train import setup, train
 from ptrain.validation import reached
 
@@ -37,12 +39,16 @@ def time_to_target(cfg: Config, target_text: str, compare_hf: bool) -> dict:
     metric, target = parse_target(cfg, target_text)
     if cfg.train.eval_every_steps is None:
         raise ConfigError(f"--time-to needs train.eval_every_steps in {cfg.name}'s config (the evaluation interval)")
+    cfg, precision = resolve_config_precision(cfg)  # both sides in the precision `auto` picks (or the one set)
+    hardware = describe_hardware(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     with tempfile.TemporaryDirectory(prefix="ptrain-time-to-") as tmp:
         train_cfg = cfg.train.model_copy(update={"metric_for_best": metric, "stop_at_metric": target,
                                                  "checkpoint_at_epoch_end": False, "checkpoint_every_steps": None})  # fmt: skip
         cfg = cfg.model_copy(update={"output_dir": tmp, "train": train_cfg})
         report = {"config": cfg.name, "metric": metric, "target": target, "eval_every_steps": train_cfg.eval_every_steps,
-                  "threads": torch.get_num_threads(), "ptrain": ptrain_time_to_target(cfg, Path(tmp) / cfg.name)}  # fmt: skip
+                  "threads": torch.get_num_threads(), "hardware": hardware, "precision": precision.name,
+                  "precision_reason": precision.reason}  # fmt: skip
+        report["ptrain"] = ptrain_time_to_target(cfg, Path(tmp) / cfg.name)
         if compare_hf:
             report["hf_trainer"] = hf_time_to_target(cfg, Path(tmp) / "hf")
     if compare_hf and report["ptrain"]["seconds"] and report["hf_trainer"]["seconds"]:
@@ -78,6 +84,7 @@ def hf_time_to_target(cfg: Config, output_dir: Path) -> dict:
     from ptrain.bench_hf import training_arguments
 
     run, _ = setup(cfg.model_copy(update={"output_dir": str(output_dir)}), track=False)
+    cfg = run.cfg  # train.mixed_precision resolved for this device, as ptrain's side ran
     evals: list[tuple[int, float, float]] = []
     metric = cfg.train.metric_for_best
 
@@ -114,7 +121,8 @@ def classification_metrics(num_labels: int):
 
 def print_time_to_target(report: dict) -> None:
     print(f"time to {report['metric']} >= {report['target']} on {report['config']} validation, evaluating every "
-          f"{report['eval_every_steps']} steps, {report['threads']} threads:")  # fmt: skip
+          f"{report['eval_every_steps']} steps; {hardware_line(report['hardware'])}; precision {report['precision']} "
+          f"({report['precision_reason']}):")  # fmt: skip
     for name, key in (("ptrain", "ptrain"), ("HF Trainer", "hf_trainer")):
         if key in report:
             side = report[key]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import sys
 import time
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from ptrain.hardware import PeakMemory
 from ptrain.run import Run
@@ -31,8 +33,11 @@ def time_hf_trainer(run: Run, steps: int, warmup_steps: int, output_dir: Path) -
 
     clock: dict[int, tuple[float, int]] = {}
 
+    progress = tqdm(total=warmup_steps + steps, desc="HF Trainer train", file=sys.stderr, mininterval=2, leave=False)
+
     class Clock(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
+            progress.update()
             if state.global_step in (warmup_steps, warmup_steps + steps):
                 clock[state.global_step] = (time.perf_counter(), state.num_input_tokens_seen)
 
@@ -44,6 +49,7 @@ def time_hf_trainer(run: Run, steps: int, warmup_steps: int, output_dir: Path) -
                       callbacks=[Clock()])  # fmt: skip
     with PeakMemory(run.accelerator.device) as memory, contextlib.redirect_stdout(io.StringIO()):
         trainer.train()  # (the Trainer prints its metrics dict)
+    progress.close()
     (start, tokens_start), (end, tokens_end) = clock[warmup_steps], clock[warmup_steps + steps]
     samples = steps * cfg.train.per_device_batch_size * cfg.train.gradient_accumulation_steps
     train = {
@@ -71,7 +77,8 @@ def time_hf_evaluate(trainer, run: Run, collator: CountingCollator) -> dict:
 
 def training_arguments(cfg, output_dir: Path, **settings):
     """TrainingArguments with the config's batch, optimizer, clipping, precision, seed and length grouping;
-    `settings` add or replace the rest (steps, schedule, evaluation)."""
+    `settings` add or replace the rest (steps, schedule, evaluation). The config's train.mixed_precision must be
+    resolved (setup's run.cfg): the Trainer then runs in the precision ptrain's `auto` rule picked."""
     from transformers import TrainingArguments
 
     train = cfg.train

@@ -59,7 +59,7 @@ def check_config(cfg: Config, path: Path) -> None:
     _check_seq2seq(cfg, path)
     _check_language_modeling(cfg, path)
     if train.mixed_precision == "fp16" and not _has_cuda():
-        raise ConfigError(f"{path}: train.mixed_precision=fp16 needs a GPU; use bf16 (or no) on CPU")
+        raise ConfigError(f"{path}: train.mixed_precision=fp16 needs a GPU; use auto (bf16 where native, else fp32), bf16 or no on CPU")
 
 
 def _check_task_metric(cfg: Config, path: Path) -> None:

@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--output", default="-", help=".csv, .tsv or .jsonl file; - (default) prints JSONL")
     sub.add_argument("--text-column", default="text")
     sub.add_argument("--batch-size", type=int, default=64)
+    add_precision_option(sub)
     add_experiment_commands(commands)
     add_generate_command(commands)
     return parser
@@ -55,13 +56,19 @@ def add_generate_command(commands) -> None:
     sub.add_argument("--top-k", type=int, default=50, help="sample among the K likeliest tokens (0: all)")
     sub.add_argument("--top-p", type=float, default=None, help="sample among the likeliest tokens holding P of the mass")
     sub.add_argument("--seed", type=int, default=0)
+    add_precision_option(sub)
+
+
+def add_precision_option(sub) -> None:
+    sub.add_argument("--precision", default="auto", choices=["auto", "no", "bf16", "fp16"],
+                     help="autocast dtype on the CPU: auto (bf16 where native, else fp32), no (fp32) or bf16")  # fmt: skip
 
 
 def run_generate(args: argparse.Namespace) -> int:
     from ptrain.generation import Sampling, generate_command
 
     sampling = Sampling(args.max_new_tokens, args.greedy, args.temperature, args.top_k, args.top_p, args.seed)
-    for prompt, text in zip(args.prompt, generate_command(args.model, args.prompt, sampling)):
+    for prompt, text in zip(args.prompt, generate_command(args.model, args.prompt, sampling, args.precision)):
         print(f"=== {prompt!r}\n{prompt}{text}")
     return 0
 
@@ -89,7 +96,7 @@ def run_command(args: argparse.Namespace) -> int:
     if args.command == "predict":
         from ptrain.inference import predict_file
 
-        count = predict_file(args.model, args.input, args.output, args.text_column, args.batch_size)
+        count = predict_file(args.model, args.input, args.output, args.text_column, args.batch_size, args.precision)
         if args.output != "-":
             print(f"ptrain: {count} predictions written to {args.output}", file=sys.stderr)
         return 0

@@ -86,7 +86,8 @@ class TrainConfig(Strict):
     warmup_steps: int | None = Field(None, ge=0)
     warmup_ratio: float | None = Field(None, ge=0, lt=1)
     max_grad_norm: float | None = Field(1.0, gt=0)
-    mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
+    # auto: bf16 on GPUs and CPUs with native bf16, fp16 on GPUs without, fp32 elsewhere (ptrain/precision.py)
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     class_weights: Literal["balanced"] | list[float] | None = None
     seed: int = 42

@@ -58,7 +58,7 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", "<br>")
 
 
-def generate_command(model_dir: str, prompts: list[str], sampling: Sampling) -> list[str]:
+def generate_command(model_dir: str, prompts: list[str], sampling: Sampling, precision: str = "auto") -> list[str]:
     """`ptrain generate`: continuations from an exported causal language model."""
     from ptrain.model import load_exported
 
@@ -67,4 +67,7 @@ def generate_command(model_dir: str, prompts: list[str], sampling: Sampling) -> 
         raise ModelError(f"--model {model_dir} is a {task.name} model; ptrain generate needs a causal language model")
     if sampling.temperature <= 0 or (sampling.top_p is not None and not 0 < sampling.top_p <= 1):
         raise ModelError("--temperature must be above 0 and --top-p in (0, 1]; use --greedy for deterministic output")
-    return continue_prompts(model, tokenizer, prompts, sampling)
+    from ptrain.precision import autocast, inference_precision
+
+    with autocast(inference_precision(precision)):  # on the CPU, in the dtype `auto` picks there by default
+        return continue_prompts(model, tokenizer, prompts, sampling)

@@ -1,4 +1,4 @@
-"""What the device can do and what a run uses: measured matmul peak, model FLOPs per token, peak memory."""
+"""What the device can do and what a run uses: the hardware, measured matmul peak, model FLOPs per token, peak memory."""
 
 from __future__ import annotations
 
@@ -8,23 +8,50 @@ import time
 import psutil
 import torch
 
+from ptrain.precision import cpu_name, cpu_native_bf16
+
 EMBEDDING_TYPES = (torch.nn.Embedding,)
 
 
-def matmul_peak_flops(device: torch.device, dtype: torch.dtype, size: int = 2048, seconds: float = 2.0) -> float:
-    """FLOP/s of a square matmul in `dtype`, the best of repeated timings: the ceiling MFU is measured against."""
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    for _ in range(2):
-        a @ b  # warm-up: kernel selection, caches
-    best, deadline = 0.0, time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        _sync(device)
-        start = time.perf_counter()
-        a @ b
-        _sync(device)
-        best = max(best, 2 * size**3 / (time.perf_counter() - start))
+def linear_peak_flops(device: torch.device, dtype: torch.dtype, shapes: list[tuple[int, int, int]],
+                      seconds_per_shape: float = 0.25) -> float:
+    """The best FLOP/s of F.linear over (rows, in, out) shapes, under autocast to `dtype` as a model's Linear
+    layers run it: the ceiling MFU is measured against (at least two timed calls per shape, however slow)."""
+    best = 0.0
+    for rows, features, out in shapes:
+        x, weight = torch.randn(rows, features, device=device), torch.randn(out, features, device=device)
+        with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            torch.nn.functional.linear(x, weight)  # warm-up: kernel selection, weight packing
+            timed, deadline = 0, time.perf_counter() + seconds_per_shape
+            while timed < 2 or time.perf_counter() < deadline:
+                _sync(device)
+                start = time.perf_counter()
+                torch.nn.functional.linear(x, weight)
+                _sync(device)
+                best, timed = max(best, 2 * rows * features * out / (time.perf_counter() - start)), timed + 1
     return best
+
+
+def linear_shapes(model: torch.nn.Module, rows: list[int]) -> list[tuple[int, int, int]]:
+    """(rows, in_features, out_features) for every distinct Linear layer of the model and every row count."""
+    layers = {(m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)}
+    return [(count, features, out) for count in sorted(set(rows)) for features, out in sorted(layers)]
+
+
+def describe_hardware(device: torch.device) -> dict:
+    """What a benchmark ran on: CPU model, torch's CPU kernel level, native bf16, threads, and the GPU if any."""
+    info = {"cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu_native_bf16": cpu_native_bf16(), "threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def hardware_line(hardware: dict) -> str:
+    """describe_hardware's dict as one line of a report."""
+    bf16 = "native bf16" if hardware["cpu_native_bf16"] else "no native bf16"
+    gpu = f"; GPU {hardware['gpu']}" if "gpu" in hardware else ""
+    return f"{hardware['cpu']} ({hardware['cpu_capability']}, {bf16}) x {hardware['threads']} threads{gpu}"
 
 
 def training_flops_per_token(model: torch.nn.Module) -> float:

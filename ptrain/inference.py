@@ -13,6 +13,7 @@ from ptrain.distributed import build_accelerator
 from ptrain.errors import DataError
 from ptrain.errors import ConfigError
 from ptrain.model import load_exported
+from ptrain.precision import autocast, inference_precision, resolve_config_precision
 from ptrain.tasks import EvalContext
 
 OUTPUT_FORMATS = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".json": None}
@@ -26,6 +27,9 @@ def evaluate_export(cfg: Config, model_dir: str, split: str) -> dict[str, float]
     names = export_label_names(model) if task.uses_label_names else []
     if names:
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"label_names": names})})
+    cfg, precision = resolve_config_precision(cfg)
+    if precision.warning:
+        print(f"ptrain: warning: {precision.warning}", file=sys.stderr)
     accelerator = build_accelerator(cfg)
     with accelerator.main_process_first():
         raw, _ = load_raw_splits(cfg)
@@ -42,11 +46,14 @@ def export_label_names(model) -> list[str]:
     return [model.config.id2label[i] for i in range(model.config.num_labels)]
 
 
-def predict_file(model_dir: str, input_path: str, output: str, text_column: str, batch_size: int) -> int:
+def predict_file(model_dir: str, input_path: str, output: str, text_column: str, batch_size: int,
+                 precision: str = "auto") -> int:
     """The task's prediction for every row (a label and probabilities for classification, entity spans for
     token classification); rows keep the input order. Returns the row count."""
     tokenizer, model, task = load_exported(model_dir)
-    rows = task.predict(model, tokenizer, read_texts(Path(input_path), text_column), batch_size)
+    texts = read_texts(Path(input_path), text_column)
+    with autocast(inference_precision(precision)):  # on the CPU, in the dtype `auto` picks there by default
+        rows = task.predict(model, tokenizer, texts, batch_size)
     write_rows(rows, output)
     return len(rows)
 

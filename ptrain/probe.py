@@ -21,6 +21,7 @@ from ptrain.config import Config, to_yaml
 from ptrain.data import DEFAULT_CACHE_DIR
 from ptrain.distributed import build_accelerator
 from ptrain.errors import ConfigError
+from ptrain.precision import resolve_config_precision
 from ptrain.outputs import create_run_dir, running_marker, write_json, write_text
 from ptrain.report import confusion_figure
 from ptrain.sources import resolve_model_path
@@ -36,6 +37,7 @@ FEATURES_VERSION = "v1"  # bump when the way features are computed changes
 
 def train_probe(cfg: Config) -> int:
     started = time.perf_counter()
+    cfg, precision = resolve_config_precision(cfg)  # the encoder runs under autocast in the resolved dtype
     accelerator = build_accelerator(cfg)
     if accelerator.num_processes > 1:
         raise ConfigError("task linear_probe runs in one process: start it with `ptrain train CONFIG`, not a launcher")
@@ -50,7 +52,9 @@ def train_probe(cfg: Config) -> int:
         for split in splits.tokenized:
             features[split], hits[split], seconds = cached_features(cfg, encoder, tokenizer, splits.tokenized[split], accelerator)  # fmt: skip
             encode_seconds += seconds
-        accelerator.print(f"ptrain: linear probe on {cfg.model.pooling} features of {', '.join(f'{s} {len(f[1]):,}' for s, f in features.items())} "
+        if precision.warning:
+            accelerator.print(f"ptrain: warning: {precision.warning}")
+        accelerator.print(f"ptrain: precision {precision.describe()}; linear probe on {cfg.model.pooling} features of {', '.join(f'{s} {len(f[1]):,}' for s, f in features.items())} "
                           f"rows; feature cache reused for {[s for s, hit in hits.items() if hit] or 'none'}; run folder {run_dir}")  # fmt: skip
         fit_started = time.perf_counter()
         weight, bias = fit_head(cfg, *features["train"], len(splits.label_names))
@@ -64,7 +68,8 @@ def train_probe(cfg: Config) -> int:
                    "train_final": scores["train"],
                    "train": {"optimizer_steps": 0, "epochs": 0, "early_stopped": False, "nonfinite_skips": 0,
                              "encode_seconds": encode_seconds, "fit_seconds": fit_seconds,
-                             "feature_cache_hits": hits, "wall_seconds": time.perf_counter() - started}}  # fmt: skip
+                             "feature_cache_hits": hits, "wall_seconds": time.perf_counter() - started,
+                             "mixed_precision": cfg.train.mixed_precision}}  # fmt: skip
         if "test" in scores:
             metrics["test_final"] = scores["test"]
         write_json(run_dir / "metrics.json", metrics)

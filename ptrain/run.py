@@ -12,6 +12,7 @@ from accelerate import Accelerator
 from ptrain.config import Config
 from ptrain.data import Splits
 from ptrain.optim import StepPlan
+from ptrain.precision import Precision
 from ptrain.preemption import Preemption
 from ptrain.tasks import Task
 from ptrain.tracking import Tracker
@@ -35,3 +36,4 @@ class Run:
     plan: StepPlan
     tracker: Tracker
     preemption: Preemption
+    precision: Precision  # train.mixed_precision as resolved, and why

@@ -23,6 +23,7 @@ from ptrain.tasks import TASKS
 NOT_HYPERPARAMETERS = {"run_dir", "hparams", "output_dir", "train.resume", "data.data_dir", "data.cache_dir",
                        "data.num_workers"}  # fmt: skip
 SEED_KEY = "train.seed"
+PRECISION_KEY = "train.mixed_precision"  # shown in its own column, as resolved (fp32, bf16, fp16)
 
 
 def runs_report(root: Path, sort: str | None) -> dict:
@@ -32,10 +33,10 @@ def runs_report(root: Path, sort: str | None) -> dict:
     if not folders:
         raise SweepError(f"no runs under {root} (a run folder holds config.yaml); give the output_dir of your runs")
     configs = {folder: flatten_config(yaml.safe_load((folder / "config.yaml").read_text())) for folder in folders}
-    keys = sorted({k for config in configs.values() for k in config} - NOT_HYPERPARAMETERS)
+    keys = sorted({k for config in configs.values() for k in config} - NOT_HYPERPARAMETERS - {PRECISION_KEY})
     varied = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in configs.values()}) > 1]
     columns = metric_columns(configs.values())
-    rows = [run_row(folder, root, {k: configs[folder].get(k) for k in varied}, columns) for folder in folders]
+    rows = [run_row(folder, root, configs[folder], varied, columns) for folder in folders]
     groups = seed_groups(rows, varied, columns)
     if sort:
         rows, groups = sort_rows(rows, sort, varied, columns), sort_rows(groups, sort, varied, columns)
@@ -51,11 +52,12 @@ def metric_columns(configs) -> list[str]:
     return [f"{kind}_{name}" for kind in ("best", "final") for name in names]
 
 
-def run_row(folder: Path, root: Path, hyperparameters: dict, columns: list[str]) -> dict:
+def run_row(folder: Path, root: Path, config: dict, varied: list[str], columns: list[str]) -> dict:
     metrics = _read_json(folder / "metrics.json")
     checkpoint = latest_complete(folder) if not metrics else None
     name = str(folder.relative_to(root)) if folder != root else folder.name
-    row = {"run": name, "status": status_of(folder, metrics), **hyperparameters}
+    precision = {"no": "fp32"}.get(config.get(PRECISION_KEY), config.get(PRECISION_KEY))
+    row = {"run": name, "status": status_of(folder, metrics), "precision": precision, **{k: config.get(k) for k in varied}}
     if metrics:
         row["steps"], row["wall_seconds"] = metrics["train"]["optimizer_steps"], metrics["train"]["wall_seconds"]
     else:
@@ -111,7 +113,8 @@ def seed_groups(rows: list[dict], varied: list[str], columns: list[str]) -> list
             continue
         label = ", ".join(f"{k}={members[0][k]}" for k in others) or "all"
         group = {"run": label if parent == "." else f"{parent}: {label}", "status": f"{len(finished)}/{len(members)} finished",
-                 "seeds": [m[SEED_KEY] for m in members], **{k: members[0][k] for k in others}}  # fmt: skip
+                 "seeds": [m[SEED_KEY] for m in members], "precision": members[0]["precision"],
+                 **{k: members[0][k] for k in others}}  # fmt: skip
         for column in ("steps", "wall_seconds", *columns):
             values = [m[column] for m in finished if m[column] is not None]
             group[column] = statistics.mean(values) if values else None
@@ -138,7 +141,7 @@ def render(report: dict, form: str) -> str:
     if form == "json":
         return json.dumps(report, indent=2)
     metric_cols = report["metric_columns"]
-    columns = ["run", "status", *report["varied"], "steps", "wall_seconds", *metric_cols]
+    columns = ["run", "status", "precision", *report["varied"], "steps", "wall_seconds", *metric_cols]
     if form == "csv":
         out = io.StringIO()
         fields = ["kind", *columns, *(f"{c}_std" for c in ("steps", "wall_seconds", *metric_cols))]

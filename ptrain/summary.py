@@ -17,7 +17,7 @@ def announce(run: Run, state: LoopState) -> None:
     trainable = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
     dropped = "".join(f"; dropped {n:,} {split} rows with an empty text" for split, n in run.splits.dropped.items() if n)
     acc.print(
-        f"ptrain: {acc.num_processes} process(es) on {acc.device.type}, precision {train_cfg.mixed_precision}, "
+        f"ptrain: {acc.num_processes} process(es) on {acc.device.type}, precision {run.precision.describe()}, "
         f"per-device batch {train_cfg.per_device_batch_size} x accumulation {train_cfg.gradient_accumulation_steps} "
         f"x {acc.num_processes} = global batch {global_batch}\n"
         f"ptrain: rows {sizes}; tokenization cache reused for {cached or 'none'}; "
@@ -25,6 +25,8 @@ def announce(run: Run, state: LoopState) -> None:
         f"ptrain: {plan.steps_per_epoch} optimizer steps per epoch, {plan.total_steps} in total "
         f"({plan.epochs} epoch(s)), warmup {plan.warmup_steps}\nptrain: run folder {run.run_dir}"
     )
+    if run.precision.warning:
+        acc.print(f"ptrain: warning: {run.precision.warning}")
     if state.global_step == 0:
         run.tracker.text("config", "    " + to_yaml(run.cfg).replace("\n", "\n    "))
 
@@ -37,6 +39,7 @@ def write_results(run: Run, state: LoopState, test: dict | None, wall_seconds: f
     metrics["train"] = {
         "optimizer_steps": state.global_step, "epochs": state.global_step / run.plan.steps_per_epoch,
         "early_stopped": state.early_stopped, "nonfinite_skips": state.nonfinite_skips, "wall_seconds": wall_seconds,
+        "mixed_precision": run.cfg.train.mixed_precision,
     }  # fmt: skip
     if not run.accelerator.is_main_process:
         return

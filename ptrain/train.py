@@ -21,6 +21,7 @@ from ptrain.meter import TrainMeter
 from ptrain.model import load_tokenizer
 from ptrain.optim import build_optimizer, build_scheduler, plan_steps
 from ptrain.outputs import create_run_dir, export_model, running_marker, write_text
+from ptrain.precision import resolve_config_precision
 from ptrain.preemption import EXIT_CODES, Preemption
 from ptrain.resume import find_resume, restore, resume_command, save
 from ptrain.run import Run
@@ -51,7 +52,9 @@ def train(cfg: Config) -> int:
 
 
 def setup(cfg: Config, track: bool = True) -> tuple[Run, object]:
-    """Everything before the first step. Data errors and the step plan come before the run folder exists."""
+    """Everything before the first step. Data errors and the step plan come before the run folder exists.
+    run.cfg holds train.mixed_precision as resolved for this device (what config.yaml records)."""
+    cfg, precision = resolve_config_precision(cfg)
     accelerator = build_accelerator(cfg)  # refuses launches whose processes did not join one group
     set_seed(cfg.train.seed)
     checkpoint = find_resume(cfg, accelerator)
@@ -72,7 +75,7 @@ def setup(cfg: Config, track: bool = True) -> tuple[Run, object]:
     tracker = Tracker(run_dir, track and accelerator.is_main_process, purge_step=checkpoint.step + 1 if checkpoint else None)  # fmt: skip
     loss_fn = task.build_loss(cfg, splits).to(accelerator.device)
     run = Run(cfg, task, accelerator, run_dir, tokenizer, splits, model, optimizer, scheduler, train_loader,
-              eval_loader, shuffle, loss_fn, plan, tracker, Preemption())  # fmt: skip
+              eval_loader, shuffle, loss_fn, plan, tracker, Preemption(), precision)  # fmt: skip
     return run, checkpoint
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from ptrain.precision import resolve_precision
 from tests.conftest import CONFIGS, run_cli, tiny_overrides
 
 
@@ -22,6 +23,12 @@ def test_bench_compares_with_the_hf_trainer_and_writes_json(tmp_path, cache_dir)
     assert 0 <= report["ptrain"]["train"]["data_wait_share"] < 1
     assert set(report["ratios"]) == {"train", "eval"}
     assert "ptrain / HF Trainer, train real tokens/s" in result.stdout
+    hardware = report["hardware"]
+    assert hardware["cpu"] and hardware["cpu_capability"] and hardware["threads"] >= 1
+    assert hardware["cpu"] in result.stdout and hardware["cpu_capability"] in result.stdout
+    assert report["precision"] == resolve_precision("auto", "cpu").name  # both sides: the `auto` rule
+    for phase in ("matmul peak", "ptrain: 2 warm-up + 4 timed steps", "HF Trainer: 2 warm-up + 4 timed steps"):
+        assert phase in result.stderr, phase  # progress while it runs
     assert not (tmp_path / "runs").exists()  # the bench leaves no run folder behind
 
 
@@ -38,5 +45,6 @@ def test_time_to_target_stops_both_sides_at_the_first_evaluation_reaching_it(tmp
         assert curve[-1]["accuracy"] >= 0.2 > max([p["accuracy"] for p in curve[:-1]], default=0)  # stopped at the first
         assert 0 < report[side]["seconds"] < 300
     assert report["speedup"] > 0 and "as fast as the HF Trainer" in result.stdout
+    assert report["precision"] == resolve_precision("auto", "cpu").name and report["hardware"]["cpu"] in result.stdout
     bad = run_cli("bench", str(CONFIGS / "tiny.yaml"), *overrides, "--time-to", "f1=0.9")
     assert bad.returncode == 2 and "'f1' is not a sequence_classification metric" in bad.stderr

@@ -1,0 +1,80 @@
+"""train.mixed_precision=auto: the rule on every device kind (CPU capability and CUDA faked where absent), the
+cached bf16 measurement, the warning for an explicit bf16 on a CPU without native bf16, and the CLI's outputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from ptrain import precision
+from ptrain.precision import cpu_bf16_speedup, cpu_native_bf16, resolve_precision
+from tests.conftest import CONFIGS, run_cli, tiny_overrides
+
+
+@pytest.fixture
+def avx2_only_cpu(monkeypatch):
+    """A CPU like the AVX2-only EPYC: no native bf16, where a bf16 matmul measured about 27x slower."""
+    monkeypatch.setattr(precision, "cpu_native_bf16", lambda: False)
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: 1 / 27)
+
+
+def test_auto_is_fp32_on_a_cpu_without_native_bf16(avx2_only_cpu):
+    chosen = resolve_precision("auto", "cpu")
+    assert chosen.mixed_precision == "no" and chosen.dtype == torch.float32 and chosen.warning is None
+    assert chosen.describe() == "fp32 (auto: no native bf16 on this CPU)"
+
+
+def test_explicit_bf16_on_a_cpu_without_native_bf16_trains_as_asked_with_one_warning(avx2_only_cpu):
+    chosen = resolve_precision("bf16", "cpu")
+    assert chosen.mixed_precision == "bf16" and chosen.reason == "as set"
+    assert "27x slower than fp32" in chosen.warning and "\n" not in chosen.warning
+    assert "train.mixed_precision=auto" in chosen.warning
+
+
+def test_auto_is_bf16_on_a_cpu_with_native_bf16_only_when_measured_faster(monkeypatch):
+    monkeypatch.setattr(precision, "cpu_native_bf16", lambda: True)
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: 4.2)
+    assert resolve_precision("auto", "cpu").describe() == "bf16 (auto: native bf16 on this CPU, bf16 matmul 4.2x fp32)"
+    assert resolve_precision("bf16", "cpu").warning is None
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: 0.8)
+    assert resolve_precision("auto", "cpu").mixed_precision == "no"
+
+
+@pytest.mark.parametrize(("has_bf16", "expected"), [(True, "bf16"), (False, "fp16")])
+def test_auto_on_cuda_is_bf16_where_supported_else_fp16(monkeypatch, has_bf16, expected):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: has_bf16)
+    assert resolve_precision("auto", "cuda").mixed_precision == expected
+
+
+def test_the_bf16_measurement_is_cached_per_machine(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    first = cpu_bf16_speedup()
+    assert first > 0 and len(list((tmp_path / "ptrain" / "hardware").glob("*.json"))) == 1
+
+    def no_second_measurement(dtype, repeats=3):
+        raise AssertionError("measured again although the cache holds the figure")
+
+    monkeypatch.setattr(precision, "_linear_seconds", no_second_measurement)
+    assert cpu_bf16_speedup() == first
+
+
+def test_the_rule_matches_this_cpu():
+    """Whatever CPU runs the suite: auto picks bf16 exactly where it is native and measured faster."""
+    expected = "bf16" if cpu_native_bf16() and cpu_bf16_speedup() > 1 else "no"
+    assert resolve_precision("auto", "cpu").mixed_precision == expected
+
+
+def test_train_reports_and_records_the_resolved_precision(tmp_path, cache_dir):
+    result = run_cli("train", str(CONFIGS / "tiny.yaml"), *tiny_overrides(tmp_path, cache_dir, rows=64),
+                     "train.epochs=1", "train.eval_every_steps=null")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    chosen = resolve_precision("auto", "cpu")
+    assert f"precision {chosen.describe()}" in result.stdout
+    (run_dir,) = (tmp_path / "runs" / "tiny").iterdir()
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["mixed_precision"] == chosen.mixed_precision
+    assert json.loads((run_dir / "metrics.json").read_text())["train"]["mixed_precision"] == chosen.mixed_precision
+    table = run_cli("runs", str(tmp_path / "runs"), "--format", "json")
+    assert json.loads(table.stdout)["runs"][0]["precision"] == chosen.name
