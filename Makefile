@@ -8,7 +8,7 @@ CONFIG ?= configs/emotion.yaml
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup train test bench clean
+.PHONY: setup train test lint format bench clean
 
 setup: $(VENV)/.installed
 
@@ -20,6 +20,14 @@ $(VENV)/.installed: pyproject.toml
 
 train: setup
 	$(BIN)/ptrain train $(CONFIG)
+
+lint: setup
+	$(BIN)/ruff check ptrain tests
+	$(BIN)/ruff format --check ptrain tests
+
+format: setup
+	$(BIN)/ruff check --fix ptrain tests
+	$(BIN)/ruff format ptrain tests
 
 test: setup
 	$(BIN)/python -m pytest -q -n 2  # two workers: the tests wait on subprocesses as much as they compute

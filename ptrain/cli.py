@@ -1,4 +1,5 @@
-"""`ptrain <command> ...`: train, check, eval, predict, generate, bench, sweep, runs. User mistakes print one line and exit 2."""
+"""`ptrain <command> ...`: train, check, eval, predict, generate, bench, sweep, runs.
+User mistakes print one line and exit 2."""
 
 from __future__ import annotations
 
@@ -32,7 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--steps", type=int, default=100, help="timed optimizer steps")
     sub.add_argument("--warmup-steps", type=int, default=10, help="untimed steps first")
     sub.add_argument("--compare-hf", action="store_true", help="also time transformers.Trainer on the same job")
-    sub.add_argument("--time-to", metavar="METRIC=VALUE", help="instead: wall time until validation METRIC reaches VALUE, e.g. weighted_f1=0.92")  # fmt: skip
+    sub.add_argument(
+        "--time-to",
+        metavar="METRIC=VALUE",
+        help="instead: wall time until validation METRIC reaches VALUE, e.g. weighted_f1=0.92",
+    )
     sub.add_argument("--json", help="also write the report to this JSON file")
     sub = commands.add_parser("predict", help="label every text of a file with an exported model")
     sub.add_argument("--model", required=True)
@@ -54,18 +59,24 @@ def add_generate_command(commands) -> None:
     sub.add_argument("--greedy", action="store_true", help="most likely token each step (ignores the sampling options)")
     sub.add_argument("--temperature", type=float, default=1.0)
     sub.add_argument("--top-k", type=int, default=50, help="sample among the K likeliest tokens (0: all)")
-    sub.add_argument("--top-p", type=float, default=None, help="sample among the likeliest tokens holding P of the mass")
+    sub.add_argument(
+        "--top-p", type=float, default=None, help="sample among the likeliest tokens holding P of the mass"
+    )
     sub.add_argument("--seed", type=int, default=0)
     add_precision_option(sub)
 
 
 def add_precision_option(sub) -> None:
-    sub.add_argument("--precision", default="auto", choices=["auto", "no", "bf16", "fp16"],
-                     help="autocast dtype on the CPU: auto (bf16 where native, else fp32), no (fp32) or bf16")  # fmt: skip
+    sub.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "no", "bf16", "fp16"],
+        help="autocast dtype on the CPU: auto (bf16 where native, else fp32), no (fp32) or bf16",
+    )
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from ptrain.generation import Sampling, generate_command
+    from ptrain.inference.generate import Sampling, generate_command
 
     sampling = Sampling(args.max_new_tokens, args.greedy, args.temperature, args.top_k, args.top_p, args.seed)
     for prompt, text in zip(args.prompt, generate_command(args.model, args.prompt, sampling, args.precision)):
@@ -87,14 +98,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from ptrain.config import load_config, to_yaml
+    from ptrain.config.schema import load_config, to_yaml
 
     if args.command in EXPERIMENT_COMMANDS:
         return run_experiment_command(args)
     if args.command == "generate":
         return run_generate(args)
     if args.command == "predict":
-        from ptrain.inference import predict_file
+        from ptrain.inference.exports import predict_file
 
         count = predict_file(args.model, args.input, args.output, args.text_column, args.batch_size, args.precision)
         if args.output != "-":
@@ -105,26 +116,26 @@ def run_command(args: argparse.Namespace) -> int:
         print(to_yaml(cfg), end="")
         print(f"ptrain: {args.config} is valid", file=sys.stderr)
     elif args.command == "train" and cfg.task == "linear_probe":
-        from ptrain.probe import train_probe  # no optimizer loop: encode once, fit a logistic regression
+        from ptrain.training.probe import train_probe  # no optimizer loop: encode once, fit a logistic regression
 
         return train_probe(cfg)
     elif args.command == "train":
-        from ptrain.train import train
+        from ptrain.training.recipe import train
 
         return train(cfg)
     elif args.command == "eval":
-        from ptrain.inference import evaluate_export
+        from ptrain.inference.exports import evaluate_export
 
         print(json.dumps(evaluate_export(cfg, args.model, args.split), indent=2))
     elif args.command == "bench" and args.time_to:
-        from ptrain.bench import write_json_report
-        from ptrain.bench_convergence import print_time_to_target, time_to_target
+        from ptrain.bench.throughput import write_json_report
+        from ptrain.bench.time_to import print_time_to_target, time_to_target
 
         report = time_to_target(cfg, args.time_to, args.compare_hf)
         print_time_to_target(report)
         write_json_report(report, args.json)
     elif args.command == "bench":
-        from ptrain.bench import bench, print_report
+        from ptrain.bench.throughput import bench, print_report
 
         print_report(bench(cfg, args.steps, args.warmup_steps, args.compare_hf), args.json)
     return 0
@@ -136,10 +147,14 @@ EXPERIMENT_COMMANDS = ("sweep", "runs")
 def add_experiment_commands(commands) -> None:
     sub = commands.add_parser("sweep", help="train every point of a grid of CONFIG's keys, one after another")
     sub.add_argument("config")
-    sub.add_argument("grid", nargs="+", help="key=v1,v2 (swept) or key=value (fixed), e.g. train.learning_rate=1e-4,3e-4")  # fmt: skip
+    sub.add_argument(
+        "grid", nargs="+", help="key=v1,v2 (swept) or key=value (fixed), e.g. train.learning_rate=1e-4,3e-4"
+    )
     sub.add_argument("--seeds", help="comma-separated train.seed values, e.g. 0,1,2 (another grid axis)")
     sub.add_argument("--id", dest="sweep_id", help="sweep folder name; default sweep-<hash of config and grid>")
-    sub.add_argument("--launcher", help="how to start python for each point, e.g. 'accelerate launch --num_processes 2'")  # fmt: skip
+    sub.add_argument(
+        "--launcher", help="how to start python for each point, e.g. 'accelerate launch --num_processes 2'"
+    )
     sub = commands.add_parser("runs", help="table of the runs under DIR: varied keys, metrics, steps, time, status")
     sub.add_argument("dir", nargs="?", default="runs", help="a folder of runs, e.g. runs/NAME/SWEEP (default runs)")
     sub.add_argument("--sort", help="column to sort by, e.g. best_weighted_f1 or final_loss (best first)")
@@ -148,12 +163,12 @@ def add_experiment_commands(commands) -> None:
 
 def run_experiment_command(args: argparse.Namespace) -> int:
     if args.command == "sweep":
-        from ptrain.sweep import sweep
+        from ptrain.experiments.sweep import sweep
 
         return sweep(args.config, args.grid, args.seeds, args.sweep_id, args.launcher)
     from pathlib import Path
 
-    from ptrain.runs_table import render, runs_report
+    from ptrain.experiments.runs_table import render, runs_report
 
     print(render(runs_report(Path(args.dir), args.sort), args.format))
     return 0

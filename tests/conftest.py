@@ -36,10 +36,20 @@ def accelerate_launch(
 ) -> subprocess.CompletedProcess:
     """`accelerate launch LAUNCH_ARGS -m MODULE ARGS` from the repository, on a free port (runs beside it may
     launch too); returns the finished launcher (never raises on failure)."""
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--main_process_port", str(free_port()),
-               *launch_args, "-m", module, *args]  # fmt: skip
-    return subprocess.run(command, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True,
-                          text=True, timeout=timeout)  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--main_process_port",
+        str(free_port()),
+        *launch_args,
+        "-m",
+        module,
+        *args,
+    ]
+    return subprocess.run(
+        command, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def free_port() -> int:
@@ -63,8 +73,8 @@ def tiny_overrides(tmp_path: Path, cache: Path, rows: int = 400, **extra: str) -
 @pytest.fixture(scope="session", autouse=True)
 def standins() -> Path:
     """The CoNLL-2003 entity-type stand-in that configs/multilabel_conll.yaml reads, derived into runs/ by
-    ptrain.standins when missing (about a second), so every shipped config validates."""
-    from ptrain.standins import DEFAULT_OUT, SPLITS, derive
+    ptrain.data.standins when missing (about a second), so every shipped config validates."""
+    from ptrain.data.standins import DEFAULT_OUT, SPLITS, derive
 
     out = REPO / DEFAULT_OUT
     if not all((out / f"{split}.jsonl").is_file() for split in SPLITS):

@@ -11,18 +11,33 @@ from accelerate.state import AcceleratorState, GradientState
 from torch.utils.data import DataLoader
 from transformers import BertConfig, BertForSequenceClassification
 
-from ptrain.loss import ClassificationLoss, normalise_gradients
+from ptrain.tasks.loss import ClassificationLoss, normalise_gradients
 
-SEQUENCES = [[101, 7, 8, 9, 102], [101, 5, 102], [101, 4, 4, 4, 4, 4, 102], [101, 9, 102],
-             [101, 3, 3, 102], [101, 6, 7, 102], [101, 2, 3, 4, 5, 6, 7, 8, 102], [101, 8, 102]]  # fmt: skip
+SEQUENCES = [
+    [101, 7, 8, 9, 102],
+    [101, 5, 102],
+    [101, 4, 4, 4, 4, 4, 102],
+    [101, 9, 102],
+    [101, 3, 3, 102],
+    [101, 6, 7, 102],
+    [101, 2, 3, 4, 5, 6, 7, 8, 102],
+    [101, 8, 102],
+]
 LABELS = [0, 1, 2, 0, 1, 2, 1, 1]
 
 
 def tiny_model() -> BertForSequenceClassification:
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=128, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, num_labels=3, hidden_dropout_prob=0.0,
-                        attention_probs_dropout_prob=0.0)  # fmt: skip
+    config = BertConfig(
+        vocab_size=128,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=3,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     return BertForSequenceClassification(config)
 
 

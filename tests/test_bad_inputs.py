@@ -13,8 +13,15 @@ def run_on_files(tmp_path, cache_dir, train: bytes | str = GOOD, validation: byt
     for name, content in (("train.csv", train), ("val.csv", validation)):
         path = tmp_path / name
         path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
-    data = [f"data.data_dir={tmp_path}", "data.train_file=train.csv", "data.validation_file=val.csv",
-            "data.format=auto", "data.separator=null", "data.column_names=null", "data.label_names=null"]  # fmt: skip
+    data = [
+        f"data.data_dir={tmp_path}",
+        "data.train_file=train.csv",
+        "data.validation_file=val.csv",
+        "data.format=auto",
+        "data.separator=null",
+        "data.column_names=null",
+        "data.label_names=null",
+    ]
     return run_cli("train", str(CONFIGS / "tiny.yaml"), *tiny_overrides(tmp_path, cache_dir), *data, *extra)
 
 
@@ -34,8 +41,14 @@ def test_validation_label_outside_the_training_labels(tmp_path, cache_dir):
 
 def test_empty_texts_are_refused_by_default_and_dropped_on_request(tmp_path, cache_dir):
     broken = GOOD + ",a\n   ,b\n"
-    assert_refused(run_on_files(tmp_path, cache_dir, broken), tmp_path, "train.csv", "2 rows have an empty text",
-                   "first: data row 40", "data.empty_texts=drop")  # fmt: skip
+    assert_refused(
+        run_on_files(tmp_path, cache_dir, broken),
+        tmp_path,
+        "train.csv",
+        "2 rows have an empty text",
+        "first: data row 40",
+        "data.empty_texts=drop",
+    )
     result = run_on_files(tmp_path, cache_dir, broken, GOOD, "data.empty_texts=drop", "train.max_steps=1")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "dropped 2 train rows with an empty text" in result.stdout
@@ -58,12 +71,22 @@ def test_malformed_csv_row_names_the_line(tmp_path, cache_dir):
         ("train.per_device_batch_size=0", ["'train.per_device_batch_size'", "greater than 0"]),
         ("train.metric_for_best=f1", ["train.metric_for_best 'f1'", "weighted_f1"]),
         ("train.mixed_precision=fp16", ["fp16 needs a GPU", "bf16"]),
-        ("train.warmup_steps=5000 train.warmup_ratio=null", ["train.warmup_steps=5000", "is not shorter than the whole run"]),
+        (
+            "train.warmup_steps=5000 train.warmup_ratio=null",
+            ["train.warmup_steps=5000", "is not shorter than the whole run"],
+        ),
         ("output_dir=/etc/hostname/runs", ["output_dir /etc/hostname/runs cannot be created"]),
         ("model.tokenizer=package:no-such-model-package", ["package no-such-model-package is not installed"]),
     ],
-    ids=["wrong_type", "zero_batch", "unknown_metric", "fp16_on_cpu", "warmup_too_long", "unwritable_output",
-         "missing_model_package"],  # fmt: skip
+    ids=[
+        "wrong_type",
+        "zero_batch",
+        "unknown_metric",
+        "fp16_on_cpu",
+        "warmup_too_long",
+        "unwritable_output",
+        "missing_model_package",
+    ],
 )
 def test_impossible_settings(tmp_path, cache_dir, override, needles):
     result = run_cli("train", str(CONFIGS / "tiny.yaml"), *tiny_overrides(tmp_path, cache_dir), *override.split())

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import json
 
-from ptrain.precision import resolve_precision
+from ptrain.training.precision import resolve_precision
 from tests.conftest import CONFIGS, run_cli, tiny_overrides
 
 
 def test_bench_compares_with_the_hf_trainer_and_writes_json(tmp_path, cache_dir):
     out = tmp_path / "bench.json"
-    result = run_cli("bench", str(CONFIGS / "tiny.yaml"), *tiny_overrides(tmp_path, cache_dir, rows=300),
-                     "--steps", "4", "--warmup-steps", "2", "--compare-hf", "--json", str(out))  # fmt: skip
+    result = run_cli(
+        "bench",
+        str(CONFIGS / "tiny.yaml"),
+        *tiny_overrides(tmp_path, cache_dir, rows=300),
+        "--steps",
+        "4",
+        "--warmup-steps",
+        "2",
+        "--compare-hf",
+        "--json",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["matmul_peak_tflops"] > 0 and report["train_flops_per_token"] > 0
@@ -35,14 +45,17 @@ def test_bench_compares_with_the_hf_trainer_and_writes_json(tmp_path, cache_dir)
 def test_time_to_target_stops_both_sides_at_the_first_evaluation_reaching_it(tmp_path, cache_dir):
     out = tmp_path / "time_to.json"
     overrides = tiny_overrides(tmp_path, cache_dir, rows=300, **{"train.eval_every_steps": "5"})
-    result = run_cli("bench", str(CONFIGS / "tiny.yaml"), *overrides, "--time-to", "accuracy=0.2", "--compare-hf",
-                     "--json", str(out))  # fmt: skip
+    result = run_cli(
+        "bench", str(CONFIGS / "tiny.yaml"), *overrides, "--time-to", "accuracy=0.2", "--compare-hf", "--json", str(out)
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
     for side in ("ptrain", "hf_trainer"):
         curve = report[side]["evaluations"]
         assert [point["step"] for point in curve][:1] == [5] and report[side]["step"] == curve[-1]["step"]
-        assert curve[-1]["accuracy"] >= 0.2 > max([p["accuracy"] for p in curve[:-1]], default=0)  # stopped at the first
+        assert (
+            curve[-1]["accuracy"] >= 0.2 > max([p["accuracy"] for p in curve[:-1]], default=0)
+        )  # stopped at the first
         assert 0 < report[side]["seconds"] < 300
     assert report["speedup"] > 0 and "as fast as the HF Trainer" in result.stdout
     assert report["precision"] == resolve_precision("auto", "cpu").name and report["hardware"]["cpu"] in result.stdout

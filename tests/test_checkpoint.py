@@ -9,8 +9,8 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 
-from ptrain.checkpoint import complete_checkpoints, latest_complete, save_checkpoint
 from ptrain.errors import CheckpointError
+from ptrain.training.checkpoint import complete_checkpoints, latest_complete, save_checkpoint
 
 
 @pytest.fixture

@@ -10,11 +10,17 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import pipeline
 
-from tests.conftest import CONFIGS, tiny_overrides, run_cli
+from tests.conftest import CONFIGS, run_cli, tiny_overrides
 
 EMOTIONS = {"sadness", "joy", "love", "anger", "fear", "surprise"}
-TRAIN_SCALARS = ["train/loss", "train/learning_rate", "train/grad_norm", "train/tokens_per_second",
-                 "train/padding_fraction", "train/epoch"]  # fmt: skip
+TRAIN_SCALARS = [
+    "train/loss",
+    "train/learning_rate",
+    "train/grad_norm",
+    "train/tokens_per_second",
+    "train/padding_fraction",
+    "train/epoch",
+]
 EVAL_SCALARS = ["eval/loss", "eval/accuracy", "eval/macro_f1", "eval/weighted_f1"]
 
 
@@ -114,8 +120,12 @@ def test_predict_writes_labels_and_probabilities(trained, tmp_path):
 
 def test_early_stopping_after_patience_evaluations_without_improvement(tmp_path, cache_dir):
     # A learning rate of 1e-12 leaves predictions unchanged: the second evaluation cannot improve.
-    extra = {"train.learning_rate": "1e-12", "train.eval_every_steps": "2", "train.early_stopping_patience": "1",
-             "train.warmup_ratio": "0.0"}  # fmt: skip
+    extra = {
+        "train.learning_rate": "1e-12",
+        "train.eval_every_steps": "2",
+        "train.early_stopping_patience": "1",
+        "train.warmup_ratio": "0.0",
+    }
     result = run_cli("train", str(CONFIGS / "tiny.yaml"), *tiny_overrides(tmp_path, cache_dir, rows=200, **extra))
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (tmp_path / "runs" / "tiny").iterdir()

@@ -31,8 +31,12 @@ def test_train_errors(tmp_path, cache_dir, override, needles):
 
 
 def test_label_outside_the_label_set(tmp_path, cache_dir):
-    result = run_cli("train", str(CONFIGS / "tiny.yaml"), *tiny_overrides(tmp_path, cache_dir),
-                     "data.label_names=[sadness,joy,love,anger,fear]")  # fmt: skip
+    result = run_cli(
+        "train",
+        str(CONFIGS / "tiny.yaml"),
+        *tiny_overrides(tmp_path, cache_dir),
+        "data.label_names=[sadness,joy,love,anger,fear]",
+    )
     assert_one_line_error(result, "label 'surprise'", "row", "data.label_names")
 
 

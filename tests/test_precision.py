@@ -9,8 +9,8 @@ import pytest
 import torch
 import yaml
 
-from ptrain import precision
-from ptrain.precision import cpu_bf16_speedup, cpu_native_bf16, resolve_precision
+from ptrain.training import precision
+from ptrain.training.precision import cpu_bf16_speedup, cpu_native_bf16, resolve_precision
 from tests.conftest import CONFIGS, run_cli, tiny_overrides
 
 
@@ -68,8 +68,13 @@ def test_the_rule_matches_this_cpu():
 
 
 def test_train_reports_and_records_the_resolved_precision(tmp_path, cache_dir):
-    result = run_cli("train", str(CONFIGS / "tiny.yaml"), *tiny_overrides(tmp_path, cache_dir, rows=64),
-                     "train.epochs=1", "train.eval_every_steps=null")  # fmt: skip
+    result = run_cli(
+        "train",
+        str(CONFIGS / "tiny.yaml"),
+        *tiny_overrides(tmp_path, cache_dir, rows=64),
+        "train.epochs=1",
+        "train.eval_every_steps=null",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     chosen = resolve_precision("auto", "cpu")
     assert f"precision {chosen.describe()}" in result.stdout

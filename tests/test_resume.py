@@ -18,8 +18,14 @@ from safetensors.torch import load_file
 from tests.conftest import CONFIGS, REPO, run_cli, tiny_overrides
 
 # 300 rows, batch 32, accumulation 2: 10 micro-batches = 5 optimizer steps per epoch, 15 in all.
-SETTINGS = {"train.epochs": "3", "train.gradient_accumulation_steps": "2", "train.checkpoint_every_steps": "2",
-            "train.log_every_steps": "1", "train.eval_every_steps": "3", "data.max_eval_rows": "100"}  # fmt: skip
+SETTINGS = {
+    "train.epochs": "3",
+    "train.gradient_accumulation_steps": "2",
+    "train.checkpoint_every_steps": "2",
+    "train.log_every_steps": "1",
+    "train.eval_every_steps": "3",
+    "data.max_eval_rows": "100",
+}
 
 
 def overrides(out: Path, cache: Path) -> list[str]:
@@ -50,8 +56,13 @@ def uninterrupted(tmp_path_factory, cache_dir) -> Path:
 
 def start(out: Path, cache: Path, log: Path) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "ptrain", "train", *overrides(out, cache)], cwd=REPO, env=env,
-                            stdout=log.open("w"), stderr=subprocess.STDOUT)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "ptrain", "train", *overrides(out, cache)],
+        cwd=REPO,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def wait_for(predicate, process: subprocess.Popen, timeout: float = 120) -> None:
@@ -112,8 +123,13 @@ def test_sigterm_finishes_the_step_checkpoints_and_says_how_to_resume(uninterrup
 
 
 def test_resume_auto_without_checkpoints_starts_a_new_run(cache_dir, tmp_path):
-    result = run_cli("train", str(CONFIGS / "tiny.yaml"), *tiny_overrides(tmp_path, cache_dir, rows=64),
-                     "train.max_steps=1", "train.resume=auto")  # fmt: skip
+    result = run_cli(
+        "train",
+        str(CONFIGS / "tiny.yaml"),
+        *tiny_overrides(tmp_path, cache_dir, rows=64),
+        "train.max_steps=1",
+        "train.resume=auto",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "no checkpoint of 'tiny'" in result.stdout
 

@@ -11,7 +11,7 @@ from tests.conftest import CONFIGS, REPO, tiny_overrides
 # Runs the real CLI with the loss of chosen micro-batches (1-based) turned into NaN.
 POISONED_CLI = """
 import sys
-import ptrain.loss as loss
+import ptrain.tasks.loss as loss
 bad = {int(n) for n in sys.argv[1].split(",")}
 original, calls = loss.ClassificationLoss.__call__, [0]
 def poisoned(self, logits, labels):
@@ -25,10 +25,17 @@ sys.exit(main(sys.argv[2:]))
 
 
 def run_poisoned(tmp_path, cache_dir, bad: str, *extra: str) -> subprocess.CompletedProcess:
-    args = ["train", str(CONFIGS / "tiny.yaml"), *tiny_overrides(tmp_path, cache_dir, rows=200),
-            "train.max_steps=6", "train.log_every_steps=1", *extra]  # fmt: skip
-    return subprocess.run([sys.executable, "-c", POISONED_CLI, bad, *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+    args = [
+        "train",
+        str(CONFIGS / "tiny.yaml"),
+        *tiny_overrides(tmp_path, cache_dir, rows=200),
+        "train.max_steps=6",
+        "train.log_every_steps=1",
+        *extra,
+    ]
+    return subprocess.run(
+        [sys.executable, "-c", POISONED_CLI, bad, *args], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_skip_drops_the_step_and_counts_it(tmp_path, cache_dir):

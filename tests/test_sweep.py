@@ -19,14 +19,27 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from ptrain.cli import main
 from tests.conftest import CONFIGS, run_cli, tiny_overrides
 
-POINTS = {"learning_rate-1e-3_seed-0", "learning_rate-1e-3_seed-1", "learning_rate-3e-3_seed-0",
-          "learning_rate-3e-3_seed-1"}  # fmt: skip
+POINTS = {
+    "learning_rate-1e-3_seed-0",
+    "learning_rate-1e-3_seed-1",
+    "learning_rate-3e-3_seed-0",
+    "learning_rate-3e-3_seed-1",
+}
 
 
 def sweep_args(tmp: Path, cache: Path) -> list[str]:
-    tiny = tiny_overrides(tmp, cache, rows=64, **{"data.max_eval_rows": "32", "train.max_steps": "3",
-                          "train.per_device_batch_size": "16", "train.eval_every_steps": "2",
-                          "train.highest_loss_examples": "2"})  # fmt: skip
+    tiny = tiny_overrides(
+        tmp,
+        cache,
+        rows=64,
+        **{
+            "data.max_eval_rows": "32",
+            "train.max_steps": "3",
+            "train.per_device_batch_size": "16",
+            "train.eval_every_steps": "2",
+            "train.highest_loss_examples": "2",
+        },
+    )
     return ["sweep", str(CONFIGS / "tiny.yaml"), "train.learning_rate=1e-3,3e-3", *tiny, "--seeds", "0,1"]
 
 
@@ -114,8 +127,16 @@ if "train.learning_rate=0.5" in sys.argv:
 def test_failed_points_do_not_stop_the_sweep_and_are_retried(tmp_path, capsys):
     launcher = tmp_path / "fake_launcher.py"
     launcher.write_text(FAKE_LAUNCHER)
-    args = ["sweep", str(CONFIGS / "tiny.yaml"), "train.learning_rate=0.5,0.1,0.2", f"output_dir={tmp_path}",
-            "--id", "s1", "--launcher", f"{sys.executable} {launcher}"]  # fmt: skip
+    args = [
+        "sweep",
+        str(CONFIGS / "tiny.yaml"),
+        "train.learning_rate=0.5,0.1,0.2",
+        f"output_dir={tmp_path}",
+        "--id",
+        "s1",
+        "--launcher",
+        f"{sys.executable} {launcher}",
+    ]
     sweep_dir = tmp_path / "tiny" / "s1"
     resumable = sweep_dir / "learning_rate-0.2" / "checkpoints" / "step-00000004"
     resumable.mkdir(parents=True)
@@ -148,8 +169,19 @@ def test_sigterm_reaches_the_running_point_and_no_further_point_starts(tmp_path)
 
     launcher = tmp_path / "slow_launcher.py"
     launcher.write_text(SLOW_LAUNCHER)
-    command = [sys.executable, "-m", "ptrain", "sweep", str(CONFIGS / "tiny.yaml"), "train.seed=1,2",
-               f"output_dir={tmp_path}", "--id", "s", "--launcher", f"{sys.executable} {launcher}"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "ptrain",
+        "sweep",
+        str(CONFIGS / "tiny.yaml"),
+        "train.seed=1,2",
+        f"output_dir={tmp_path}",
+        "--id",
+        "s",
+        "--launcher",
+        f"{sys.executable} {launcher}",
+    ]
     sweep = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = tmp_path / "tiny" / "s" / "seed-1"
     deadline = time.monotonic() + 60
@@ -194,9 +226,9 @@ def test_runs_sort_names_the_columns(swept, capsys):
 def test_a_fixed_run_dir_is_used_refused_when_taken_and_resumed_from(tmp_path):
     from types import SimpleNamespace
 
-    from ptrain.checkpoint import REQUIRED_FILES, resolve_resume
     from ptrain.errors import ConfigError
-    from ptrain.outputs import create_run_dir
+    from ptrain.outputs.files import create_run_dir
+    from ptrain.training.checkpoint import REQUIRED_FILES, resolve_resume
 
     main_process = SimpleNamespace(is_main_process=True, num_processes=1)
     point = tmp_path / "sweep" / "lr-0.1"

@@ -10,11 +10,11 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoConfig, AutoModelForCausalLM, pipeline
 
-from ptrain.config import load_config
-from ptrain.data import load_raw_splits
-from ptrain.language_modeling import TokenLoss
+from ptrain.config.schema import load_config
+from ptrain.data.splits import load_raw_splits
+from ptrain.model.tokenizer_training import train_bpe
 from ptrain.tasks import get_task
-from ptrain.tokenizer_training import train_bpe
+from ptrain.tasks.language_modeling import TokenLoss
 from tests.conftest import CONFIGS, DATA_DIR, accelerate_launch, run_cli
 
 CONFIG = str(CONFIGS / "tiny_causal_lm.yaml")
@@ -44,12 +44,38 @@ def test_training_lowers_perplexity_and_writes_samples(trained):
 
 def test_export_generates_through_the_cli_and_the_pipeline(trained):
     model = str(trained / "final")
-    greedy = ["generate", "--model", model, "--prompt", "ROMEO:", "--prompt", "To be", "--greedy", "--max-new-tokens", "8"]  # fmt: skip
+    greedy = [
+        "generate",
+        "--model",
+        model,
+        "--prompt",
+        "ROMEO:",
+        "--prompt",
+        "To be",
+        "--greedy",
+        "--max-new-tokens",
+        "8",
+    ]
     first, second = run_cli(*greedy), run_cli(*greedy)
     assert first.returncode == 0, first.stderr[-2000:]
     assert first.stdout == second.stdout and first.stdout.count("=== ") == 2 and "ROMEO:" in first.stdout
-    sampled = ["generate", "--model", model, "--prompt", "ROMEO:", "--top-k", "20", "--top-p", "0.9",
-               "--temperature", "0.8", "--seed", "3", "--max-new-tokens", "8"]  # fmt: skip
+    sampled = [
+        "generate",
+        "--model",
+        model,
+        "--prompt",
+        "ROMEO:",
+        "--top-k",
+        "20",
+        "--top-p",
+        "0.9",
+        "--temperature",
+        "0.8",
+        "--seed",
+        "3",
+        "--max-new-tokens",
+        "8",
+    ]
     assert run_cli(*sampled).stdout == run_cli(*sampled).stdout  # seeded
     generate = pipeline("text-generation", model=model)
     out = generate("ROMEO:", max_new_tokens=5, do_sample=False)[0]["generated_text"]
@@ -87,7 +113,9 @@ def test_generate_refuses_a_classifier_and_bad_options(trained, tmp_path):
 
 def test_shifted_loss_matches_the_models_own_loss():
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(AutoConfig.for_model("gpt2", vocab_size=50, n_positions=16, n_embd=16, n_layer=1, n_head=2))  # fmt: skip
+    model = AutoModelForCausalLM.from_config(
+        AutoConfig.for_model("gpt2", vocab_size=50, n_positions=16, n_embd=16, n_layer=1, n_head=2)
+    )
     ids = torch.randint(0, 50, (3, 10))
     labels = ids.clone()
     labels[0, :4] = -100  # a prompt
@@ -109,15 +137,27 @@ def test_corpus_validation_is_the_contiguous_tail_and_packing_fills_blocks(tmp_p
     rows = raw["train"][:50]
     blocks = encode(rows, list(range(50)))
     assert {len(ids) for ids in blocks["input_ids"]} == {64} and blocks["labels"] == blocks["input_ids"]
-    stream = [t for ids in tokenizer(rows["text"], add_special_tokens=False)["input_ids"] for t in ids + [tokenizer.eos_token_id]]  # fmt: skip
+    stream = [
+        t
+        for ids in tokenizer(rows["text"], add_special_tokens=False)["input_ids"]
+        for t in ids + [tokenizer.eos_token_id]
+    ]
     assert sum(blocks["input_ids"], []) == stream[: len(blocks["input_ids"]) * 64]  # EOS between documents
 
 
 def test_prompt_response_rows_pad_with_ignored_labels(tmp_path):
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"Q{i}: who?", "response": " Romeo."}) + "\n" for i in range(4)))
-    cfg = load_config(CONFIG, [f"data.train_file={data}", "data.format=jsonl", "data.packing=false",
-                               "data.prompt_column=prompt", "data.text_column=response"])  # fmt: skip
+    cfg = load_config(
+        CONFIG,
+        [
+            f"data.train_file={data}",
+            "data.format=jsonl",
+            "data.packing=false",
+            "data.prompt_column=prompt",
+            "data.text_column=response",
+        ],
+    )
     raw, _ = load_raw_splits(cfg)
     tokenizer = train_bpe(["Q1: who? Romeo."] * 20, vocab_size=300, min_frequency=1)
     task = get_task("causal_lm")

@@ -10,7 +10,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoTokenizer, pipeline
 
-from ptrain.sources import resolve_model_path
+from ptrain.model.sources import resolve_model_path
 from ptrain.tasks.masked_lm import MaskingCollator
 from tests.conftest import CONFIGS, DATA_DIR, run_cli
 
@@ -75,7 +75,9 @@ def test_training_masks_are_dynamic_and_follow_80_10_10(tokenizer):
 
 
 def test_evaluation_masks_depend_on_the_row_only(tokenizer):
-    rows = [{"input_ids": tokenizer(f"line {i} of a play, spoken by the king")["input_ids"], "idx": i} for i in range(6)]
+    rows = [
+        {"input_ids": tokenizer(f"line {i} of a play, spoken by the king")["input_ids"], "idx": i} for i in range(6)
+    ]
     collate = MaskingCollator(tokenizer, 0.15, None)
     collate.fixed = True
     whole = collate(rows)

@@ -1,5 +1,5 @@
 """Task multi_label_classification through the real CLI: a tiny random BERT on 300 rows of the CoNLL-2003
-entity-type stand-in (ptrain/standins.py); label parsing and its errors on small datasets."""
+entity-type stand-in (ptrain/data/standins.py); label parsing and its errors on small datasets."""
 
 from __future__ import annotations
 
@@ -10,15 +10,21 @@ from datasets import Dataset
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import pipeline
 
-from ptrain.config import load_config
+from ptrain.config.schema import load_config
 from ptrain.errors import ConfigError, DataError
 from ptrain.tasks.multilabel import MultiLabelClassification, label_lists
 from tests.conftest import CONFIGS, run_cli, tiny_overrides
 
 TYPES = ["LOC", "MISC", "ORG", "PER"]
 # A tiny model on 300 rows learns the label priors (0.24-0.44) first: a threshold below them makes F1 non-zero.
-EXTRA = {"train.epochs": "4", "train.log_every_steps": "2", "train.eval_every_steps": "20", "data.max_length": "32",
-         "train.learning_rate": "3e-3", "train.decision_threshold": "0.35"}  # fmt: skip
+EXTRA = {
+    "train.epochs": "4",
+    "train.log_every_steps": "2",
+    "train.eval_every_steps": "20",
+    "data.max_length": "32",
+    "train.learning_rate": "3e-3",
+    "train.decision_threshold": "0.35",
+}
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +71,16 @@ def test_export_applies_sigmoid_in_pipeline_and_predict_returns_labels_over_thre
 
 def test_eval_command_matches_the_training_scores(trained, standins):
     run_dir, _ = trained
-    result = run_cli("eval", str(CONFIGS / "tiny_multilabel.yaml"), f"data.data_dir={standins}",
-                     "data.max_eval_rows=200", "data.max_length=32", "train.decision_threshold=0.35",
-                     "--model", str(run_dir / "final"))  # fmt: skip
+    result = run_cli(
+        "eval",
+        str(CONFIGS / "tiny_multilabel.yaml"),
+        f"data.data_dir={standins}",
+        "data.max_eval_rows=200",
+        "data.max_length=32",
+        "train.decision_threshold=0.35",
+        "--model",
+        str(run_dir / "final"),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     final = json.loads((run_dir / "metrics.json").read_text())["final"]
     assert json.loads(result.stdout)["micro_f1"] == pytest.approx(final["micro_f1"], abs=1e-6)
@@ -91,5 +104,9 @@ def test_bad_labels_are_one_line_naming_the_row(tmp_path):
     with pytest.raises(DataError, match="label 'PER' at row 0 is a string; give a list of label names"):
         label_lists(config(tmp_path), ds, "train")
     listed = Dataset.from_dict({"text": ["a", "b"], "labels": [["PER"], ["PER", "DATE"]]})
-    with pytest.raises(DataError, match=r"label 'DATE' at row 1 is not one of the labels \['LOC', 'MISC', 'ORG', 'PER'\]"):  # fmt: skip
-        MultiLabelClassification().encoder(config(tmp_path, "data.label_names=[LOC,MISC,ORG,PER]"), None, TYPES, listed, "train")  # fmt: skip
+    with pytest.raises(
+        DataError, match=r"label 'DATE' at row 1 is not one of the labels \['LOC', 'MISC', 'ORG', 'PER'\]"
+    ):
+        MultiLabelClassification().encoder(
+            config(tmp_path, "data.label_names=[LOC,MISC,ORG,PER]"), None, TYPES, listed, "train"
+        )

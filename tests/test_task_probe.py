@@ -9,13 +9,17 @@ import pytest
 import torch
 from transformers import pipeline
 
-from ptrain.config import load_config
-from ptrain.probe import fit_head
+from ptrain.config.schema import load_config
+from ptrain.training.probe import fit_head
 from tests.conftest import CONFIGS, run_cli, tiny_overrides
 
 EMOTIONS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
-EXTRA = {"task": "linear_probe", "model.pooling": "mean", "train.projector_rows": "50",
-         "data.test_file": "emotion/test.txt"}  # fmt: skip
+EXTRA = {
+    "task": "linear_probe",
+    "model.pooling": "mean",
+    "train.projector_rows": "50",
+    "data.test_file": "emotion/test.txt",
+}
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +36,9 @@ def test_metrics_hold_the_probe_and_the_majority_baseline(probed):
     assert "feature cache reused for none" in result.stdout
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for split in ("final", "test_final"):
-        assert {"accuracy", "macro_f1", "weighted_f1", "majority_accuracy", "majority_weighted_f1"} <= set(metrics[split])  # fmt: skip
+        assert {"accuracy", "macro_f1", "weighted_f1", "majority_accuracy", "majority_weighted_f1"} <= set(
+            metrics[split]
+        )
     # the first 300 training rows: the probe fits them better than always answering their commonest label
     assert metrics["train_final"]["accuracy"] > metrics["train_final"]["majority_accuracy"] + 0.1
     assert metrics["final"]["majority_accuracy"] == pytest.approx(0.32, abs=0.1)
@@ -52,7 +58,10 @@ def test_second_run_reads_the_feature_cache(probed, cache_dir):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "feature cache reused for ['train', 'validation', 'test']" in result.stdout
     first, second = sorted((tmp / "runs" / "tiny").iterdir())
-    assert json.loads((first / "metrics.json").read_text())["final"] == json.loads((second / "metrics.json").read_text())["final"]  # fmt: skip
+    assert (
+        json.loads((first / "metrics.json").read_text())["final"]
+        == json.loads((second / "metrics.json").read_text())["final"]
+    )
 
 
 def test_export_is_an_encoder_for_pipeline_and_a_classifier_for_predict_and_eval(probed, tmp_path):
@@ -66,11 +75,20 @@ def test_export_is_an_encoder_for_pipeline_and_a_classifier_for_predict_and_eval
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert all(r["label"] in EMOTIONS for r in rows)
     assert sum(rows[0][f"prob_{n}"] for n in EMOTIONS) == pytest.approx(1.0, abs=1e-5)
-    result = run_cli("eval", str(CONFIGS / "tiny.yaml"), "task=linear_probe", "model.pooling=mean",
-                     "data.max_eval_rows=200", "--model", str(run_dir / "final"))  # fmt: skip
+    result = run_cli(
+        "eval",
+        str(CONFIGS / "tiny.yaml"),
+        "task=linear_probe",
+        "model.pooling=mean",
+        "data.max_eval_rows=200",
+        "--model",
+        str(run_dir / "final"),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     final = json.loads((run_dir / "metrics.json").read_text())["final"]
-    assert json.loads(result.stdout)["accuracy"] == pytest.approx(final["accuracy"], abs=1e-6)  # the same batches as in training
+    assert json.loads(result.stdout)["accuracy"] == pytest.approx(
+        final["accuracy"], abs=1e-6
+    )  # the same batches as in training
 
 
 def test_folded_head_equals_scikit_learn_on_standardised_features(tmp_path):

@@ -50,8 +50,14 @@ def test_export_predicts_raw_values_in_pipeline_predict_and_eval(trained, tmp_pa
     # no sigmoid or softmax: the pipeline's score is the model's output, the number `ptrain predict` gives in fp32
     assert [r["label"] for r in scored] == ["label", "label"]
     assert [r["score"] for r in scored] == pytest.approx([r["label"] for r in rows], abs=1e-4)
-    result = run_cli("eval", str(CONFIGS / "tiny_regression.yaml"), "data.max_eval_rows=200", "data.max_length=32",
-                     "--model", str(trained / "final"))  # fmt: skip
+    result = run_cli(
+        "eval",
+        str(CONFIGS / "tiny_regression.yaml"),
+        "data.max_eval_rows=200",
+        "data.max_length=32",
+        "--model",
+        str(trained / "final"),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     final = json.loads((trained / "metrics.json").read_text())["final"]
     assert json.loads(result.stdout)["loss"] == pytest.approx(final["loss"], abs=1e-5)
@@ -62,5 +68,10 @@ def test_a_label_that_is_not_a_number_is_one_line_naming_the_row():
     ds.info.description = "reviews.tsv"
     with pytest.raises(DataError) as info:
         check_numeric(ds, "train", "label")
-    assert str(info.value) == "reviews.tsv: label 'terrible' at row 1 is not a number; task regression needs a numeric data.label_column ('label')"  # fmt: skip
-    check_numeric(Dataset.from_dict({"label": [0.0, 1.5]}), "train", "label")  # numbers pass, as do numeric strings above row 1
+    assert (
+        str(info.value) == "reviews.tsv: label 'terrible' at row 1 is not a number; "
+        "task regression needs a numeric data.label_column ('label')"
+    )
+    check_numeric(
+        Dataset.from_dict({"label": [0.0, 1.5]}), "train", "label"
+    )  # numbers pass, as do numeric strings above row 1

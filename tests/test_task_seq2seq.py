@@ -9,12 +9,12 @@ import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-from ptrain.config import load_config
-from ptrain.data import load_raw_splits
+from ptrain.config.schema import load_config
+from ptrain.data.splits import load_raw_splits
 from ptrain.errors import ConfigError, DataError
+from ptrain.model.tokenizer_training import train_bpe
 from ptrain.tasks import get_task
 from ptrain.tasks.seq2seq import Seq2SeqCollator, TokenLoss, encode_targets
-from ptrain.tokenizer_training import train_bpe
 from tests.conftest import CONFIGS, DATA_DIR, accelerate_launch, run_cli
 from tests.test_cli_end_to_end import events
 
@@ -52,7 +52,9 @@ def test_loss_falls_and_generation_metrics_reach_metrics_json_and_tensorboard(tr
     for name in METRICS:
         assert name in metrics["final"] and name in metrics["best"]
     assert 0 <= metrics["final"]["bleu"] <= 100 and 0 < metrics["final"]["chrf"] <= 100
-    assert metrics["final"]["perplexity"] == pytest.approx(torch.tensor(metrics["final"]["loss"]).exp().item(), rel=1e-5)  # fmt: skip
+    assert metrics["final"]["perplexity"] == pytest.approx(
+        torch.tensor(metrics["final"]["loss"]).exp().item(), rel=1e-5
+    )
     assert "ptrain: best bleu" in result.stdout and "Traceback" not in result.stderr
 
 
@@ -61,7 +63,10 @@ def test_export_loads_with_its_generation_settings_and_generates(trained):
     run_dir, _, _ = trained
     folder = run_dir / "final"
     tokenizer, model = AutoTokenizer.from_pretrained(folder), AutoModelForSeq2SeqLM.from_pretrained(folder)
-    assert model.generation_config.max_new_tokens == 16 and model.generation_config.decoder_start_token_id == tokenizer.pad_token_id  # fmt: skip
+    assert (
+        model.generation_config.max_new_tokens == 16
+        and model.generation_config.decoder_start_token_id == tokenizer.pad_token_id
+    )
     generated = model.generate(**tokenizer(["The Commission agrees."], return_tensors="pt"))
     assert generated.shape[1] <= 1 + 16 and generated[0, 0] == tokenizer.pad_token_id
     assert isinstance(tokenizer.decode(generated[0], skip_special_tokens=True), str)
@@ -70,7 +75,7 @@ def test_export_loads_with_its_generation_settings_and_generates(trained):
 def test_predict_writes_the_generated_target_of_every_row(trained):
     run_dir, _, tmp = trained
     source = tmp / "sources.csv"
-    source.write_text("en\nThe Commission agrees.\n\"Thank you, Mr President.\"\n")
+    source.write_text('en\nThe Commission agrees.\n"Thank you, Mr President."\n')
     result = run_cli("predict", "--model", str(run_dir / "best"), "--input", str(source), "--text-column", "en")
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [json.loads(line) for line in result.stdout.splitlines()]
@@ -82,8 +87,17 @@ def test_eval_of_the_export_gives_the_same_scores_on_one_and_two_processes(train
     """Two processes split the teacher-forced rows (gather_for_metrics) and the generated sample (gather_object):
     the metrics of the whole split must not change. fp32 so that batch composition cannot move a greedy choice."""
     run_dir, _, _ = trained
-    args = ["eval", CONFIG, f"data.cache_dir={seq2seq_cache}", "train.mixed_precision='no'", "data.max_eval_rows=39",
-            "train.eval_batch_size=8", "train.generation_eval_rows=15", "--model", str(run_dir / "final")]  # fmt: skip
+    args = [
+        "eval",
+        CONFIG,
+        f"data.cache_dir={seq2seq_cache}",
+        "train.mixed_precision='no'",
+        "data.max_eval_rows=39",
+        "train.eval_batch_size=8",
+        "train.generation_eval_rows=15",
+        "--model",
+        str(run_dir / "final"),
+    ]
     one = run_cli(*args)
     assert one.returncode == 0, one.stderr[-3000:]
     two = accelerate_launch(["--multi_gpu", "--num_processes", "2"], "ptrain", *args)
@@ -105,12 +119,14 @@ def tokenizer():
 def test_targets_end_in_eos_and_the_collator_shifts_them_into_decoder_inputs(tokenizer):
     targets = encode_targets(tokenizer, ["Merci beaucoup.", "Oui"], max_length=4)
     assert all(row[-1] == tokenizer.eos_token_id and len(row) <= 4 for row in targets)
-    features = [{"input_ids": [5, 6, 7], "attention_mask": [1, 1, 1], "labels": targets[0], "idx": 0},
-                {"input_ids": [8], "attention_mask": [1], "labels": targets[1], "idx": 1}]  # fmt: skip
+    features = [
+        {"input_ids": [5, 6, 7], "attention_mask": [1, 1, 1], "labels": targets[0], "idx": 0},
+        {"input_ids": [8], "attention_mask": [1], "labels": targets[1], "idx": 1},
+    ]
     batch = Seq2SeqCollator(tokenizer, None, decoder_start_id=0, pad_id=0)(features)
     labels, decoder_inputs = batch["labels"], batch["decoder_input_ids"]
     assert labels.shape == decoder_inputs.shape == (2, len(targets[0]))
-    assert labels[1, len(targets[1]):].eq(-100).all()  # padded labels are ignored by the loss
+    assert labels[1, len(targets[1]) :].eq(-100).all()  # padded labels are ignored by the loss
     assert decoder_inputs[:, 0].eq(0).all()
     assert decoder_inputs[0, 1:].tolist() == targets[0][:-1]
     assert batch["attention_mask"][1].tolist() == [1, 0, 0]

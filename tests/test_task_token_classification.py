@@ -10,14 +10,14 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoTokenizer, pipeline
 
-from ptrain.config import load_config
-from ptrain.conll import read_conll
-from ptrain.data import load_raw_splits, tokenize_splits
-from ptrain.entities import align_to_subtokens, entity_scores
+from ptrain.config.schema import load_config
+from ptrain.data.conll import read_conll
+from ptrain.data.splits import load_raw_splits, tokenize_splits
 from ptrain.errors import ConfigError, DataError
-from ptrain.loss import IGNORE_INDEX
-from ptrain.sources import resolve_model_path
+from ptrain.model.sources import resolve_model_path
 from ptrain.tasks import EvalContext, get_task
+from ptrain.tasks.entities import align_to_subtokens, entity_scores
+from ptrain.tasks.loss import IGNORE_INDEX
 from ptrain.tasks.token_classification import TokenLoss, word_sequences
 from tests.conftest import CONFIGS, DATA_DIR, accelerate_launch, run_cli
 
@@ -70,8 +70,10 @@ def test_tags_on_first_sub_token_only(tokenizer):
 def test_collator_pads_labels_with_ignore_index(tokenizer):
     cfg = load_config(CONFIGS / "tiny_ner.yaml")
     collate = get_task("token_classification").collator(cfg, tokenizer, torch.device("cpu"))
-    rows = [{"input_ids": [101, 7, 102], "attention_mask": [1, 1, 1], "labels": [-100, 3, -100], "idx": 0},
-            {"input_ids": [101, 102], "attention_mask": [1, 1], "labels": [-100, -100], "idx": 1}]  # fmt: skip
+    rows = [
+        {"input_ids": [101, 7, 102], "attention_mask": [1, 1, 1], "labels": [-100, 3, -100], "idx": 0},
+        {"input_ids": [101, 102], "attention_mask": [1, 1], "labels": [-100, -100], "idx": 1},
+    ]
     batch = collate(rows)
     assert batch["labels"].tolist() == [[-100, 3, -100], [-100, -100, -100]]
     assert batch["idx"].tolist() == [0, 1] and batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
@@ -103,22 +105,35 @@ def test_words_cut_off_by_max_length_count_as_predicted_outside():
     cfg = load_config(CONFIGS / "tiny_ner.yaml")
     names = ["O", "B-PER", "I-PER"]
     raw = {"tags": [["B-PER", "O", "B-PER"]]}  # the third word was truncated away
-    parts = {"predicted": [torch.tensor([-100, 1, 0, -100])], "labels": [torch.tensor([-100, 1, 0, -100])],
-             "losses": [0.5], "counts": [2], "rows": [0]}  # fmt: skip
+    parts = {
+        "predicted": [torch.tensor([-100, 1, 0, -100])],
+        "labels": [torch.tensor([-100, 1, 0, -100])],
+        "losses": [0.5],
+        "counts": [2],
+        "rows": [0],
+    }
     details = word_sequences(parts, names, EvalContext(cfg, None, names, raw))
     assert details["gold"] == [["B-PER", "O", "B-PER"]] and details["predicted"] == [["B-PER", "O", "O"]]
 
 
 def test_unknown_tag_and_length_mismatch_name_the_row(tmp_path, tokenizer, cache_dir):
-    rows = [{"tokens": ["Paris", "is", "big"], "tags": ["B-LOC", "O", "O"]},
-            {"tokens": ["Anna", "sings"], "tags": ["B-PER", "O"]}]  # fmt: skip
+    rows = [
+        {"tokens": ["Paris", "is", "big"], "tags": ["B-LOC", "O", "O"]},
+        {"tokens": ["Anna", "sings"], "tags": ["B-PER", "O"]},
+    ]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     rows[1]["tags"] = ["B-PERSON", "O"]
     (tmp_path / "bad_tag.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     rows[1]["tags"] = ["B-PER"]
     (tmp_path / "short.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    base = ["data.format=auto", f"data.data_dir={tmp_path}", "data.label_names=null", "data.test_file=null",
-            f"data.cache_dir={cache_dir}", "data.train_file=train.jsonl"]  # fmt: skip
+    base = [
+        "data.format=auto",
+        f"data.data_dir={tmp_path}",
+        "data.label_names=null",
+        "data.test_file=null",
+        f"data.cache_dir={cache_dir}",
+        "data.train_file=train.jsonl",
+    ]
     task = get_task("token_classification")
     cfg = load_config(CONFIGS / "tiny_ner.yaml", [*base, "data.validation_file=train.jsonl"])
     raw, _ = load_raw_splits(cfg)
@@ -198,7 +213,7 @@ def test_two_processes_score_exactly_as_one(trained):
 
 
 def test_csv_output_holds_the_entity_list_as_json(tmp_path):
-    from ptrain.inference import write_rows
+    from ptrain.inference.exports import write_rows
 
     entities = [{"type": "PER", "start": 0, "end": 5, "score": 0.9, "text": "Peter"}]
     write_rows([{"text": "Peter ran", "entities": entities}], str(tmp_path / "out.csv"))

@@ -6,7 +6,7 @@ import json
 
 from transformers import pipeline
 
-from ptrain.tokenizer_training import train_bpe
+from ptrain.model.tokenizer_training import train_bpe
 from tests.conftest import CONFIGS, DATA_DIR, run_cli, tiny_overrides
 
 SCRATCH_WITHOUT_VOCAB = ["model.tokenizer=null", "model.scratch_config.vocab_size=null"]
@@ -22,7 +22,9 @@ def test_byte_level_bpe_round_trips_any_text():
 
 
 def test_a_scratch_model_trains_with_its_own_tokenizer_and_exports_it(tmp_path, cache_dir):
-    overrides = tiny_overrides(tmp_path, cache_dir, rows=300, **{"train.epochs": "1", "model.train_tokenizer.vocab_size": "500"})  # fmt: skip
+    overrides = tiny_overrides(
+        tmp_path, cache_dir, rows=300, **{"train.epochs": "1", "model.train_tokenizer.vocab_size": "500"}
+    )
     first = run_cli("train", str(CONFIGS / "tiny.yaml"), *overrides, *SCRATCH_WITHOUT_VOCAB)
     assert first.returncode == 0, first.stderr[-2000:]
     second = run_cli("train", str(CONFIGS / "tiny.yaml"), *overrides, *SCRATCH_WITHOUT_VOCAB)

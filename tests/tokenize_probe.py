@@ -3,10 +3,10 @@ whether its tokenization was read back from the cache (all but the main process 
 
 import sys
 
-from ptrain.config import load_config
-from ptrain.distributed import build_accelerator
+from ptrain.config.schema import load_config
 from ptrain.tasks import get_task
-from ptrain.train import load_data
+from ptrain.training.distributed import build_accelerator
+from ptrain.training.recipe import load_data
 
 
 def main(config: str, overrides: list[str]) -> None:

@@ -16,8 +16,14 @@ from ptrain.tasks.token_classification import TokenClassification
 TASKS: dict[str, Task] = {
     task.name: task
     for task in (
-        SequenceClassification(), TokenClassification(), Regression(), MultiLabelClassification(), LinearProbe(),
-        MaskedLM(), CausalLM(), SequenceToSequence(),
+        SequenceClassification(),
+        TokenClassification(),
+        Regression(),
+        MultiLabelClassification(),
+        LinearProbe(),
+        MaskedLM(),
+        CausalLM(),
+        SequenceToSequence(),
     )
 }
 

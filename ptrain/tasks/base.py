@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from ptrain.collate import padding_collator
+from ptrain.data.collate import padding_collator
 
 
 @dataclass
 class EvalContext:
     """What an evaluation may need besides the model and the batches."""
 
-    cfg: Any  # ptrain.config.Config
+    cfg: Any  # ptrain.config.schema.Config
     tokenizer: Any
     label_names: list[str]
     raw: Any = None  # the untokenized split (datasets.Dataset), for texts shown in TensorBoard
@@ -77,4 +78,6 @@ class Task:
 
     def matches_export(self, config) -> bool:
         """Whether an exported model's config (config.json) is this task's."""
-        return any(name.endswith(self.auto_class.__name__.removeprefix("AutoModel")) for name in config.architectures or [])  # fmt: skip
+        return any(
+            name.endswith(self.auto_class.__name__.removeprefix("AutoModel")) for name in config.architectures or []
+        )

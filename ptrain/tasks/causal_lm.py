@@ -6,12 +6,12 @@ from __future__ import annotations
 import torch
 from transformers import AutoModelForCausalLM, DataCollatorForTokenClassification
 
-from ptrain.collate import pad_multiple
-from ptrain.generation import Sampling, continue_prompts, samples_table
-from ptrain.language_modeling import TokenLoss, pack_blocks, perplexity_result
-from ptrain.loss import IGNORE_INDEX
-from ptrain.model import from_config_or_pretrained
+from ptrain.data.collate import pad_multiple
+from ptrain.model.loading import from_config_or_pretrained
 from ptrain.tasks.base import EvalContext, EvalResult, Task
+from ptrain.tasks.generation import Sampling, continue_prompts, samples_table
+from ptrain.tasks.language_modeling import TokenLoss, pack_blocks, perplexity_result
+from ptrain.tasks.loss import IGNORE_INDEX
 
 
 class CausalLM(Task):
@@ -39,7 +39,11 @@ class CausalLM(Task):
             if data.packing:
                 packed = pack_blocks([ids + [eos] for ids in texts], data.block_size, indices)
                 return {**packed, "labels": packed["input_ids"]}
-            prompts = tokenizer(batch[data.prompt_column], add_special_tokens=False)["input_ids"] if data.prompt_column else [[] for _ in texts]  # fmt: skip
+            prompts = (
+                tokenizer(batch[data.prompt_column], add_special_tokens=False)["input_ids"]
+                if data.prompt_column
+                else [[] for _ in texts]
+            )
             rows = {"input_ids": [], "attention_mask": [], "labels": [], "idx": indices}
             for prompt, text in zip(prompts, texts):
                 ids = (prompt + text + [eos])[: data.max_length]
@@ -54,7 +58,9 @@ class CausalLM(Task):
     def collator(self, cfg, tokenizer, device: torch.device):
         """Pads input_ids with the pad token and labels with -100 (packed blocks need none)."""
         ensure_pad_token(tokenizer)
-        return DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=pad_multiple(cfg.train.mixed_precision, device))  # fmt: skip
+        return DataCollatorForTokenClassification(
+            tokenizer, pad_to_multiple_of=pad_multiple(cfg.train.mixed_precision, device)
+        )
 
     def load_model(self, cfg, label_names, tokenizer):
         ensure_pad_token(tokenizer)
@@ -76,12 +82,16 @@ class CausalLM(Task):
         prompts = context.cfg.train.sample_prompts
         if prompts:
             sampling = Sampling(max_new_tokens=context.cfg.train.sample_max_new_tokens, seed=context.cfg.train.seed)
-            result.details = {"samples": continue_prompts(accelerator.unwrap_model(model), context.tokenizer, prompts, sampling)}  # fmt: skip
+            result.details = {
+                "samples": continue_prompts(accelerator.unwrap_model(model), context.tokenizer, prompts, sampling)
+            }
         return result
 
     def track(self, tracker, result: EvalResult, context: EvalContext, step: int) -> None:
         if result.details:
-            tracker.text("eval/samples", samples_table(context.cfg.train.sample_prompts, result.details["samples"]), step)
+            tracker.text(
+                "eval/samples", samples_table(context.cfg.train.sample_prompts, result.details["samples"]), step
+            )
 
     def predict(self, model, tokenizer, texts: list[str], batch_size: int) -> list[dict]:
         """A greedy continuation of each text (ptrain generate samples, with more options)."""

@@ -3,7 +3,7 @@ a confusion matrix and the highest-loss examples in TensorBoard."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -14,12 +14,12 @@ from torchmetrics.functional.classification import (
 )
 from transformers import AutoModelForSequenceClassification
 
-from ptrain.labels import label_to_id, resolve_label_names
-from ptrain.loss import ClassificationLoss, balanced_class_weights
-from ptrain.model import load_head_model
-from ptrain.report import confusion_figure, highest_loss_table
+from ptrain.data.labels import label_to_id, resolve_label_names
+from ptrain.model.loading import load_head_model
 from ptrain.tasks.base import EvalContext, EvalResult, Task
+from ptrain.tasks.figures import confusion_figure, highest_loss_table
 from ptrain.tasks.gather import gather_outputs
+from ptrain.tasks.loss import ClassificationLoss, balanced_class_weights
 
 
 class SequenceClassification(Task):
@@ -90,7 +90,12 @@ class SequenceClassification(Task):
 
 def text_encoder(cfg, tokenizer, labels_of: Callable[[list], list]) -> Callable:
     """The batched map function of the text tasks: tokenized text (and pair), labels_of(label values), idx."""
-    text, pair, label, max_length = cfg.data.text_column, cfg.data.text_pair_column, cfg.data.label_column, cfg.data.max_length  # fmt: skip
+    text, pair, label, max_length = (
+        cfg.data.text_column,
+        cfg.data.text_pair_column,
+        cfg.data.label_column,
+        cfg.data.max_length,
+    )
 
     def encode(batch: dict, indices: list[int]) -> dict:
         encoded = tokenizer(batch[text], batch[pair] if pair else None, truncation=True, max_length=max_length)
@@ -120,7 +125,9 @@ def label_rows(texts: list[str], probs: torch.Tensor, names: list[str]) -> list[
     rows = []
     for text, p in zip(texts, probs.tolist()):
         best = max(range(len(names)), key=p.__getitem__)
-        rows.append({"text": text, "label": names[best], "score": p[best], **{f"prob_{n}": v for n, v in zip(names, p)}})  # fmt: skip
+        rows.append(
+            {"text": text, "label": names[best], "score": p[best], **{f"prob_{n}": v for n, v in zip(names, p)}}
+        )
     return rows
 
 

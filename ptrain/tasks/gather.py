@@ -4,13 +4,15 @@ processes, real tokens counted."""
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
 
 @torch.no_grad()
-def gather_outputs(model, loader, accelerator, outputs: Callable[[torch.Tensor, torch.Tensor], dict]) -> tuple[dict, int, float]:  # fmt: skip
+def gather_outputs(
+    model, loader, accelerator, outputs: Callable[[torch.Tensor, torch.Tensor], dict]
+) -> tuple[dict, int, float]:
     """outputs(fp32 logits, labels) -> per-example tensors; returns them concatenated over the split with the
     `labels` and `rows` (raw-split index), the real tokens of all processes, and the seconds taken.
     gather_for_metrics drops the samples added to even out the last batch."""

@@ -6,11 +6,11 @@ from __future__ import annotations
 import torch
 from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling, DataCollatorForTokenClassification
 
-from ptrain.collate import pad_multiple
+from ptrain.data.collate import pad_multiple
 from ptrain.errors import ModelError
-from ptrain.language_modeling import TokenLoss, pack_blocks, perplexity_result
-from ptrain.model import from_config_or_pretrained
+from ptrain.model.loading import from_config_or_pretrained
 from ptrain.tasks.base import EvalContext, EvalResult, Task
+from ptrain.tasks.language_modeling import TokenLoss, pack_blocks, perplexity_result
 
 EVAL_MASK_SEED = 1234  # evaluation masks depend on this and the row's tokens only: successive evaluations compare
 
@@ -29,7 +29,10 @@ class MaskedLM(Task):
         """Packed: the texts' tokens (each with its [CLS] ... [SEP]) concatenated and cut into blocks of
         data.block_size, as run_mlm.py does; otherwise one text per row, truncated at data.max_length."""
         if tokenizer.mask_token is None:
-            raise ModelError(f"the tokenizer of {cfg.model.tokenizer or cfg.model.name_or_path} has no mask token; masked_lm needs one")  # fmt: skip
+            raise ModelError(
+                f"the tokenizer of {cfg.model.tokenizer or cfg.model.name_or_path} has no mask token; "
+                "masked_lm needs one"
+            )
         text, data = cfg.data.text_column, cfg.data
 
         def encode(batch: dict, indices: list[int]) -> dict:
@@ -85,7 +88,9 @@ class MaskingCollator:
     """
 
     def __init__(self, tokenizer, mlm_probability: float, pad_to_multiple_of: int | None):
-        self.masking = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability, pad_to_multiple_of=pad_to_multiple_of)  # fmt: skip
+        self.masking = DataCollatorForLanguageModeling(
+            tokenizer, mlm_probability=mlm_probability, pad_to_multiple_of=pad_to_multiple_of
+        )
         self.padding = DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
         self.fixed = False
 

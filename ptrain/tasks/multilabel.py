@@ -12,13 +12,13 @@ from torchmetrics.functional.classification import (
     multilabel_recall,
 )
 
+from ptrain.data.labels import source_name
 from ptrain.errors import DataError
-from ptrain.labels import source_name
-from ptrain.model import load_head_model
-from ptrain.report_heads import per_label_table
+from ptrain.model.loading import load_head_model
 from ptrain.tasks.base import EvalContext, EvalResult
 from ptrain.tasks.classification import SequenceClassification, label_maps, predict_logits, text_encoder, text_identity
 from ptrain.tasks.gather import gather_outputs
+from ptrain.tasks.tables import per_label_table
 
 PROBLEM_TYPE = "multi_label_classification"
 PREDICTED_SEPARATOR = "|"  # between the predicted label names in `ptrain predict` output
@@ -55,8 +55,10 @@ class MultiLabelClassification(SequenceClassification):
         for row, names in enumerate(label_lists(cfg, ds, split)):
             unknown = [name for name in names if name not in index]
             if unknown:
-                raise DataError(f"{source_name(ds, split)}: label {unknown[0]!r} at row {row} is not one of the labels "
-                                f"{label_names}; fix the row or add the label to data.label_names")  # fmt: skip
+                raise DataError(
+                    f"{source_name(ds, split)}: label {unknown[0]!r} at row {row} is not one of the labels "
+                    f"{label_names}; fix the row or add the label to data.label_names"
+                )
         separator = cfg.data.label_separator
 
         def multi_hot(values: list) -> list[list[float]]:
@@ -126,11 +128,15 @@ def label_lists(cfg, ds, split: str) -> list[list[str]]:
     values = ds[column]
     for row, value in enumerate(values):
         if isinstance(value, str) and separator is None:
-            raise DataError(f"{source_name(ds, split)}: label {value!r} at row {row} is a string; give a list of label "
-                            f"names (json/jsonl/parquet) or set data.label_separator (e.g. '|')")  # fmt: skip
+            raise DataError(
+                f"{source_name(ds, split)}: label {value!r} at row {row} is a string; give a list of label "
+                f"names (json/jsonl/parquet) or set data.label_separator (e.g. '|')"
+            )
         if not isinstance(value, (str, list)):
-            raise DataError(f"{source_name(ds, split)}: label {value!r} at row {row} is not a list of label names; "
-                            f"task multi_label_classification needs one per row in data.label_column ('{column}')")  # fmt: skip
+            raise DataError(
+                f"{source_name(ds, split)}: label {value!r} at row {row} is not a list of label names; "
+                f"task multi_label_classification needs one per row in data.label_column ('{column}')"
+            )
     return [parse_labels(value, separator) for value in values]
 
 

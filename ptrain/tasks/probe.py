@@ -1,5 +1,5 @@
 """The linear probe's task hooks: a frozen encoder's pooled features ([CLS] or mean) and a logistic-regression
-head. The recipe that fits the head is ptrain/probe.py; these hooks score (`ptrain eval`) and label
+head. The recipe that fits the head is ptrain/training/probe.py; these hooks score (`ptrain eval`) and label
 (`ptrain predict`) its export: the encoder folder (pipeline("feature-extraction") loads it) plus the head."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from transformers import AutoModel
 
 from ptrain.errors import ConfigError, ModelError
-from ptrain.model import from_config_or_pretrained
+from ptrain.model.loading import from_config_or_pretrained
 from ptrain.tasks.base import EvalContext, EvalResult
 from ptrain.tasks.classification import SequenceClassification, label_rows, label_scores
 
@@ -35,8 +35,10 @@ class LinearProbe(SequenceClassification):
 
     def build_loss(self, cfg, splits):
         """Only the optimizer loop (train.py, `ptrain bench`) asks for a loss; the probe has none."""
-        raise ConfigError("task linear_probe fits a logistic regression on frozen features (ptrain train); "
-                          "it has no optimizer loop to benchmark or resume")  # fmt: skip
+        raise ConfigError(
+            "task linear_probe fits a logistic regression on frozen features (ptrain train); "
+            "it has no optimizer loop to benchmark or resume"
+        )
 
     def evaluate(self, model, loader, accelerator, context: EvalContext) -> EvalResult:
         """Scores of an export: encode the split, apply its head."""
@@ -47,7 +49,7 @@ class LinearProbe(SequenceClassification):
         return EvalResult(label_scores(predictions, labels, len(context.label_names)), tokens, seconds)
 
     def track(self, tracker, result: EvalResult, context: EvalContext, step: int) -> None:
-        """The probe recipe writes its own figures (ptrain/probe.py)."""
+        """The probe recipe writes its own figures (ptrain/training/probe.py)."""
 
     @torch.no_grad()
     def predict(self, model, tokenizer, texts: list[str], batch_size: int) -> list[dict]:
@@ -56,8 +58,13 @@ class LinearProbe(SequenceClassification):
         names = [config.id2label[i] for i in range(weight.shape[0])]
         probs = torch.empty(len(texts), len(names))
         for start in range(0, len(texts), batch_size):
-            encoded = tokenizer(texts[start : start + batch_size], padding=True, truncation=True,
-                                max_length=config.probe_max_length, return_tensors="pt")  # fmt: skip
+            encoded = tokenizer(
+                texts[start : start + batch_size],
+                padding=True,
+                truncation=True,
+                max_length=config.probe_max_length,
+                return_tensors="pt",
+            )
             hidden = model(**encoded).last_hidden_state
             features = pool(hidden, encoded["attention_mask"], config.probe_pooling).float()
             probs[start : start + batch_size] = (features @ weight.T + bias).softmax(-1)
@@ -96,6 +103,8 @@ def encode(encoder, loader, accelerator, pooling: str) -> tuple[torch.Tensor, to
 def load_head(encoder) -> tuple[torch.Tensor, torch.Tensor]:
     path = Path(encoder.name_or_path) / HEAD_FILE
     if not path.is_file():
-        raise ModelError(f"{encoder.name_or_path}: no {HEAD_FILE}; a linear-probe export holds the encoder and its head")  # fmt: skip
+        raise ModelError(
+            f"{encoder.name_or_path}: no {HEAD_FILE}; a linear-probe export holds the encoder and its head"
+        )
     head = load_file(str(path))
     return head["weight"], head["bias"]

@@ -9,13 +9,13 @@ import math
 import torch
 from torchmetrics.functional import mean_absolute_error, mean_squared_error, pearson_corrcoef, spearman_corrcoef
 
+from ptrain.data.labels import source_name
 from ptrain.errors import DataError
-from ptrain.labels import source_name
-from ptrain.model import load_head_model
-from ptrain.report_heads import largest_errors_table, scatter_figure
+from ptrain.model.loading import load_head_model
 from ptrain.tasks.base import EvalContext, EvalResult
 from ptrain.tasks.classification import SequenceClassification, predict_logits, text_encoder, text_identity
 from ptrain.tasks.gather import gather_outputs
+from ptrain.tasks.tables import largest_errors_table, scatter_figure
 
 PROBLEM_TYPE = "regression"
 
@@ -49,10 +49,18 @@ class Regression(SequenceClassification):
         return text_encoder(cfg, tokenizer, lambda values: [float(v) for v in values]), [*text_identity(cfg), "float"]
 
     def load_model(self, cfg, label_names, tokenizer):
-        # id2label names the single output after the label column: pipeline() returns {"label": <column>, "score": value}
+        # id2label names the single output after the label column:
+        # pipeline() returns {"label": <column>, "score": value}
         column = cfg.data.label_column
-        return load_head_model(cfg, self.auto_class, tokenizer, num_labels=1, problem_type=PROBLEM_TYPE,
-                               id2label={0: column}, label2id={column: 0})  # fmt: skip
+        return load_head_model(
+            cfg,
+            self.auto_class,
+            tokenizer,
+            num_labels=1,
+            problem_type=PROBLEM_TYPE,
+            id2label={0: column},
+            label2id={column: 0},
+        )
 
     def build_loss(self, cfg, splits) -> SquaredErrorLoss:
         return SquaredErrorLoss()
@@ -73,7 +81,9 @@ class Regression(SequenceClassification):
 
     def track(self, tracker, result: EvalResult, context: EvalContext, step: int) -> None:
         details = result.details
-        tracker.figure("eval/predicted_vs_gold", scatter_figure(details["labels"].float(), details["predictions"]), step)  # fmt: skip
+        tracker.figure(
+            "eval/predicted_vs_gold", scatter_figure(details["labels"].float(), details["predictions"]), step
+        )
         count = context.cfg.train.highest_loss_examples
         if count and context.raw is not None:
             texts = context.raw[context.cfg.data.text_column]
@@ -95,8 +105,10 @@ def check_numeric(ds, split: str, column: str) -> None:
         except (TypeError, ValueError):
             number = math.nan
         if isinstance(value, bool) or not math.isfinite(number):
-            raise DataError(f"{source_name(ds, split)}: label {value!r} at row {row} is not a number; "
-                            f"task regression needs a numeric data.label_column ('{column}')")  # fmt: skip
+            raise DataError(
+                f"{source_name(ds, split)}: label {value!r} at row {row} is not a number; "
+                f"task regression needs a numeric data.label_column ('{column}')"
+            )
 
 
 def _finite(value: float) -> float:

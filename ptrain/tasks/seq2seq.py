@@ -12,13 +12,13 @@ from transformers import AutoConfig, AutoModelForSeq2SeqLM, DataCollatorForSeq2S
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES
 from transformers.models.bart.modeling_bart import shift_tokens_right
 
-from ptrain.collate import pad_multiple
+from ptrain.data.collate import pad_multiple
 from ptrain.errors import ModelError
-from ptrain.language_modeling import perplexity
-from ptrain.loss import IGNORE_INDEX, TokenLoss
-from ptrain.model import from_config_or_pretrained
-from ptrain.sources import resolve_model_path
+from ptrain.model.loading import from_config_or_pretrained
+from ptrain.model.sources import resolve_model_path
 from ptrain.tasks.base import EvalContext, EvalResult, Task
+from ptrain.tasks.language_modeling import perplexity
+from ptrain.tasks.loss import IGNORE_INDEX, TokenLoss
 
 
 class SequenceToSequence(Task):
@@ -59,7 +59,11 @@ class SequenceToSequence(Task):
     def load_model(self, cfg, label_names, tokenizer):
         start, _ = decoder_ids(cfg, tokenizer)
         scratch = cfg.model.scratch_config
-        extra = {"decoder_start_token_id": start} if scratch is not None and scratch.get("decoder_start_token_id") is None else {}  # fmt: skip
+        extra = (
+            {"decoder_start_token_id": start}
+            if scratch is not None and scratch.get("decoder_start_token_id") is None
+            else {}
+        )
         model = from_config_or_pretrained(cfg, self.auto_class, tokenizer, **extra)
         generation = model.generation_config  # saved with the export: `ptrain predict` and generate() use it
         generation.max_new_tokens = cfg.train.generation_max_new_tokens
@@ -111,8 +115,9 @@ class Seq2SeqCollator:
     recipe takes the labels out before the forward pass)."""
 
     def __init__(self, tokenizer, pad_to_multiple_of: int | None, decoder_start_id: int, pad_id: int):
-        self.pad = DataCollatorForSeq2Seq(tokenizer, padding="longest", pad_to_multiple_of=pad_to_multiple_of,
-                                          label_pad_token_id=IGNORE_INDEX)  # fmt: skip
+        self.pad = DataCollatorForSeq2Seq(
+            tokenizer, padding="longest", pad_to_multiple_of=pad_to_multiple_of, label_pad_token_id=IGNORE_INDEX
+        )
         self.decoder_start_id, self.pad_id = decoder_start_id, pad_id
 
     def __call__(self, features: list[dict]) -> dict:
@@ -127,14 +132,19 @@ def decoder_ids(cfg, tokenizer) -> tuple[int, int]:
     if cfg.model.scratch_config is not None:
         given = cfg.model.scratch_config
         start, pad = given.get("decoder_start_token_id"), given.get("pad_token_id")
-        start, pad = (tokenizer.pad_token_id if start is None else start), (tokenizer.pad_token_id if pad is None else pad)  # fmt: skip
+        start, pad = (
+            (tokenizer.pad_token_id if start is None else start),
+            (tokenizer.pad_token_id if pad is None else pad),
+        )
     else:
         config = AutoConfig.from_pretrained(resolve_model_path(cfg.model.name_or_path))
         start, pad = getattr(config, "decoder_start_token_id", None), getattr(config, "pad_token_id", None)
     if start is None or pad is None:
         name = cfg.model.name_or_path or "model.scratch_config"
-        raise ModelError(f"{name}: no decoder_start_token_id or pad_token_id; set them in model.scratch_config "
-                         "or use a tokenizer with a pad token")  # fmt: skip
+        raise ModelError(
+            f"{name}: no decoder_start_token_id or pad_token_id; set them in model.scratch_config "
+            "or use a tokenizer with a pad token"
+        )
     return start, pad
 
 
@@ -155,7 +165,9 @@ def generate_sample(model, accelerator, context: EvalContext) -> dict:
     mine = rows[accelerator.process_index :: accelerator.num_processes]
     sources = raw.select(mine)[cfg.data.text_column] if mine else []
     hypotheses = generate_texts(model, context.tokenizer, sources, cfg.train.eval_batch_size, cfg.data.max_length)
-    gathered = sorted(gather_object(list(zip(mine, hypotheses))) if accelerator.num_processes > 1 else zip(mine, hypotheses))  # fmt: skip
+    gathered = sorted(
+        gather_object(list(zip(mine, hypotheses))) if accelerator.num_processes > 1 else zip(mine, hypotheses)
+    )
     sample = raw.select(rows)
     return {
         "sources": sample[cfg.data.text_column],
@@ -172,8 +184,13 @@ def generate_texts(model, tokenizer, texts: list[str], batch_size: int, max_leng
     device = next(model.parameters()).device
     for begin in range(0, len(order), batch_size):
         chunk = order[begin : begin + batch_size]
-        encoded = tokenizer([texts[i] for i in chunk], padding=True, truncation=max_length is not None,
-                            max_length=max_length, return_tensors="pt").to(device)  # fmt: skip
+        encoded = tokenizer(
+            [texts[i] for i in chunk],
+            padding=True,
+            truncation=max_length is not None,
+            max_length=max_length,
+            return_tensors="pt",
+        ).to(device)
         generated = model.generate(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"])
         for i, text in zip(chunk, tokenizer.batch_decode(generated, skip_special_tokens=True)):
             outputs[i] = text.strip()
@@ -184,6 +201,8 @@ def generated_table(details: dict, count: int) -> str:
     """A markdown table of the first `count` sampled rows: source, reference and the model's output."""
     lines = ["| source | reference | generated |", "|---|---|---|"]
     cell = lambda text: text.replace("|", "\\|").replace("\n", " ")  # noqa: E731
-    for source, reference, hypothesis in list(zip(details["sources"], details["references"], details["hypotheses"]))[:count]:  # fmt: skip
+    for source, reference, hypothesis in list(zip(details["sources"], details["references"], details["hypotheses"]))[
+        :count
+    ]:
         lines.append(f"| {cell(source)} | {cell(reference)} | {cell(hypothesis)} |")
     return "\n".join(lines)

@@ -9,15 +9,22 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification, pipeline
 
-from ptrain.collate import pad_multiple
-from ptrain.entities import (
-    OUTSIDE, align_to_subtokens, check_word_columns, entity_scores, entity_types, report_table, tag_names, tag_to_id,
-    worst_sentences_table,
-)  # fmt: skip
-from ptrain.loss import IGNORE_INDEX, TokenLoss, balanced_class_weights
-from ptrain.model import load_head_model
+from ptrain.data.collate import pad_multiple
+from ptrain.model.loading import load_head_model
 from ptrain.tasks.base import EvalContext, EvalResult, Task
 from ptrain.tasks.classification import label_maps
+from ptrain.tasks.entities import (
+    OUTSIDE,
+    align_to_subtokens,
+    check_word_columns,
+    entity_scores,
+    entity_types,
+    report_table,
+    tag_names,
+    tag_to_id,
+    worst_sentences_table,
+)
+from ptrain.tasks.loss import IGNORE_INDEX, TokenLoss, balanced_class_weights
 
 
 class TokenClassification(Task):
@@ -109,10 +116,15 @@ class TokenClassification(Task):
         rows = []
         for text, found in zip(texts, tagger(list(texts), batch_size=batch_size)):  # a list: one result per text
             entities = [
-                {"type": e["entity_group"], "start": int(e["start"]), "end": int(e["end"]),
-                 "score": float(e["score"]), "text": text[e["start"] : e["end"]]}
+                {
+                    "type": e["entity_group"],
+                    "start": int(e["start"]),
+                    "end": int(e["end"]),
+                    "score": float(e["score"]),
+                    "text": text[e["start"] : e["end"]],
+                }
                 for e in found
-            ]  # fmt: skip
+            ]
             rows.append({"text": text, "entities": entities})
         return rows
 
@@ -121,7 +133,9 @@ def word_sequences(parts: dict, names: list[str], context: EvalContext) -> dict:
     """Gold and predicted tag names per sentence (one per word), mean loss per word and the raw row of each."""
     gold_rows = context.raw[context.cfg.data.label_column] if context.raw is not None else None
     details: dict[str, list] = {"gold": [], "predicted": [], "losses": [], "rows": parts["rows"]}
-    for predicted, labels, loss, count, row in zip(*(parts[k] for k in ("predicted", "labels", "losses", "counts", "rows"))):  # fmt: skip
+    for predicted, labels, loss, count, row in zip(
+        *(parts[k] for k in ("predicted", "labels", "losses", "counts", "rows"))
+    ):
         labelled = labels != IGNORE_INDEX
         words_predicted = [names[i] for i in predicted[labelled].tolist()]
         if gold_rows is None:

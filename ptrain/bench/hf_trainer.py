@@ -1,0 +1,117 @@
+"""The HF Trainer side of `ptrain bench`: transformers.Trainer on the same rows, model, collator and settings."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ptrain.bench.hardware import PeakMemory
+from ptrain.training.run import Run
+
+
+class CountingCollator:
+    """Wraps a collator to count real tokens and padded slots of every batch it builds."""
+
+    def __init__(self, collator):
+        self.collator, self.real_tokens, self.slots = collator, 0, 0
+
+    def __call__(self, features):
+        batch = self.collator(features)
+        self.real_tokens += int(batch["attention_mask"].sum())
+        self.slots += batch["attention_mask"].numel()
+        return batch
+
+
+def time_hf_trainer(run: Run, steps: int, warmup_steps: int, output_dir: Path) -> dict:
+    from transformers import Trainer, TrainerCallback
+
+    clock: dict[int, tuple[float, int]] = {}
+
+    progress = tqdm(total=warmup_steps + steps, desc="HF Trainer train", file=sys.stderr, mininterval=2, leave=False)
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            progress.update()
+            if state.global_step in (warmup_steps, warmup_steps + steps):
+                clock[state.global_step] = (time.perf_counter(), state.num_input_tokens_seen)
+
+    cfg = run.cfg
+    collator = CountingCollator(run.task.collator(cfg, run.tokenizer, run.accelerator.device))
+    args = training_arguments(
+        cfg, output_dir, max_steps=steps + warmup_steps, include_num_input_tokens_seen="non_padding"
+    )
+    trainer = Trainer(
+        model=run.task.load_model(cfg, run.splits.label_names, run.tokenizer),
+        args=args,
+        train_dataset=run.splits.tokenized["train"].remove_columns(["idx"]),
+        data_collator=collator,
+        callbacks=[Clock()],
+    )
+    with PeakMemory(run.accelerator.device) as memory, contextlib.redirect_stdout(io.StringIO()):
+        trainer.train()  # (the Trainer prints its metrics dict)
+    progress.close()
+    (start, tokens_start), (end, tokens_end) = clock[warmup_steps], clock[warmup_steps + steps]
+    samples = steps * cfg.train.per_device_batch_size * cfg.train.gradient_accumulation_steps
+    train = {
+        "tokens_per_second": (tokens_end - tokens_start) / (end - start),
+        "samples_per_second": samples / (end - start),
+        "padding_fraction": 1 - collator.real_tokens / max(collator.slots, 1),
+        **memory.report(),
+    }
+    return {"train": train, "eval": time_hf_evaluate(trainer, run, collator)}
+
+
+def time_hf_evaluate(trainer, run: Run, collator: CountingCollator) -> dict:
+    """Trainer.evaluate on the validation rows, timed on the second call (the first warms up)."""
+    rows = run.splits.tokenized["validation"].remove_columns(["idx"])
+    with contextlib.redirect_stdout(io.StringIO()):
+        trainer.evaluate(eval_dataset=rows)
+    collator.real_tokens = 0
+    with PeakMemory(run.accelerator.device) as memory, contextlib.redirect_stdout(io.StringIO()):
+        started = time.perf_counter()
+        trainer.evaluate(eval_dataset=rows)
+        seconds = time.perf_counter() - started
+    return {
+        "tokens_per_second": collator.real_tokens / seconds,
+        "samples_per_second": len(rows) / seconds,
+        **memory.report(),
+    }
+
+
+def training_arguments(cfg, output_dir: Path, **settings):
+    """TrainingArguments with the config's batch, optimizer, clipping, precision, seed and length grouping;
+    `settings` add or replace the rest (steps, schedule, evaluation). The config's train.mixed_precision must be
+    resolved (setup's run.cfg): the Trainer then runs in the precision ptrain's `auto` rule picked."""
+    from transformers import TrainingArguments
+
+    train = cfg.train
+    shared = dict(
+        output_dir=str(output_dir),
+        learning_rate=train.learning_rate,
+        per_device_train_batch_size=train.per_device_batch_size,
+        per_device_eval_batch_size=train.eval_batch_size,
+        gradient_accumulation_steps=train.gradient_accumulation_steps,
+        weight_decay=train.weight_decay,
+        adam_beta1=train.adam_beta1,
+        adam_beta2=train.adam_beta2,
+        adam_epsilon=train.adam_epsilon,
+        max_grad_norm=train.max_grad_norm,
+        bf16=train.mixed_precision == "bf16",
+        fp16=train.mixed_precision == "fp16",
+        use_cpu=not torch.cuda.is_available(),
+        seed=train.seed,
+        report_to=[],
+        save_strategy="no",
+        eval_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
+        train_sampling_strategy="group_by_length" if cfg.data.group_by_length else "random",
+        dataloader_num_workers=cfg.data.num_workers,
+    )
+    return TrainingArguments(**{**shared, **settings})

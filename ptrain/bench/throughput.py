@@ -1,0 +1,203 @@
+"""`ptrain bench`: training and evaluation throughput of ptrain, and of the HF Trainer on the same job, in one run.
+
+Both sides get the same tokenized rows, model, collator, batch size, accumulation, precision and length
+grouping; training runs warm-up steps first, then the timed steps. Tokens are real (non-pad) tokens; MFU is
+against a peak measured on the same device in the same invocation: the best rate of the model's own Linear
+shapes, in the precision the run resolved to (train.mixed_precision, `auto` by ptrain/training/precision.py's rule).
+Progress goes to stderr, the report to stdout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from ptrain.bench.hardware import (
+    PeakMemory,
+    describe_hardware,
+    hardware_line,
+    inference_flops_per_token,
+    linear_peak_flops,
+    linear_shapes,
+    training_flops_per_token,
+)
+from ptrain.config.schema import Config
+from ptrain.tasks import EvalContext
+from ptrain.training.meter import TrainMeter
+from ptrain.training.recipe import setup, train_epoch
+from ptrain.training.run import Run
+from ptrain.training.state import LoopState
+
+
+class TimedLoader:
+    """Iterates a DataLoader and adds up the time spent waiting for each batch."""
+
+    def __init__(self, loader):
+        self.loader, self.waiting_seconds = loader, 0.0
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        iterator = iter(self.loader)
+        while True:
+            start = time.perf_counter()
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            self.waiting_seconds += time.perf_counter() - start
+            yield batch
+
+
+def bench(cfg: Config, steps: int, warmup_steps: int, compare_hf: bool) -> dict:
+    with tempfile.TemporaryDirectory(prefix="ptrain-bench-") as tmp:
+        train_cfg = cfg.train.model_copy(
+            update={
+                "log_every_steps": 10**9,
+                "eval_every_steps": None,
+                "checkpoint_at_epoch_end": False,
+                "checkpoint_every_steps": None,
+            }
+        )
+        cfg = cfg.model_copy(update={"output_dir": tmp, "train": train_cfg})
+        run, _ = setup(cfg, track=False)
+        device, model = run.accelerator.device, run.accelerator.unwrap_model(run.model)
+        hardware = describe_hardware(device)
+        progress_line(f"{hardware_line(hardware)}; precision {run.precision.describe()}")
+        progress_line(f"measuring the {run.precision.name} matmul peak at the model's Linear shapes")
+        peak = linear_peak_flops(device, run.precision.dtype, linear_shapes(model, typical_rows(run)))
+        flops = {"train": training_flops_per_token(model), "eval": inference_flops_per_token(model)}
+        report = {
+            "config": cfg.name,
+            "steps": steps,
+            "warmup_steps": warmup_steps,
+            "device": device.type,
+            "hardware": hardware,
+            "threads": hardware["threads"],
+            "precision": run.precision.name,
+            "precision_reason": run.precision.reason,
+            "per_device_batch_size": cfg.train.per_device_batch_size,
+            "group_by_length": cfg.data.group_by_length,
+            "matmul_peak_tflops": peak / 1e12,
+            "train_flops_per_token": flops["train"],
+            "ptrain": {"train": time_ptrain(run, steps, warmup_steps), "eval": time_ptrain_eval(run)},
+        }
+        if compare_hf:
+            from ptrain.bench.hf_trainer import time_hf_trainer
+
+            progress_line(
+                f"HF Trainer: {warmup_steps} warm-up + {steps} timed steps, then evaluation, in {run.precision.name}"
+            )
+            report["hf_trainer"] = time_hf_trainer(run, steps, warmup_steps, Path(tmp) / "hf")
+    for side in ("ptrain", "hf_trainer"):
+        for phase, stats in report.get(side, {}).items():
+            stats["mfu"] = stats["tokens_per_second"] * flops[phase] / peak
+    if compare_hf:
+        report["ratios"] = {
+            phase: report["ptrain"][phase]["tokens_per_second"] / report["hf_trainer"][phase]["tokens_per_second"]
+            for phase in ("train", "eval")
+        }
+    return report
+
+
+def progress_line(text: str) -> None:
+    """A phase of the benchmark, on stderr: a long run never looks hung."""
+    tqdm.write(f"bench: {text}", file=sys.stderr)
+
+
+def typical_rows(run: Run) -> list[int]:
+    """Rows of a training and of an evaluation batch at the mean token length: the matmul heights the model sees."""
+    mean = {
+        split: statistics.fmean(len(ids) for ids in run.splits.tokenized[split]["input_ids"])
+        for split in ("train", "validation")
+    }
+    return [
+        round(run.cfg.train.per_device_batch_size * mean["train"]),
+        round(run.cfg.train.eval_batch_size * mean["validation"]),
+    ]
+
+
+def time_ptrain(run: Run, steps: int, warmup_steps: int) -> dict:
+    """ptrain's own train_epoch, as `ptrain train` runs it; timing starts after the warm-up steps."""
+    state, meter = LoopState(), TrainMeter(run.accelerator.device)
+    progress_line(f"ptrain: {warmup_steps} warm-up + {steps} timed steps")
+    progress = tqdm(total=warmup_steps + steps, desc="ptrain train", file=sys.stderr, mininterval=2, leave=False)
+    run_steps(run, state, meter, progress, warmup_steps)
+    loader = run.train_loader = TimedLoader(run.train_loader)
+    state.micro_batches_in_epoch = 0  # the timed steps start a fresh pass over the data
+    meter.read(run.accelerator)  # opens the timed interval
+    with PeakMemory(run.accelerator.device) as memory:
+        started = time.perf_counter()
+        run_steps(run, state, meter, progress, warmup_steps + steps)
+        seconds = time.perf_counter() - started
+    progress.close()
+    stats = meter.read(run.accelerator)
+    return {
+        **{k: stats[k] for k in ("tokens_per_second", "samples_per_second", "padding_fraction")},
+        "data_wait_share": loader.waiting_seconds / seconds,
+        **memory.report(),
+    }
+
+
+def run_steps(run: Run, state: LoopState, meter: TrainMeter, progress, stop_at: int) -> None:
+    run.plan = dataclasses.replace(run.plan, total_steps=stop_at)
+    state.stop = False
+    while True:
+        train_epoch(run, state, meter, progress)
+        if state.stop:
+            return
+        state.epoch, state.micro_batches_in_epoch = state.epoch + 1, 0
+
+
+def time_ptrain_eval(run: Run) -> dict:
+    """The validation split through ptrain's evaluate, timed on the second pass (the first warms up)."""
+    context = EvalContext(run.cfg, run.tokenizer, run.splits.label_names, run.splits.raw["validation"])
+    progress_line(f"ptrain: evaluation, 2 passes over {len(run.splits.tokenized['validation']):,} rows")
+    run.task.evaluate(run.model, run.eval_loader, run.accelerator, context)
+    with PeakMemory(run.accelerator.device) as memory:
+        result = run.task.evaluate(run.model, run.eval_loader, run.accelerator, context)
+    rows = len(run.splits.tokenized["validation"])
+    return {
+        "tokens_per_second": result.real_tokens / result.seconds,
+        "samples_per_second": rows / result.seconds,
+        **memory.report(),
+    }
+
+
+def print_report(report: dict, json_path: str | None) -> None:
+    sides = [("ptrain", "ptrain"), ("HF Trainer", "hf_trainer")]
+    print(
+        f"bench {report['config']}: {report['steps']} timed steps after {report['warmup_steps']} warm-up; "
+        f"{report['device']}: {hardware_line(report['hardware'])}; precision {report['precision']} "
+        f"({report['precision_reason']}), batch "
+        f"{report['per_device_batch_size']}, group_by_length {report['group_by_length']}; measured matmul peak "
+        f"{report['matmul_peak_tflops'] * 1000:,.0f} GFLOP/s; {report['train_flops_per_token'] / 1e6:.0f} "
+        f"MFLOP per trained token"
+    )
+    print(f"{'':<22}{'real tok/s':>11}{'samples/s':>11}{'padding':>9}{'data wait':>11}{'peak RSS':>10}{'MFU':>7}")
+    for phase in ("train", "eval"):
+        for name, key in sides:
+            if key in report:
+                s = report[key][phase]
+                padding = f"{s['padding_fraction']:.1%}" if "padding_fraction" in s else "-"
+                wait = f"{s['data_wait_share']:.1%}" if "data_wait_share" in s else "-"
+                print(
+                    f"{name + ' ' + phase:<22}{s['tokens_per_second']:>11,.0f}{s['samples_per_second']:>11,.1f}"
+                    f"{padding:>9}{wait:>11}{s['peak_rss_gib']:>8.2f}Gi{s['mfu']:>7.1%}"
+                )
+    for phase, ratio in report.get("ratios", {}).items():
+        print(f"ptrain / HF Trainer, {phase} real tokens/s: {ratio:.2f}x")
+    write_json_report(report, json_path)
+
+
+def write_json_report(report: dict, json_path: str | None) -> None:
+    if json_path:
+        Path(json_path).write_text(json.dumps(report, indent=2))

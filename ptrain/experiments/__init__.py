@@ -1,0 +1,1 @@
+"""Several runs: `ptrain sweep` and the `ptrain runs` table."""

@@ -1,0 +1,1 @@
+"""Using an export: `ptrain eval`, `ptrain predict` and `ptrain generate`."""

@@ -1,0 +1,1 @@
+"""What a run leaves on disk: run folders, atomic writes, exports, TensorBoard tracking."""

@@ -1,0 +1,73 @@
+"""The Accelerator for every launch (one process, N CPU processes over gloo, N GPUs, nodes, FSDP, DeepSpeed),
+and the refusal of a launch whose processes did not join one process group (each would silently train alone)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration
+
+from ptrain.config.schema import Config
+from ptrain.errors import LaunchError
+from ptrain.training.precision import resolve_precision
+
+# Where launchers put the number of processes: torchrun and `accelerate launch --multi_gpu` (WORLD_SIZE),
+# mpirun flavours (the others). The same list, in another order, that Accelerate reads for CPU groups.
+WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+# The launch that forms one group with or without GPUs (without them ptrain's cpu=True makes it gloo).
+GROUP_LAUNCH = "accelerate launch --multi_gpu --num_processes N -m ptrain train CONFIG"
+
+
+def build_accelerator(cfg: Config) -> Accelerator:
+    """The Accelerator, after refusing launches that would not give the processes the user asked for."""
+    refuse_single_process_launcher(os.environ)
+    launched = launched_world_size(os.environ)  # read first: Accelerate rewrites WORLD_SIZE for CPU groups
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    accelerator = Accelerator(
+        # `auto` resolved here too, for callers that did not resolve the config first (setup does)
+        mixed_precision=resolve_precision(cfg.train.mixed_precision, device).mixed_precision,
+        gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
+        # Without CUDA, processes started by `--multi_gpu` or torchrun join one gloo group only with cpu=True;
+        # otherwise each one runs alone with num_processes == 1.
+        cpu=not torch.cuda.is_available(),
+        # Host-to-GPU copies of pinned batches overlap the previous step (no effect on CPU).
+        dataloader_config=DataLoaderConfiguration(non_blocking=torch.cuda.is_available()),
+    )
+    check_one_group(launched, accelerator.num_processes)
+    return accelerator
+
+
+def launched_world_size(environ: Mapping[str, str]) -> int:
+    """Processes the launcher started in all (1 when none of its variables is set: a plain `python -m ptrain`)."""
+    for name in WORLD_SIZE_VARIABLES:
+        if environ.get(name, "").strip().isdigit() and int(environ[name]) > 0:
+            return int(environ[name])
+    return 1
+
+
+def refuse_single_process_launcher(environ: Mapping[str, str]) -> None:
+    """`accelerate launch --cpu --num_processes N` (and `--num_processes N` alone on a machine without GPUs)
+    start ONE process in Accelerate 1.15: its single-process launcher only runs N through mpirun.
+
+    That launcher always sets ACCELERATE_USE_CPU and sets MASTER_ADDR only when more than one process or
+    machine was asked for; a real N-process launch also sets a world size. The count itself is not recorded.
+    """
+    asked_for_several = "ACCELERATE_USE_CPU" in environ and "MASTER_ADDR" in environ
+    if asked_for_several and launched_world_size(environ) == 1:
+        raise LaunchError(
+            "accelerate launch started one process although several were asked for (its --cpu and plain "
+            f"launchers start one without mpirun); run: {GROUP_LAUNCH} (or unset MASTER_ADDR for one process)"
+        )
+
+
+def check_one_group(launched: int, joined: int) -> None:
+    """Every launched process must be in the group, or each would train alone on the whole data."""
+    if launched != joined:
+        raise LaunchError(
+            f"the launcher started {launched} processes but this one is in a group of {joined}, so each would "
+            f"train alone on all the data; launch with: {GROUP_LAUNCH.replace(' N ', f' {launched} ')} "
+            "(on GPUs and without them alike)"
+        )

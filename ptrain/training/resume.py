@@ -1,0 +1,91 @@
+"""Resuming: find the checkpoint to continue from, check the config matches, save and restore every state."""
+
+from __future__ import annotations
+
+import pickle
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from ptrain.config.schema import Config, flatten_config
+from ptrain.errors import CheckpointError, ConfigError, first_line
+from ptrain.training.checkpoint import Checkpoint, resolve_resume, save_checkpoint
+from ptrain.training.meter import TrainMeter
+from ptrain.training.run import Run
+from ptrain.training.state import LoopState
+
+# Where files live and how they are read may change between the interrupted run and its resume.
+# The HPARAMS keys only change what is reported.
+IGNORED_ON_RESUME = {
+    "train.resume",
+    "output_dir",
+    "run_dir",
+    "hparams",
+    "data.data_dir",
+    "data.cache_dir",
+    "data.num_workers",
+}
+
+
+def find_resume(cfg: Config, accelerator) -> Checkpoint | None:
+    if cfg.train.resume is None:
+        return None
+    checkpoint = resolve_resume(cfg.train.resume, cfg.output_dir, cfg.name, cfg.run_dir)
+    if checkpoint is None:
+        accelerator.print(
+            f"ptrain: train.resume=auto: no checkpoint of '{cfg.name}' under {cfg.run_dir or cfg.output_dir}; "
+            "starting a new run"
+        )
+    else:
+        check_same_config(cfg, checkpoint.run_dir)
+    return checkpoint
+
+
+def check_same_config(cfg: Config, run_dir: Path) -> None:
+    """A resume reproduces the interrupted run only with the same settings."""
+    saved = flatten_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    current = flatten_config(cfg.model_dump(mode="json"))
+    differing = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
+    differing = [k for k in differing if k not in IGNORED_ON_RESUME]
+    if differing:
+        raise ConfigError(
+            f"train.resume: the config differs from the run being resumed ({run_dir}/config.yaml) in "
+            f"{', '.join(differing)}; resume with the same config and overrides, or start a new run"
+        )
+
+
+def restore(run: Run, checkpoint: Checkpoint) -> tuple[LoopState, TrainMeter]:
+    """Model, optimizer, scheduler, scaler and every process's RNG (Accelerate), then loop state and meter."""
+    started = time.perf_counter()
+    try:  # Accelerate unpickles with weights_only=True: a file with code in it is refused, not run
+        run.accelerator.load_state(str(checkpoint.path))
+    except (RuntimeError, ValueError, OSError, pickle.UnpicklingError) as err:
+        raise CheckpointError(
+            f"checkpoint {checkpoint.path} could not be loaded ({first_line(err)}); resume from another "
+            "checkpoint with train.resume=PATH or delete this one"
+        ) from None
+    state = LoopState.from_dict(checkpoint.meta["loop"])
+    state.stop, state.interrupted_by = False, None
+    meter = TrainMeter(run.accelerator.device)
+    meter.load_state_dict(checkpoint.meta["meter"])
+    run.accelerator.print(
+        f"ptrain: resumed from {checkpoint.path} in {time.perf_counter() - started:.2f}s: step {state.global_step}, "
+        f"epoch {state.epoch}, {state.micro_batches_in_epoch} batches of that epoch done (skipped, not loaded)"
+    )
+    return state, meter
+
+
+def save(run: Run, state: LoopState, meter: TrainMeter) -> Path:
+    state.last_checkpoint_step = state.global_step
+    meta = {"loop": state.to_dict(), "meter": meter.state_dict(), "total_steps": run.plan.total_steps}
+    best_step = state.best.get("step") if state.best else None
+    return save_checkpoint(run.accelerator, run.run_dir, meta, run.cfg.train.keep_checkpoints, best_step)
+
+
+def resume_command() -> str:
+    """The command line that continues this run: the same arguments plus train.resume=auto."""
+    args = [a for a in sys.argv[1:] if not a.startswith("train.resume=")]
+    return shlex.join(["ptrain", *args, "train.resume=auto"])

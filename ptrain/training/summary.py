@@ -1,0 +1,94 @@
+"""What a run tells its user: the start-up lines, the metrics file, the HPARAMS entry, the closing lines."""
+
+from __future__ import annotations
+
+from ptrain.config.schema import Config, config_value, to_yaml
+from ptrain.outputs.files import write_json
+from ptrain.training.run import Run
+from ptrain.training.state import LoopState
+
+
+def announce(run: Run, state: LoopState) -> None:
+    """The topology and step plan, printed once by the main process."""
+    acc, train_cfg, plan = run.accelerator, run.cfg.train, run.plan
+    global_batch = train_cfg.per_device_batch_size * train_cfg.gradient_accumulation_steps * acc.num_processes
+    sizes = ", ".join(f"{split} {len(ds):,}" for split, ds in run.splits.tokenized.items())
+    cached = [split for split, hit in run.splits.cache_hits.items() if hit]
+    trainable = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
+    dropped = "".join(
+        f"; dropped {n:,} {split} rows with an empty text" for split, n in run.splits.dropped.items() if n
+    )
+    acc.print(
+        f"ptrain: {acc.num_processes} process(es) on {acc.device.type}, precision {run.precision.describe()}, "
+        f"per-device batch {train_cfg.per_device_batch_size} x accumulation {train_cfg.gradient_accumulation_steps} "
+        f"x {acc.num_processes} = global batch {global_batch}\n"
+        f"ptrain: rows {sizes}; tokenization cache reused for {cached or 'none'}; "
+        f"task {run.task.name}{_label_count(run)}; {trainable:,} trainable parameters{dropped}\n"
+        f"ptrain: {plan.steps_per_epoch} optimizer steps per epoch, {plan.total_steps} in total "
+        f"({plan.epochs} epoch(s)), warmup {plan.warmup_steps}\nptrain: run folder {run.run_dir}"
+    )
+    if run.precision.warning:
+        acc.print(f"ptrain: warning: {run.precision.warning}")
+    if state.global_step == 0:
+        run.tracker.text("config", "    " + to_yaml(run.cfg).replace("\n", "\n    "))
+
+
+def write_results(run: Run, state: LoopState, test: dict | None, wall_seconds: float) -> None:
+    """metrics.json, the HPARAMS entry and the closing lines (main process only)."""
+    metrics = {"final": {**state.last, "step": state.global_step}, "best": state.best}
+    if test is not None:
+        metrics["test_final"] = test
+    metrics["train"] = {
+        "optimizer_steps": state.global_step,
+        "epochs": state.global_step / run.plan.steps_per_epoch,
+        "early_stopped": state.early_stopped,
+        "nonfinite_skips": state.nonfinite_skips,
+        "wall_seconds": wall_seconds,
+        "mixed_precision": run.cfg.train.mixed_precision,
+    }
+    if not run.accelerator.is_main_process:
+        return
+    write_json(run.run_dir / "metrics.json", metrics)
+    run.tracker.hparams(hparams_of(run.cfg), summary_metrics(metrics, run.task.metrics), state.global_step)
+    run.accelerator.print(
+        f"ptrain: best {run.cfg.train.metric_for_best or run.task.metrics[0]} {state.best_value:.4f} "
+        f"at step {state.best['step']}; "
+        f"wall time {wall_seconds:.0f}s\nptrain: TensorBoard: tensorboard --logdir {run.run_dir.parent}\n"
+        f"ptrain: model: {run.run_dir / 'best'} (best), {run.run_dir / 'final'} (final); "
+        f"metrics: {run.run_dir / 'metrics.json'}"
+    )
+
+
+def hparams_of(cfg: Config) -> dict:
+    train_cfg = cfg.train
+    return {
+        "model": cfg.model.name_or_path or "scratch",
+        "learning_rate": train_cfg.learning_rate,
+        "per_device_batch_size": train_cfg.per_device_batch_size,
+        "gradient_accumulation_steps": train_cfg.gradient_accumulation_steps,
+        "epochs": train_cfg.epochs,
+        "max_steps": train_cfg.max_steps or 0,
+        "warmup_steps": train_cfg.warmup_steps or 0,
+        "warmup_ratio": train_cfg.warmup_ratio or 0.0,
+        "weight_decay": train_cfg.weight_decay,
+        "label_smoothing": train_cfg.label_smoothing,
+        "mixed_precision": train_cfg.mixed_precision,
+        "max_length": cfg.data.max_length,
+        "group_by_length": cfg.data.group_by_length,
+        "freeze_encoder": cfg.model.freeze_encoder,
+        "seed": train_cfg.seed,
+        **{key: _hparam_value(config_value(cfg, key)) for key in cfg.hparams},
+    }
+
+
+def _hparam_value(value):
+    """HPARAMS holds numbers, strings and booleans only; anything else is shown as its text."""
+    return value if isinstance(value, (bool, int, float, str)) else str(value)
+
+
+def summary_metrics(metrics: dict, names: tuple[str, ...]) -> dict[str, float]:
+    return {f"hparams/{kind}_{name}": metrics[kind][name] for kind in ("best", "final") for name in names}
+
+
+def _label_count(run: Run) -> str:
+    return f", {len(run.splits.label_names)} labels" if run.splits.label_names else ""
