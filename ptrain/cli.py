@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from ptrain.config.schema import load_config, to_yaml
+    from ptrain.config import to_yaml
+    from ptrain.tasks import load_config
 
     if args.command in EXPERIMENT_COMMANDS:
         return run_experiment_command(args)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-from ptrain.config.schema import TrainConfig
+from ptrain.config import TrainConfig
 from ptrain.data.collate import padding_collator
 from ptrain.errors import ConfigError
 from ptrain.model.loading import resolve_model_path

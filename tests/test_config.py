@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from ptrain.config.schema import DATA_DIR_ENV, load_config
+from ptrain.config import DATA_DIR_ENV
 from ptrain.errors import ConfigError
+from ptrain.tasks import load_config
 from tests.conftest import CONFIGS, DATA_DIR
 
 
@@ -99,9 +100,31 @@ def test_relative_data_dir_is_relative_to_the_config_file(tmp_path, monkeypatch)
 
 
 def test_resolved_config_round_trips(tmp_path):
-    from ptrain.config.schema import to_yaml
+    from ptrain.config import to_yaml
 
     cfg = load_config(write(tmp_path, BASE), ["train.epochs=7"])
     again = write(tmp_path, to_yaml(cfg))
     assert load_config(again) == cfg
     assert yaml.safe_load(to_yaml(cfg))["train"]["epochs"] == 7
+
+
+def test_a_task_key_lives_in_its_task_section(tmp_path):
+    """Keys that only one task reads sit in the section named after it; the old place names the new one."""
+    lm = CONFIGS / "tiny_masked_lm.yaml"
+    assert load_config(lm, ["masked_lm.mlm_probability=0.2"]).masked_lm.mlm_probability == 0.2
+    assert error_of(lm, ["train.mlm_probability=0.2"]) == (
+        "override train.mlm_probability: 'train.mlm_probability' has moved to 'masked_lm.mlm_probability' "
+        "(the masked_lm section)"
+    )
+    path = write(tmp_path, BASE.replace("  text_column: sentence\n", "  text_column: sentence\n  packing: true\n"))
+    assert error_of(path) == (
+        f"{path}: 'data.packing' has moved to 'masked_lm.packing' or 'causal_lm.packing', "
+        "a key of another task than sequence_classification"
+    )
+    assert "unknown key 'masked_lm.mlm_probabilty' (did you mean 'masked_lm.mlm_probability'?)" in error_of(
+        lm, ["masked_lm.mlm_probabilty=0.2"]
+    )
+    assert "section 'masked_lm' is for task masked_lm" in error_of(write(tmp_path, BASE + "masked_lm: {}\n"))
+    assert "task 'sequence_clasification' is not a ptrain task (did you mean 'sequence_classification'?" in (
+        error_of(write(tmp_path, BASE + "task: sequence_clasification\n"))
+    )

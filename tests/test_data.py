@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from ptrain.config.schema import Config
+from ptrain.config import Config
 from ptrain.data.labels import resolve_label_names
-from ptrain.data.splits import load_raw_splits, tokenize_splits
+from ptrain.data.splits import load_raw_splits
+from ptrain.data.tokenize import tokenize_splits
 from ptrain.errors import DataError
 from ptrain.model.loading import load_tokenizer
 from ptrain.tasks import get_task
@@ -58,16 +59,18 @@ def write_rows(tmp_path, fmt: str) -> str:
 @pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "json", "parquet"])
 def test_every_local_format_loads_with_a_seeded_validation_split(tmp_path, fmt):
     cfg = make_config(tmp_path, write_rows(tmp_path, fmt), validation_fraction=0.2)
-    raw, _ = load_raw_splits(cfg)
+    raw, _ = load_raw_splits(cfg, get_task(cfg.task))
     assert (len(raw["train"]), len(raw["validation"])) == (24, 6)
-    assert raw["validation"]["text"] == load_raw_splits(cfg)[0]["validation"]["text"]  # same seed, same split
+    assert (
+        raw["validation"]["text"] == load_raw_splits(cfg, get_task(cfg.task))[0]["validation"]["text"]
+    )  # same seed, same split
     assert resolve_label_names(cfg, raw["train"]) == ["mid", "neg", "pos"]  # sorted names from the data
 
 
 def test_text_file_with_separator_and_integer_labels(tmp_path):
     (tmp_path / "t.txt").write_text("".join(f"{i} apples;{i % 2}\n" for i in range(10)))
     cfg = make_config(tmp_path, "t.txt", separator=";", column_names=["text", "label"], validation_file="t.txt")
-    raw, _ = load_raw_splits(cfg)
+    raw, _ = load_raw_splits(cfg, get_task(cfg.task))
     assert raw["train"]["text"][3] == "3 apples"  # digits stay text
     assert resolve_label_names(cfg, raw["train"]) == ["0", "1"]
 
@@ -76,7 +79,7 @@ def test_label_names_from_config_fix_the_id_order_and_text_pairs_are_encoded(tmp
     cfg = make_config(
         tmp_path, write_rows(tmp_path, "jsonl"), text_pair_column="other", label_names=["neg", "mid", "pos"]
     )
-    raw, _ = load_raw_splits(cfg)
+    raw, _ = load_raw_splits(cfg, get_task(cfg.task))
     tokenizer = load_tokenizer(cfg)
     splits = tokenize_splits(cfg, raw, tokenizer, CLASSIFICATION, resolve_label_names(cfg, raw["train"]))
     row = splits.tokenized["train"][0]
@@ -89,9 +92,10 @@ def test_label_names_from_config_fix_the_id_order_and_text_pairs_are_encoded(tmp
 def test_missing_column_and_unknown_label_name_the_culprit(tmp_path):
     name = write_rows(tmp_path, "csv")
     with pytest.raises(DataError, match=r"data.text_column 'tweet' not in .*rows.csv columns"):
-        load_raw_splits(make_config(tmp_path, name, text_column="tweet"))
+        cfg = make_config(tmp_path, name, text_column="tweet")
+        load_raw_splits(cfg, get_task(cfg.task))
     cfg = make_config(tmp_path, name, label_names=["neg", "pos"])
-    raw, _ = load_raw_splits(cfg)
+    raw, _ = load_raw_splits(cfg, get_task(cfg.task))
     with pytest.raises(DataError, match=r"label 'mid' at row \d+ is not one of the labels"):
         tokenize_splits(cfg, raw, load_tokenizer(cfg), CLASSIFICATION, ["neg", "pos"])
 

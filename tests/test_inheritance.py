@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from ptrain.config.schema import DATA_DIR_ENV, load_config, to_yaml
+from ptrain.config import DATA_DIR_ENV, to_yaml
 from ptrain.errors import ConfigError
+from ptrain.tasks import load_config
 from tests.conftest import CONFIGS, DATA_DIR, run_cli
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from ptrain.config.schema import Config
+from ptrain.config import Config
 from tests.conftest import REPO
 
 

@@ -10,10 +10,9 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoConfig, AutoModelForCausalLM, pipeline
 
-from ptrain.config.schema import load_config
 from ptrain.data.splits import load_raw_splits
 from ptrain.model.tokenizer_training import train_bpe
-from ptrain.tasks import get_task
+from ptrain.tasks import get_task, load_config
 from ptrain.tasks.language_modeling import TokenLoss
 from tests.conftest import CONFIGS, DATA_DIR, accelerate_launch, run_cli
 
@@ -128,7 +127,7 @@ def test_shifted_loss_matches_the_models_own_loss():
 
 def test_corpus_validation_is_the_contiguous_tail_and_packing_fills_blocks(tmp_path):
     cfg = load_config(CONFIG, ["data.max_train_rows=null", "data.max_eval_rows=null"])
-    raw, _ = load_raw_splits(cfg)
+    raw, _ = load_raw_splits(cfg, get_task(cfg.task))
     text = (DATA_DIR / "tiny_shakespeare" / "input.txt").read_text()
     assert text.startswith(raw["train"][0]["text"]) and text.rstrip().endswith(raw["validation"][-1]["text"].rstrip())
     assert len(raw["validation"]) == round(0.1 * (len(raw["train"]) + len(raw["validation"])))
@@ -153,12 +152,12 @@ def test_prompt_response_rows_pad_with_ignored_labels(tmp_path):
         [
             f"data.train_file={data}",
             "data.format=jsonl",
-            "data.packing=false",
-            "data.prompt_column=prompt",
+            "causal_lm.packing=false",
+            "causal_lm.prompt_column=prompt",
             "data.text_column=response",
         ],
     )
-    raw, _ = load_raw_splits(cfg)
+    raw, _ = load_raw_splits(cfg, get_task(cfg.task))
     tokenizer = train_bpe(["Q1: who? Romeo."] * 20, vocab_size=300, min_frequency=1)
     task = get_task("causal_lm")
     encode, _ = task.encoder(cfg, tokenizer, [], raw["train"], "train")
@@ -173,5 +172,7 @@ def test_prompt_response_rows_pad_with_ignored_labels(tmp_path):
 
 
 def test_prompt_column_needs_unpacked_causal_lm():
-    result = run_cli("check", CONFIG, "data.prompt_column=prompt")
-    assert result.returncode == 2 and "data.prompt_column is for causal_lm without data.packing" in result.stderr
+    result = run_cli("check", CONFIG, "causal_lm.prompt_column=prompt")
+    assert (
+        result.returncode == 2 and "causal_lm.prompt_column is for causal_lm without causal_lm.packing" in result.stderr
+    )

@@ -10,8 +10,8 @@ from datasets import Dataset
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import pipeline
 
-from ptrain.config.schema import load_config
 from ptrain.errors import ConfigError, DataError
+from ptrain.tasks import load_config
 from ptrain.tasks.multilabel import MultiLabelClassification, label_lists
 from tests.conftest import CONFIGS, run_cli, tiny_overrides
 
@@ -23,7 +23,7 @@ EXTRA = {
     "train.eval_every_steps": "20",
     "data.max_length": "32",
     "train.learning_rate": "3e-3",
-    "train.decision_threshold": "0.35",
+    "multi_label_classification.decision_threshold": "0.35",
 }
 
 
@@ -77,7 +77,7 @@ def test_eval_command_matches_the_training_scores(trained, standins):
         f"data.data_dir={standins}",
         "data.max_eval_rows=200",
         "data.max_length=32",
-        "train.decision_threshold=0.35",
+        "multi_label_classification.decision_threshold=0.35",
         "--model",
         str(run_dir / "final"),
     )
@@ -91,12 +91,14 @@ def config(tmp_path, *overrides):
 
 
 def test_labels_from_a_delimited_string_and_names_sorted_from_the_data(tmp_path):
-    cfg = config(tmp_path, 'data.label_separator="|"')  # a bare | is YAML's block-scalar sign: it must be quoted
+    cfg = config(
+        tmp_path, 'multi_label_classification.label_separator="|"'
+    )  # a bare | is YAML's block-scalar sign: it must be quoted
     ds = Dataset.from_dict({"text": ["a", "b", "c"], "labels": ["PER|LOC", "ORG", " MISC | PER "]})
     assert label_lists(cfg, ds, "train") == [["PER", "LOC"], ["ORG"], ["MISC", "PER"]]
     assert MultiLabelClassification().label_names(cfg, ds) == TYPES
-    with pytest.raises(ConfigError, match="data.label_separator is empty"):
-        config(tmp_path, "data.label_separator=|")
+    with pytest.raises(ConfigError, match="multi_label_classification.label_separator is empty"):
+        config(tmp_path, "multi_label_classification.label_separator=|")
 
 
 def test_bad_labels_are_one_line_naming_the_row(tmp_path):

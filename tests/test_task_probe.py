@@ -9,15 +9,15 @@ import pytest
 import torch
 from transformers import pipeline
 
-from ptrain.config.schema import load_config
+from ptrain.tasks import load_config
 from ptrain.training.probe import fit_head
 from tests.conftest import CONFIGS, run_cli, tiny_overrides
 
 EMOTIONS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
 EXTRA = {
     "task": "linear_probe",
-    "model.pooling": "mean",
-    "train.projector_rows": "50",
+    "linear_probe.pooling": "mean",
+    "linear_probe.projector_rows": "50",
     "data.test_file": "emotion/test.txt",
 }
 
@@ -79,7 +79,7 @@ def test_export_is_an_encoder_for_pipeline_and_a_classifier_for_predict_and_eval
         "eval",
         str(CONFIGS / "tiny.yaml"),
         "task=linear_probe",
-        "model.pooling=mean",
+        "linear_probe.pooling=mean",
         "data.max_eval_rows=200",
         "--model",
         str(run_dir / "final"),

@@ -9,11 +9,10 @@ import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-from ptrain.config.schema import load_config
 from ptrain.data.splits import load_raw_splits
 from ptrain.errors import ConfigError, DataError
 from ptrain.model.tokenizer_training import train_bpe
-from ptrain.tasks import get_task
+from ptrain.tasks import get_task, load_config
 from ptrain.tasks.seq2seq import Seq2SeqCollator, TokenLoss, encode_targets
 from tests.conftest import CONFIGS, DATA_DIR, accelerate_launch, run_cli
 from tests.test_cli_end_to_end import events
@@ -94,7 +93,7 @@ def test_eval_of_the_export_gives_the_same_scores_on_one_and_two_processes(train
         "train.mixed_precision='no'",
         "data.max_eval_rows=39",
         "train.eval_batch_size=8",
-        "train.generation_eval_rows=15",
+        "seq2seq.generation_eval_rows=15",
         "--model",
         str(run_dir / "final"),
     ]
@@ -142,11 +141,13 @@ def test_token_loss_is_summed_over_real_targets_and_weighed_by_their_count():
 
 
 def test_seq2seq_configs_need_a_target_column():
-    with pytest.raises(ConfigError, match="task seq2seq needs data.target_column"):
-        load_config(CONFIG, ["data.target_column=null"])
-    with pytest.raises(ConfigError, match="data.target_column and data.text_column are both 'en_text'"):
-        load_config(CONFIG, ["data.target_column=en_text"])
-    with pytest.raises(ConfigError, match="data.target_column is for task seq2seq"):
+    with pytest.raises(ConfigError, match="task seq2seq needs seq2seq.target_column"):
+        load_config(CONFIG, ["seq2seq.target_column=null"])
+    with pytest.raises(ConfigError, match="seq2seq.target_column and data.text_column are both 'en_text'"):
+        load_config(CONFIG, ["seq2seq.target_column=en_text"])
+    with pytest.raises(ConfigError, match="section 'seq2seq' is for task seq2seq"):
+        load_config(CONFIGS / "tiny.yaml", ["seq2seq.target_column=fr_text"])
+    with pytest.raises(ConfigError, match="'data.target_column' has moved to 'seq2seq.target_column'"):
         load_config(CONFIGS / "tiny.yaml", ["data.target_column=fr_text"])
     with pytest.raises(ConfigError, match="bleu, chrf, loss, perplexity"):
         load_config(CONFIG, ["train.metric_for_best=accuracy"])
@@ -154,5 +155,6 @@ def test_seq2seq_configs_need_a_target_column():
 
 
 def test_a_missing_target_column_is_named():
-    with pytest.raises(DataError, match=r"data.target_column 'de_text' not in .* columns \['en_text', 'fr_text'\]"):
-        load_raw_splits(load_config(CONFIG, ["data.target_column=de_text"]))
+    cfg = load_config(CONFIG, ["seq2seq.target_column=de_text"])
+    with pytest.raises(DataError, match=r"seq2seq.target_column 'de_text' not in .* columns \['en_text', 'fr_text'\]"):
+        load_raw_splits(cfg, get_task(cfg.task))

@@ -10,12 +10,12 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoTokenizer, pipeline
 
-from ptrain.config.schema import load_config
 from ptrain.data.conll import read_conll
-from ptrain.data.splits import load_raw_splits, tokenize_splits
+from ptrain.data.splits import load_raw_splits
+from ptrain.data.tokenize import tokenize_splits
 from ptrain.errors import ConfigError, DataError
 from ptrain.model.sources import resolve_model_path
-from ptrain.tasks import EvalContext, get_task
+from ptrain.tasks import EvalContext, get_task, load_config
 from ptrain.tasks.entities import align_to_subtokens, entity_scores
 from ptrain.tasks.loss import IGNORE_INDEX
 from ptrain.tasks.token_classification import TokenLoss, word_sequences
@@ -136,17 +136,17 @@ def test_unknown_tag_and_length_mismatch_name_the_row(tmp_path, tokenizer, cache
     ]
     task = get_task("token_classification")
     cfg = load_config(CONFIGS / "tiny_ner.yaml", [*base, "data.validation_file=train.jsonl"])
-    raw, _ = load_raw_splits(cfg)
+    raw, _ = load_raw_splits(cfg, get_task(cfg.task))
     names = task.label_names(cfg, raw["train"])
     assert names == ["O", "B-LOC", "B-PER"]  # sorted training tags, O first
     splits = tokenize_splits(cfg, raw, tokenizer, task, names)
     assert [label for label in splits.tokenized["train"][1]["labels"] if label != IGNORE_INDEX] == [2, 0]
     cfg = load_config(CONFIGS / "tiny_ner.yaml", [*base, "data.validation_file=bad_tag.jsonl"])
     with pytest.raises(DataError, match=r"bad_tag.jsonl: tag 'B-PERSON' at row 1 is not one of the tags"):
-        tokenize_splits(cfg, load_raw_splits(cfg)[0], tokenizer, task, names)
+        tokenize_splits(cfg, load_raw_splits(cfg, get_task(cfg.task))[0], tokenizer, task, names)
     cfg = load_config(CONFIGS / "tiny_ner.yaml", [*base, "data.validation_file=short.jsonl"])
     with pytest.raises(DataError, match=r"short.jsonl: row 1 has 2 words but 1 tags"):
-        tokenize_splits(cfg, load_raw_splits(cfg)[0], tokenizer, task, names)
+        tokenize_splits(cfg, load_raw_splits(cfg, get_task(cfg.task))[0], tokenizer, task, names)
 
 
 def test_conll_format_needs_the_token_classification_task():

@@ -3,8 +3,7 @@ whether its tokenization was read back from the cache (all but the main process 
 
 import sys
 
-from ptrain.config.schema import load_config
-from ptrain.tasks import get_task
+from ptrain.tasks import get_task, load_config
 from ptrain.training.distributed import build_accelerator
 from ptrain.training.recipe import load_data
 

@@ -28,7 +28,7 @@ from ptrain.bench.hardware import (
     linear_shapes,
     training_flops_per_token,
 )
-from ptrain.config.schema import Config
+from ptrain.config import Config
 from ptrain.tasks import EvalContext
 from ptrain.training.meter import TrainMeter
 from ptrain.training.recipe import setup, train_epoch

@@ -15,7 +15,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ptrain.bench.hardware import describe_hardware, hardware_line
-from ptrain.config.schema import Config
+from ptrain.config import Config
 from ptrain.errors import ConfigError
 from ptrain.training.evaluation import reached
 from ptrain.training.precision import resolve_config_precision

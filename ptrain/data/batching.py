@@ -7,7 +7,7 @@ from datasets import Dataset
 from torch.utils.data import DataLoader, RandomSampler
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from ptrain.config.schema import Config
+from ptrain.config import Config
 
 MODEL_COLUMNS = ["input_ids", "attention_mask", "token_type_ids", "labels", "idx"]
 

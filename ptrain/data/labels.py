@@ -9,7 +9,7 @@ from datasets import ClassLabel, Dataset
 from ptrain.errors import DataError
 
 if TYPE_CHECKING:
-    from ptrain.config.schema import Config
+    from ptrain.config import Config
 
 
 def resolve_label_names(cfg: Config, train: Dataset) -> list[str]:

@@ -1,23 +1,22 @@
-"""Load train/validation/test splits from local files or the Hub, map labels, tokenize with an on-disk cache."""
+"""Load train/validation/test splits from local files or the Hub, with the columns a task reads checked and
+empty texts refused or dropped (tokenizing them is ptrain/data/tokenize.py)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import datasets
 import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict
 
-from ptrain.config.schema import Config, DataConfig, data_path
+from ptrain.config import Config, DataConfig, data_path
 from ptrain.data.conll import read_conll
 from ptrain.data.labels import source_name
 from ptrain.errors import DataError, first_line
-from ptrain.tasks import Task, get_task
 
 SPLITS = ("train", "validation", "test")
 EXTENSION_FORMATS = {
@@ -28,28 +27,25 @@ EXTENSION_FORMATS = {
     ".parquet": "parquet",
     ".txt": "text",
 }
-DEFAULT_CACHE_DIR = Path("~/.cache/ptrain/tokenized")
 
 
-@dataclass
-class Splits:
-    raw: DatasetDict  # untokenized rows, for the text of the highest-loss examples
-    tokenized: DatasetDict  # input_ids, attention_mask, [token_type_ids], labels, idx
-    label_names: list[str]
-    cache_hits: dict[str, bool]  # split -> tokenization read back from disk
-    dropped: dict[str, int] = field(default_factory=dict)  # split -> rows dropped for an empty text
+class ReadsColumns(Protocol):
+    """What reading needs of a task (ptrain.tasks.Task has it): the columns every split must have."""
+
+    def columns(self, cfg) -> list[tuple[str, str]]: ...
 
 
-def load_raw_splits(cfg: Config) -> tuple[DatasetDict, dict[str, int]]:
+def load_raw_splits(cfg: Config, task: ReadsColumns) -> tuple[DatasetDict, dict[str, int]]:
     """Every split as a Dataset, and the rows dropped per split for an empty text (data.empty_texts=drop).
 
     Validation comes from its file or a seeded split of train; checks run on whole files, so the rows
     they name are rows of the file.
     """
-    data = cfg.data
+    data, columns = cfg.data, task.columns(cfg)
+    text_columns = [column for key, column in columns if key != "data.label_column"]
     if data.train_file is not None:
         splits = {
-            split: read_table(data, data_path(cfg, getattr(data, f"{split}_file")))
+            split: read_table(data, data_path(cfg, getattr(data, f"{split}_file")), text_columns)
             for split in SPLITS
             if getattr(data, f"{split}_file") is not None
         }
@@ -57,8 +53,8 @@ def load_raw_splits(cfg: Config) -> tuple[DatasetDict, dict[str, int]]:
         splits = {k: v for k, v in datasets.load_dataset(data.hub_dataset, data.hub_config).items() if k in SPLITS}
     dropped = {}
     for split, ds in splits.items():
-        _check_columns(cfg, split, ds)
-        splits[split], dropped[split] = _handle_empty_texts(cfg, split, ds)
+        _check_columns(columns, split, ds)
+        splits[split], dropped[split] = _handle_empty_texts(cfg, columns, split, ds)
     if "validation" not in splits:
         splits["train"], splits["validation"] = _split_validation(cfg, splits["train"])
     for split, ds in splits.items():
@@ -77,8 +73,9 @@ def _split_validation(cfg: Config, train: Dataset) -> tuple[Dataset, Dataset]:
     return parts["train"], parts["test"]
 
 
-def read_table(data: DataConfig, path: Path) -> Dataset:
-    """One local file as a Dataset; the format comes from data.format or the file extension."""
+def read_table(data: DataConfig, path: Path, text_columns: Sequence[str] = ()) -> Dataset:
+    """One local file as a Dataset; the format comes from data.format or the file extension; text_columns
+    (default data.text_column and data.text_pair_column) are read as strings."""
     fmt = data.format if data.format != "auto" else EXTENSION_FORMATS.get(path.suffix.lower())
     if fmt == "conll":
         return read_conll(path, data.text_column, data.label_column, data.encoding)
@@ -91,7 +88,7 @@ def read_table(data: DataConfig, path: Path) -> Dataset:
     elif fmt in ("json", "jsonl", "parquet"):
         builder, kwargs = ("parquet" if fmt == "parquet" else "json"), {}
     else:
-        builder, kwargs = "csv", _csv_options(data, fmt, path)
+        builder, kwargs = "csv", _csv_options(data, fmt, path, text_columns)
     try:
         ds = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
     except Exception as err:  # the builders raise many types; the message is what matters to the user
@@ -127,7 +124,7 @@ def _read_failure(path: Path, fmt: str, encoding: str, err: Exception) -> str:
     return f"{path}: could not be read as {fmt} ({text})"
 
 
-def _csv_options(data: DataConfig, fmt: str, path: Path) -> dict:
+def _csv_options(data: DataConfig, fmt: str, path: Path, text_columns: Sequence[str]) -> dict:
     options: dict = {"sep": {"csv": ",", "tsv": "\t"}.get(fmt, data.separator)}
     if fmt == "text" and data.separator is None:
         raise DataError(f"{path}: a text file needs data.separator (e.g. ';') and data.column_names")
@@ -135,22 +132,22 @@ def _csv_options(data: DataConfig, fmt: str, path: Path) -> dict:
         options["quoting"] = 3  # csv.QUOTE_NONE: tsv/text fields are never quoted (GLUE, emotion)
     if data.column_names is not None:
         options["names"] = data.column_names
-    text_columns = [c for c in (data.text_column, data.text_pair_column, data.target_column) if c]
+    text_columns = text_columns or [c for c in (data.text_column, data.text_pair_column) if c]
     options["converters"] = {column: str for column in text_columns}  # a text of digits stays text
     options["encoding"] = data.encoding
     return options
 
 
-def _check_columns(cfg: Config, split: str, ds: Dataset) -> None:
-    for key, column in get_task(cfg.task).columns(cfg):
+def _check_columns(columns: list[tuple[str, str]], split: str, ds: Dataset) -> None:
+    for key, column in columns:
         if column not in ds.column_names:
-            raise DataError(f"data.{key} '{column}' not in {source_name(ds, split)} columns {ds.column_names}")
+            raise DataError(f"{key} '{column}' not in {source_name(ds, split)} columns {ds.column_names}")
 
 
-def _handle_empty_texts(cfg: Config, split: str, ds: Dataset) -> tuple[Dataset, int]:
+def _handle_empty_texts(cfg: Config, columns: list[tuple[str, str]], split: str, ds: Dataset) -> tuple[Dataset, int]:
     """Rows with a null or blank text (or label) are refused, or dropped and counted (data.empty_texts)."""
     empty = None
-    for _, column in get_task(cfg.task).columns(cfg):
+    for _, column in columns:
         values = ds.data.column(column)
         blank = pc.is_null(values)
         if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
@@ -172,45 +169,3 @@ def _handle_empty_texts(cfg: Config, split: str, ds: Dataset) -> tuple[Dataset, 
         )
     keep = [i for i, is_empty in enumerate(empty.to_pylist()) if not is_empty]
     return ds.select(keep), count
-
-
-def tokenize_splits(cfg: Config, raw: DatasetDict, tokenizer, task: Task, label_names: list[str]) -> Splits:
-    """Batched tokenization of each split, cached on disk by content: a second run reads it back."""
-    cache_dir = Path(cfg.data.cache_dir or DEFAULT_CACHE_DIR).expanduser()
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tokenized, hits = {}, {}
-    tokenizer_hash = _tokenizer_hash(tokenizer)
-    for split, ds in raw.items():
-        encode, identity = task.encoder(cfg, tokenizer, label_names, ds, split)
-        key = _cache_key(ds, tokenizer_hash, [task.name, *identity])
-        cache_file = cache_dir / f"{key}.arrow"
-        hits[split] = cache_file.is_file()
-        tokenized[split] = ds.map(
-            encode,
-            batched=True,
-            with_indices=True,
-            remove_columns=ds.column_names,
-            cache_file_name=str(cache_file),
-            load_from_cache_file=True,
-            new_fingerprint=key,
-            desc=f"tokenizing {split}",
-        )
-    return Splits(raw=raw, tokenized=DatasetDict(tokenized), label_names=label_names, cache_hits=hits)
-
-
-def _tokenizer_hash(tokenizer) -> str:
-    """Vocabulary, normaliser and post-processor; not the truncation/padding state, which every call resets."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        state = repr(sorted(tokenizer.get_vocab().items()))
-    else:
-        state = json.loads(backend.to_str())
-        state.pop("truncation", None), state.pop("padding", None)
-        state = json.dumps(state, sort_keys=True)
-    return hashlib.sha256(f"{type(tokenizer).__name__}:{state}".encode()).hexdigest()
-
-
-def _cache_key(ds: Dataset, tokenizer_hash: str, identity: list[str]) -> str:
-    """Content hash of everything that changes the tokenized rows: data, tokenizer, the task's encoding."""
-    parts = [ds._fingerprint, tokenizer_hash, *identity, "v2"]  # fingerprint: datasets' hash of the file and selection
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:24]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from ptrain.config.schema import flatten_config
+from ptrain.config import flatten_config
 from ptrain.errors import SweepError
 from ptrain.outputs.files import RUNNING
 from ptrain.tasks import TASKS

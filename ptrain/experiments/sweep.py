@@ -17,9 +17,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ptrain.config.schema import load_config, to_yaml
+from ptrain.config import to_yaml
 from ptrain.errors import SweepError
 from ptrain.outputs.files import write_json
+from ptrain.tasks import load_config
 from ptrain.training.checkpoint import latest_complete
 from ptrain.training.preemption import EXIT_CODES, Preemption
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from transformers import AutoConfig, AutoTokenizer
 
-from ptrain.config.schema import Config, DataConfig
+from ptrain.config import Config, DataConfig
 from ptrain.data import batching
-from ptrain.data.splits import load_raw_splits, read_table, tokenize_splits
+from ptrain.data.splits import load_raw_splits, read_table
+from ptrain.data.tokenize import tokenize_splits
 from ptrain.errors import ConfigError, DataError, ModelError
 from ptrain.model.sources import resolve_model_path
 from ptrain.tasks import EvalContext, task_of_export
@@ -33,7 +34,7 @@ def evaluate_export(cfg: Config, model_dir: str, split: str) -> dict[str, float]
         print(f"ptrain: warning: {precision.warning}", file=sys.stderr)
     accelerator = build_accelerator(cfg)
     with accelerator.main_process_first():
-        raw, _ = load_raw_splits(cfg)
+        raw, _ = load_raw_splits(cfg, task)
         if split not in raw:
             raise DataError(f"no {split} split: set data.{split}_file in the config")
         splits = tokenize_splits(cfg, raw, tokenizer, task, names)

@@ -1,8 +1,17 @@
-"""Task name -> Task: every choice that differs between tasks lives in one module per task."""
+"""The tasks: one module per task, each declaring its config section, checks, data columns, encoding, model,
+loss, evaluation, export recognition and prediction (ptrain/tasks/base.py); the registry below; and
+load_config, which reads a config with its task's section and runs the task's checks.
+
+Adding a task is one module and one `register_task(...)` line: nothing in config/, training/ or cli.py changes.
+"""
 
 from __future__ import annotations
 
-from ptrain.errors import ModelError
+from collections.abc import Sequence
+from pathlib import Path
+
+from ptrain.config import Config, read_config
+from ptrain.errors import ConfigError, ModelError
 from ptrain.tasks.base import EvalContext, EvalResult, Task
 from ptrain.tasks.causal_lm import CausalLM
 from ptrain.tasks.classification import SequenceClassification
@@ -13,23 +22,55 @@ from ptrain.tasks.regression import Regression
 from ptrain.tasks.seq2seq import SequenceToSequence
 from ptrain.tasks.token_classification import TokenClassification
 
-TASKS: dict[str, Task] = {
-    task.name: task
-    for task in (
-        SequenceClassification(),
-        TokenClassification(),
-        Regression(),
-        MultiLabelClassification(),
-        LinearProbe(),
-        MaskedLM(),
-        CausalLM(),
-        SequenceToSequence(),
-    )
-}
+TASKS: dict[str, Task] = {}
+
+
+def register_task(task: Task) -> Task:
+    """Make a task known by its name: configs may name it and hold its section, exports are matched against it."""
+    TASKS[task.name] = task
+    return task
+
+
+register_task(SequenceClassification())
+register_task(TokenClassification())
+register_task(Regression())
+register_task(MultiLabelClassification())
+register_task(LinearProbe())
+register_task(MaskedLM())
+register_task(CausalLM())
+register_task(SequenceToSequence())
 
 
 def get_task(name: str) -> Task:
     return TASKS[name]
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
+    """A config file with its overrides, validated with its task's section and checked by its task; every error
+    is one ConfigError line naming the file (or override) and the key."""
+    sections = [(task.name, task.Options) for task in TASKS.values()]
+    moved: dict[str, dict[str, str]] = {}
+    for task in TASKS.values():
+        for old, new in task.moved_keys.items():
+            moved.setdefault(old, {})[task.name] = f"{task.name}.{new}"
+    cfg = read_config(path, overrides, sections, moved)
+    task = get_task(cfg.task)
+    check_task_config(cfg, task, Path(path))
+    task.check(cfg, Path(path))
+    return cfg
+
+
+def check_task_config(cfg: Config, task: Task, path: Path) -> None:
+    """The rules every task shares: its metric for best, and the data formats it reads."""
+    metric = cfg.train.metric_for_best
+    if metric is not None and metric not in task.metrics:
+        raise ConfigError(
+            f"{path}: train.metric_for_best '{metric}' is not a {cfg.task} metric; "
+            f"choose one of {', '.join(task.metrics)}"
+        )
+    if cfg.data.format == "conll" and not task.reads_word_lists:
+        readers = ", ".join(name for name, other in TASKS.items() if other.reads_word_lists)
+        raise ConfigError(f"{path}: data.format=conll gives word and tag lists; use task: {readers}")
 
 
 def task_of_export(config, folder: str) -> Task:
@@ -40,4 +81,13 @@ def task_of_export(config, folder: str) -> Task:
     raise ModelError(f"{folder}: model architecture {config.architectures} is not one ptrain predicts with")
 
 
-__all__ = ["TASKS", "EvalContext", "EvalResult", "Task", "get_task", "task_of_export"]
+__all__ = [
+    "TASKS",
+    "EvalContext",
+    "EvalResult",
+    "Task",
+    "get_task",
+    "load_config",
+    "register_task",
+    "task_of_export",
+]

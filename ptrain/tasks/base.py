@@ -8,7 +8,9 @@ from typing import Any
 
 import torch
 
+from ptrain.config import NoOptions, Strict
 from ptrain.data.collate import padding_collator
+from ptrain.errors import ConfigError
 
 
 @dataclass
@@ -30,7 +32,8 @@ class EvalResult:
 
 
 class Task:
-    """One task's choices. The recipe calls only these hooks, so a new task is one new module."""
+    """One task's choices. The recipe calls only these hooks, so a new task is one new module (and one line in
+    the registry, ptrain/tasks/__init__.py)."""
 
     name: str
     metrics: tuple[str, ...]  # every evaluation reports these; the first is the default train.metric_for_best
@@ -38,9 +41,23 @@ class Task:
     pipeline: str | None  # the transformers.pipeline() task that loads the export (None: no v5 pipeline does)
     uses_label_names: bool = False  # label ids named by data.label_names and the export's id2label
     auto_class: Any  # AutoModelFor...
+    Options: type[Strict] = NoOptions  # the task's own config keys: the section named after the task
+    moved_keys: dict[str, str] = {}  # an old dotted key of the config -> its key in the task's section
+    reads_word_lists: bool = False  # trains on data.format=conll rows (a list of words and tags per row)
+    recipe: str = "loop"  # how `ptrain train` trains it: the optimizer loop, or "linear_probe" (ptrain.training)
+    problem_types: tuple[str | None, ...] | None = None  # config.problem_type values of its exports (None: any)
+
+    def options(self, cfg) -> Any:
+        """The task's section of a config (an instance of Options)."""
+        return getattr(cfg, self.name)
+
+    def check(self, cfg, path) -> None:
+        """Cross-field checks of the task's keys against the rest of the config, before any heavy work;
+        a refusal is a ConfigError naming `path`, the key and the fix."""
 
     def columns(self, cfg) -> list[tuple[str, str]]:
-        """(config key, column name) pairs every split must have; empty values in them are refused or dropped."""
+        """(dotted config key, column name) pairs every split must have; empty values in them are refused or
+        dropped; text columns read as text (a text of digits stays a string)."""
         raise NotImplementedError
 
     def label_names(self, cfg, train) -> list[str]:
@@ -51,9 +68,10 @@ class Task:
         """The texts a model.train_tokenizer tokenizer learns from (an iterator over the train split)."""
         return (text for text in train[cfg.data.text_column] if text)
 
-    def encoder(self, cfg, tokenizer, label_names: list[str], ds, split: str) -> tuple[Callable, list[str]]:
-        """A batched `datasets.map` function (batch, indices) -> model columns, and the strings that identify
-        its output beyond the data and tokenizer (for the tokenization cache key)."""
+    def encoder(self, cfg, tokenizer, label_names: list[str], ds, split: str) -> Callable:
+        """A batched `datasets.map` function (batch, indices) -> model columns. Its output may depend on the data,
+        the tokenizer, the label names, the data section and the task's own section only: the tokenization cache
+        key is derived from exactly those (ptrain/data/tokenize.py)."""
         raise NotImplementedError
 
     def collator(self, cfg, tokenizer, device: torch.device):
@@ -63,7 +81,13 @@ class Task:
         raise NotImplementedError
 
     def build_loss(self, cfg, splits):
-        """An object with __call__(logits, labels) -> summed loss and target_weight(labels) -> its denominator."""
+        """An object with __call__(logits, labels) -> summed loss and target_weight(labels) -> its denominator.
+        Only tasks trained by the optimizer loop have one."""
+        if self.recipe != "loop":
+            raise ConfigError(
+                f"task {self.name} is trained by its own recipe ({self.recipe}), not the optimizer loop "
+                "that ptrain bench and train.resume need"
+            )
         raise NotImplementedError
 
     def evaluate(self, model, loader, accelerator, context: EvalContext) -> EvalResult:
@@ -77,7 +101,9 @@ class Task:
         raise NotImplementedError
 
     def matches_export(self, config) -> bool:
-        """Whether an exported model's config (config.json) is this task's."""
-        return any(
-            name.endswith(self.auto_class.__name__.removeprefix("AutoModel")) for name in config.architectures or []
-        )
+        """Whether an exported model's config (config.json) is this task's: the architecture of its auto class,
+        and one of its problem types."""
+        head = self.auto_class.__name__.removeprefix("AutoModel")
+        if not any(name.endswith(head) for name in config.architectures or []):
+            return False
+        return self.problem_types is None or getattr(config, "problem_type", None) in self.problem_types

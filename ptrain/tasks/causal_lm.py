@@ -4,14 +4,23 @@ no loss on the prompt; perplexity on validation and sampled continuations of fix
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 from transformers import AutoModelForCausalLM, DataCollatorForTokenClassification
 
 from ptrain.data.collate import pad_multiple
+from ptrain.errors import ConfigError
 from ptrain.model.loading import from_config_or_pretrained
 from ptrain.tasks.base import EvalContext, EvalResult, Task
 from ptrain.tasks.generation import Sampling, continue_prompts, samples_table
-from ptrain.tasks.language_modeling import TokenLoss, pack_blocks, perplexity_result
+from ptrain.tasks.language_modeling import TokenLoss, perplexity_result
 from ptrain.tasks.loss import IGNORE_INDEX
+from ptrain.tasks.packing import PACKING_MOVED_KEYS, PackingOptions, check_block_size, pack_blocks
+
+
+class CausalLMOptions(PackingOptions):
+    prompt_column: str | None = None  # without packing: the prompt, no loss on its tokens; text_column is the response
+    sample_prompts: list[str] = []  # continuations of these prompts go to TensorBoard at each evaluation
+    sample_max_new_tokens: int = Field(40, gt=0)  # tokens generated per sample prompt
 
 
 class CausalLM(Task):
@@ -20,28 +29,44 @@ class CausalLM(Task):
     lower_is_better = frozenset({"loss", "perplexity"})
     pipeline = "text-generation"
     auto_class = AutoModelForCausalLM
+    Options = CausalLMOptions
+    moved_keys = {
+        **PACKING_MOVED_KEYS,
+        "data.prompt_column": "prompt_column",
+        "train.sample_prompts": "sample_prompts",
+        "train.sample_max_new_tokens": "sample_max_new_tokens",
+    }
+
+    def check(self, cfg, path) -> None:
+        options = self.options(cfg)
+        if options.prompt_column is not None and options.packing:
+            raise ConfigError(
+                f"{path}: causal_lm.prompt_column is for causal_lm without causal_lm.packing (packed blocks cut "
+                "across prompts)"
+            )
+        check_block_size(cfg, options, path)
 
     def columns(self, cfg) -> list[tuple[str, str]]:
-        wanted = [("text_column", cfg.data.text_column)]
-        if cfg.data.prompt_column:
-            wanted.append(("prompt_column", cfg.data.prompt_column))
+        wanted = [("data.text_column", cfg.data.text_column)]
+        if self.options(cfg).prompt_column:
+            wanted.append(("causal_lm.prompt_column", self.options(cfg).prompt_column))
         return wanted
 
     def encoder(self, cfg, tokenizer, label_names, ds, split):
         """Every text ends in EOS (the model learns where a document stops). Packed: the texts concatenated and cut
-        into blocks of data.block_size; otherwise one row each, truncated at data.max_length, labels -100 on the
+        into blocks of causal_lm.block_size; otherwise one row each, truncated at data.max_length, labels -100 on the
         prompt tokens. Labels are the inputs: the loss shifts them."""
         ensure_pad_token(tokenizer)
-        data, eos = cfg.data, tokenizer.eos_token_id
+        data, options, eos = cfg.data, self.options(cfg), tokenizer.eos_token_id
 
         def encode(batch: dict, indices: list[int]) -> dict:
             texts = tokenizer(batch[data.text_column], add_special_tokens=False)["input_ids"]
-            if data.packing:
-                packed = pack_blocks([ids + [eos] for ids in texts], data.block_size, indices)
+            if options.packing:
+                packed = pack_blocks([ids + [eos] for ids in texts], options.block_size, indices)
                 return {**packed, "labels": packed["input_ids"]}
             prompts = (
-                tokenizer(batch[data.prompt_column], add_special_tokens=False)["input_ids"]
-                if data.prompt_column
+                tokenizer(batch[options.prompt_column], add_special_tokens=False)["input_ids"]
+                if options.prompt_column
                 else [[] for _ in texts]
             )
             rows = {"input_ids": [], "attention_mask": [], "labels": [], "idx": indices}
@@ -52,8 +77,7 @@ class CausalLM(Task):
                 rows["labels"].append(([IGNORE_INDEX] * len(prompt) + text + [eos])[: data.max_length])
             return rows
 
-        size = data.block_size if data.packing else data.max_length
-        return encode, [data.text_column, str(data.prompt_column), str(data.packing), str(size), "eos"]
+        return encode
 
     def collator(self, cfg, tokenizer, device: torch.device):
         """Pads input_ids with the pad token and labels with -100 (packed blocks need none)."""
@@ -79,18 +103,20 @@ class CausalLM(Task):
         Every process generates the same samples (same seed and prompts): no process waits on another, and
         sharded models (FSDP) run their forward on all ranks as they must."""
         result = perplexity_result(model, loader, accelerator, TokenLoss(shift=True))
-        prompts = context.cfg.train.sample_prompts
-        if prompts:
-            sampling = Sampling(max_new_tokens=context.cfg.train.sample_max_new_tokens, seed=context.cfg.train.seed)
+        options = self.options(context.cfg)
+        if options.sample_prompts:
+            sampling = Sampling(max_new_tokens=options.sample_max_new_tokens, seed=context.cfg.train.seed)
             result.details = {
-                "samples": continue_prompts(accelerator.unwrap_model(model), context.tokenizer, prompts, sampling)
+                "samples": continue_prompts(
+                    accelerator.unwrap_model(model), context.tokenizer, options.sample_prompts, sampling
+                )
             }
         return result
 
     def track(self, tracker, result: EvalResult, context: EvalContext, step: int) -> None:
         if result.details:
             tracker.text(
-                "eval/samples", samples_table(context.cfg.train.sample_prompts, result.details["samples"]), step
+                "eval/samples", samples_table(self.options(context.cfg).sample_prompts, result.details["samples"]), step
             )
 
     def predict(self, model, tokenizer, texts: list[str], batch_size: int) -> list[dict]:

@@ -22,17 +22,18 @@ from ptrain.tasks.gather import gather_outputs
 from ptrain.tasks.loss import ClassificationLoss, balanced_class_weights
 
 
-class SequenceClassification(Task):
-    name = "sequence_classification"
-    metrics = ("weighted_f1", "loss", "accuracy", "macro_f1")
+class TextTask(Task):
+    """What the sequence-level text tasks share: a text (and text pair) column and a label column, labels named
+    by data.label_names (or the training data), a sequence-classification head."""
+
     pipeline = "text-classification"
     uses_label_names = True
     auto_class = AutoModelForSequenceClassification
 
     def columns(self, cfg) -> list[tuple[str, str]]:
-        wanted = [("text_column", cfg.data.text_column), ("label_column", cfg.data.label_column)]
+        wanted = [("data.text_column", cfg.data.text_column), ("data.label_column", cfg.data.label_column)]
         if cfg.data.text_pair_column:
-            wanted.append(("text_pair_column", cfg.data.text_pair_column))
+            wanted.append(("data.text_pair_column", cfg.data.text_pair_column))
         return wanted
 
     def label_names(self, cfg, train) -> list[str]:
@@ -40,8 +41,13 @@ class SequenceClassification(Task):
 
     def encoder(self, cfg, tokenizer, label_names, ds, split):
         mapping = label_to_id(ds, split, cfg.data.label_column, label_names)
-        encode = text_encoder(cfg, tokenizer, lambda values: [mapping[value] for value in values])
-        return encode, [*text_identity(cfg), repr(sorted(mapping.items(), key=repr))]
+        return text_encoder(cfg, tokenizer, lambda values: [mapping[value] for value in values])
+
+
+class SequenceClassification(TextTask):
+    name = "sequence_classification"
+    metrics = ("weighted_f1", "loss", "accuracy", "macro_f1")
+    problem_types = (None, "single_label_classification")
 
     def load_model(self, cfg, label_names, tokenizer):
         return load_head_model(cfg, self.auto_class, tokenizer, **label_maps(label_names))
@@ -84,9 +90,6 @@ class SequenceClassification(Task):
         names = [model.config.id2label[i] for i in range(model.config.num_labels)]
         return label_rows(texts, predict_logits(model, tokenizer, texts, batch_size).softmax(-1), names)
 
-    def matches_export(self, config) -> bool:
-        return super().matches_export(config) and config.problem_type in (None, "single_label_classification")
-
 
 def text_encoder(cfg, tokenizer, labels_of: Callable[[list], list]) -> Callable:
     """The batched map function of the text tasks: tokenized text (and pair), labels_of(label values), idx."""
@@ -104,11 +107,6 @@ def text_encoder(cfg, tokenizer, labels_of: Callable[[list], list]) -> Callable:
         return encoded
 
     return encode
-
-
-def text_identity(cfg) -> list[str]:
-    """What text_encoder's output depends on beyond data, tokenizer and labels (for the cache key)."""
-    return [cfg.data.text_column, str(cfg.data.text_pair_column), cfg.data.label_column, str(cfg.data.max_length)]
 
 
 def label_maps(label_names: list[str]) -> dict:

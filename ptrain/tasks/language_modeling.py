@@ -1,5 +1,5 @@
-"""What masked and causal language modelling share: packing texts into blocks and perplexity over a split
-(with the token loss of loss.py)."""
+"""What masked and causal language modelling share: perplexity over a split (with the token loss of loss.py);
+packing into blocks is ptrain/tasks/packing.py."""
 
 from __future__ import annotations
 
@@ -10,25 +10,6 @@ import torch
 
 from ptrain.tasks.base import EvalResult
 from ptrain.tasks.loss import TokenLoss
-
-
-def pack_blocks(token_lists: list[list[int]], block_size: int, first_rows: list[int]) -> dict:
-    """Concatenate the token lists and cut them into blocks of exactly block_size tokens (no padding).
-
-    The tail shorter than a block is dropped; datasets.map calls this per batch of 1,000 rows, so under one
-    block per 1,000 documents is lost. `idx` of a block is the raw row its first token comes from.
-    """
-    stream, origin = [], []
-    for ids, row in zip(token_lists, first_rows):
-        stream.extend(ids)
-        origin.extend([row] * len(ids))
-    usable = len(stream) - len(stream) % block_size
-    blocks = [stream[start : start + block_size] for start in range(0, usable, block_size)]
-    return {
-        "input_ids": blocks,
-        "attention_mask": [[1] * block_size for _ in blocks],
-        "idx": [origin[start] for start in range(0, usable, block_size)],
-    }
 
 
 @torch.no_grad()

@@ -4,15 +4,21 @@ the same masks at every evaluation, perplexity over the masked tokens; the expor
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling, DataCollatorForTokenClassification
 
 from ptrain.data.collate import pad_multiple
 from ptrain.errors import ModelError
 from ptrain.model.loading import from_config_or_pretrained
 from ptrain.tasks.base import EvalContext, EvalResult, Task
-from ptrain.tasks.language_modeling import TokenLoss, pack_blocks, perplexity_result
+from ptrain.tasks.language_modeling import TokenLoss, perplexity_result
+from ptrain.tasks.packing import PACKING_MOVED_KEYS, PackingOptions, check_block_size, pack_blocks
 
 EVAL_MASK_SEED = 1234  # evaluation masks depend on this and the row's tokens only: successive evaluations compare
+
+
+class MaskedLMOptions(PackingOptions):
+    mlm_probability: float = Field(0.15, gt=0, lt=1)  # share of tokens masked (80% [MASK], 10% random, 10% kept)
 
 
 class MaskedLM(Task):
@@ -21,31 +27,37 @@ class MaskedLM(Task):
     lower_is_better = frozenset({"loss", "perplexity"})
     pipeline = "fill-mask"
     auto_class = AutoModelForMaskedLM
+    Options = MaskedLMOptions
+    moved_keys = {**PACKING_MOVED_KEYS, "train.mlm_probability": "mlm_probability"}
+
+    def check(self, cfg, path) -> None:
+        check_block_size(cfg, self.options(cfg), path)
 
     def columns(self, cfg) -> list[tuple[str, str]]:
-        return [("text_column", cfg.data.text_column)]
+        return [("data.text_column", cfg.data.text_column)]
 
     def encoder(self, cfg, tokenizer, label_names, ds, split):
         """Packed: the texts' tokens (each with its [CLS] ... [SEP]) concatenated and cut into blocks of
-        data.block_size, as run_mlm.py does; otherwise one text per row, truncated at data.max_length."""
+        masked_lm.block_size, as run_mlm.py does; otherwise one text per row, truncated at data.max_length."""
         if tokenizer.mask_token is None:
             raise ModelError(
                 f"the tokenizer of {cfg.model.tokenizer or cfg.model.name_or_path} has no mask token; "
                 "masked_lm needs one"
             )
-        text, data = cfg.data.text_column, cfg.data
+        text, max_length, options = cfg.data.text_column, cfg.data.max_length, self.options(cfg)
 
         def encode(batch: dict, indices: list[int]) -> dict:
-            if data.packing:
-                return pack_blocks(tokenizer(batch[text])["input_ids"], data.block_size, indices)
-            encoded = tokenizer(batch[text], truncation=True, max_length=data.max_length)
+            if options.packing:
+                return pack_blocks(tokenizer(batch[text])["input_ids"], options.block_size, indices)
+            encoded = tokenizer(batch[text], truncation=True, max_length=max_length)
             encoded["idx"] = indices
             return encoded
 
-        return encode, [text, str(data.packing), str(data.block_size if data.packing else data.max_length)]
+        return encode
 
     def collator(self, cfg, tokenizer, device: torch.device):
-        return MaskingCollator(tokenizer, cfg.train.mlm_probability, pad_multiple(cfg.train.mixed_precision, device))
+        probability = self.options(cfg).mlm_probability
+        return MaskingCollator(tokenizer, probability, pad_multiple(cfg.train.mixed_precision, device))
 
     def load_model(self, cfg, label_names, tokenizer):
         return from_config_or_pretrained(cfg, self.auto_class, tokenizer)

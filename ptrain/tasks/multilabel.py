@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torchmetrics.functional.classification import (
     multilabel_exact_match,
     multilabel_f1_score,
@@ -12,11 +13,12 @@ from torchmetrics.functional.classification import (
     multilabel_recall,
 )
 
+from ptrain.config import Strict
 from ptrain.data.labels import source_name
-from ptrain.errors import DataError
+from ptrain.errors import ConfigError, DataError
 from ptrain.model.loading import load_head_model
 from ptrain.tasks.base import EvalContext, EvalResult
-from ptrain.tasks.classification import SequenceClassification, label_maps, predict_logits, text_encoder, text_identity
+from ptrain.tasks.classification import TextTask, label_maps, predict_logits, text_encoder
 from ptrain.tasks.gather import gather_outputs
 from ptrain.tasks.tables import per_label_table
 
@@ -38,12 +40,33 @@ class BinaryCrossEntropyLoss:
         return torch.tensor(float(labels.numel()), device=labels.device)
 
 
-class MultiLabelClassification(SequenceClassification):
+class MultiLabelOptions(Strict):
+    label_separator: str | None = None  # a label string holds several names split by this, e.g. "|"
+    decision_threshold: float = Field(0.5, gt=0, lt=1)  # a label is predicted when its sigmoid > this
+
+
+class MultiLabelClassification(TextTask):
     """The label column holds a list of label names per row (json/jsonl/parquet), or a string of names split
-    by data.label_separator; an empty list means no label."""
+    by multi_label_classification.label_separator; an empty list means no label."""
 
     name = "multi_label_classification"
     metrics = ("micro_f1", "macro_f1", "subset_accuracy", "loss")
+    problem_types = (PROBLEM_TYPE,)
+    Options = MultiLabelOptions
+    moved_keys = {"data.label_separator": "label_separator", "train.decision_threshold": "decision_threshold"}
+
+    def check(self, cfg, path) -> None:
+        if self.options(cfg).label_separator == "":
+            raise ConfigError(
+                f"{path}: multi_label_classification.label_separator is empty; quote it (a bare | is YAML's "
+                "block-scalar sign), e.g. label_separator: '|'"
+            )
+        if cfg.train.class_weights is not None:
+            raise ConfigError(
+                f"{path}: train.class_weights is for sequence_classification; multi-label losses are unweighted"
+            )
+        if cfg.train.label_smoothing:
+            raise ConfigError(f"{path}: train.label_smoothing applies to sequence_classification only")
 
     def label_names(self, cfg, train) -> list[str]:
         if cfg.data.label_names is not None:
@@ -59,7 +82,7 @@ class MultiLabelClassification(SequenceClassification):
                     f"{source_name(ds, split)}: label {unknown[0]!r} at row {row} is not one of the labels "
                     f"{label_names}; fix the row or add the label to data.label_names"
                 )
-        separator = cfg.data.label_separator
+        separator = self.options(cfg).label_separator
 
         def multi_hot(values: list) -> list[list[float]]:
             rows = []
@@ -70,11 +93,12 @@ class MultiLabelClassification(SequenceClassification):
                 rows.append(target)
             return rows
 
-        return text_encoder(cfg, tokenizer, multi_hot), [*text_identity(cfg), repr(label_names), str(separator)]
+        return text_encoder(cfg, tokenizer, multi_hot)
 
     def load_model(self, cfg, label_names, tokenizer):
         model = load_head_model(cfg, self.auto_class, tokenizer, problem_type=PROBLEM_TYPE, **label_maps(label_names))
-        model.config.decision_threshold = cfg.train.decision_threshold  # saved in config.json; `ptrain predict` uses it
+        # saved in config.json; `ptrain predict` uses it
+        model.config.decision_threshold = self.options(cfg).decision_threshold
         return model
 
     def build_loss(self, cfg, splits) -> BinaryCrossEntropyLoss:
@@ -87,7 +111,7 @@ class MultiLabelClassification(SequenceClassification):
 
         details, tokens, seconds = gather_outputs(model, loader, accelerator, outputs)
         probs, gold = details["probabilities"], details["labels"].int()
-        options = {"num_labels": gold.shape[1], "threshold": context.cfg.train.decision_threshold}
+        options = {"num_labels": gold.shape[1], "threshold": self.options(context.cfg).decision_threshold}
         metrics = {
             "micro_f1": multilabel_f1_score(probs, gold, average="micro", **options).item(),
             "macro_f1": multilabel_f1_score(probs, gold, average="macro", **options).item(),
@@ -118,19 +142,16 @@ class MultiLabelClassification(SequenceClassification):
             rows.append({"text": text, "labels": chosen, **{f"prob_{n}": v for n, v in zip(names, p)}})
         return rows
 
-    def matches_export(self, config) -> bool:
-        return super(SequenceClassification, self).matches_export(config) and config.problem_type == PROBLEM_TYPE
-
 
 def label_lists(cfg, ds, split: str) -> list[list[str]]:
     """The label names of every row; a string column without data.label_separator is refused."""
-    column, separator = cfg.data.label_column, cfg.data.label_separator
+    column, separator = cfg.data.label_column, cfg.multi_label_classification.label_separator
     values = ds[column]
     for row, value in enumerate(values):
         if isinstance(value, str) and separator is None:
             raise DataError(
                 f"{source_name(ds, split)}: label {value!r} at row {row} is a string; give a list of label "
-                f"names (json/jsonl/parquet) or set data.label_separator (e.g. '|')"
+                f"names (json/jsonl/parquet) or set multi_label_classification.label_separator (e.g. '|')"
             )
         if not isinstance(value, (str, list)):
             raise DataError(

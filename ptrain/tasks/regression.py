@@ -10,10 +10,10 @@ import torch
 from torchmetrics.functional import mean_absolute_error, mean_squared_error, pearson_corrcoef, spearman_corrcoef
 
 from ptrain.data.labels import source_name
-from ptrain.errors import DataError
+from ptrain.errors import ConfigError, DataError
 from ptrain.model.loading import load_head_model
 from ptrain.tasks.base import EvalContext, EvalResult
-from ptrain.tasks.classification import SequenceClassification, predict_logits, text_encoder, text_identity
+from ptrain.tasks.classification import TextTask, predict_logits, text_encoder
 from ptrain.tasks.gather import gather_outputs
 from ptrain.tasks.tables import largest_errors_table, scatter_figure
 
@@ -33,20 +33,30 @@ class SquaredErrorLoss:
         return torch.tensor(float(labels.shape[0]), device=labels.device)
 
 
-class Regression(SequenceClassification):
+class Regression(TextTask):
     """Text columns as in classification; the label column holds numbers."""
 
     name = "regression"
     metrics = ("pearson", "spearman", "loss", "mae")  # loss is the mean squared error
     lower_is_better = frozenset({"loss", "mae"})
     uses_label_names = False
+    problem_types = (PROBLEM_TYPE,)
+
+    def check(self, cfg, path) -> None:
+        data, train = cfg.data, cfg.train
+        if data.label_names is not None or train.class_weights is not None:
+            raise ConfigError(
+                f"{path}: task regression has one numeric target; remove data.label_names and train.class_weights"
+            )
+        if train.label_smoothing:
+            raise ConfigError(f"{path}: train.label_smoothing applies to sequence_classification only")
 
     def label_names(self, cfg, train) -> list[str]:
         return []
 
     def encoder(self, cfg, tokenizer, label_names, ds, split):
         check_numeric(ds, split, cfg.data.label_column)
-        return text_encoder(cfg, tokenizer, lambda values: [float(v) for v in values]), [*text_identity(cfg), "float"]
+        return text_encoder(cfg, tokenizer, lambda values: [float(v) for v in values])
 
     def load_model(self, cfg, label_names, tokenizer):
         # id2label names the single output after the label column:
@@ -92,9 +102,6 @@ class Regression(SequenceClassification):
     def predict(self, model, tokenizer, texts: list[str], batch_size: int) -> list[dict]:
         name, values = model.config.id2label[0], predict_logits(model, tokenizer, texts, batch_size).squeeze(-1)
         return [{"text": text, name: value} for text, value in zip(texts, values.tolist())]
-
-    def matches_export(self, config) -> bool:
-        return super(SequenceClassification, self).matches_export(config) and config.problem_type == PROBLEM_TYPE
 
 
 def check_numeric(ds, split: str, column: str) -> None:

@@ -8,17 +8,28 @@ import time
 import sacrebleu
 import torch
 from accelerate.utils import gather_object
+from pydantic import Field
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES
 from transformers.models.bart.modeling_bart import shift_tokens_right
 
+from ptrain.config import Strict
 from ptrain.data.collate import pad_multiple
-from ptrain.errors import ModelError
+from ptrain.errors import ConfigError, ModelError
 from ptrain.model.loading import from_config_or_pretrained
 from ptrain.model.sources import resolve_model_path
 from ptrain.tasks.base import EvalContext, EvalResult, Task
 from ptrain.tasks.language_modeling import perplexity
 from ptrain.tasks.loss import IGNORE_INDEX, TokenLoss
+
+
+class Seq2SeqOptions(Strict):
+    target_column: str | None = None  # the column of target texts (data.text_column holds the sources); required
+    max_target_length: int = Field(128, gt=1)  # tokens, truncation limit of targets (EOS included)
+    generation_eval_rows: int = Field(200, gt=0)  # first N evaluated rows scored by generation (BLEU, chrF)
+    generation_max_new_tokens: int = Field(64, gt=0)  # generated tokens at most (eval, predict, export)
+    generation_num_beams: int = Field(1, gt=0)  # beam search width; 1 is greedy decoding
+    generation_examples: int = Field(10, ge=0)  # source/reference/generated rows shown in TensorBoard
 
 
 class SequenceToSequence(Task):
@@ -29,28 +40,44 @@ class SequenceToSequence(Task):
     # AutoModelForSeq2SeqLM + AutoTokenizer and generate (their generation_config.json holds the settings).
     pipeline = None
     auto_class = AutoModelForSeq2SeqLM
+    Options = Seq2SeqOptions
+    moved_keys = {
+        "data.target_column": "target_column",
+        "data.max_target_length": "max_target_length",
+        **{f"train.{key}": key for key in ("generation_eval_rows", "generation_max_new_tokens")},
+        **{f"train.{key}": key for key in ("generation_num_beams", "generation_examples")},
+    }
+
+    def check(self, cfg, path) -> None:
+        target = self.options(cfg).target_column
+        if target is None:
+            raise ConfigError(f"{path}: task seq2seq needs seq2seq.target_column, the column of target texts")
+        if target == cfg.data.text_column:
+            raise ConfigError(f"{path}: seq2seq.target_column and data.text_column are both '{target}'")
+        if cfg.train.class_weights is not None:
+            raise ConfigError(f"{path}: train.class_weights is for classification; remove it for task seq2seq")
 
     def columns(self, cfg) -> list[tuple[str, str]]:
-        return [("text_column", cfg.data.text_column), ("target_column", cfg.data.target_column)]
+        return [("data.text_column", cfg.data.text_column), ("seq2seq.target_column", cfg.seq2seq.target_column)]
 
     def tokenizer_texts(self, cfg, train):
         """Source and target texts: one vocabulary serves the encoder and the decoder (shared embeddings)."""
-        for column in (cfg.data.text_column, cfg.data.target_column):
+        for column in (cfg.data.text_column, cfg.seq2seq.target_column):
             yield from (text for text in train[column] if text)
 
     def encoder(self, cfg, tokenizer, label_names, ds, split):
-        source, target, data = cfg.data.text_column, cfg.data.target_column, cfg.data
+        source, target, data, options = cfg.data.text_column, cfg.seq2seq.target_column, cfg.data, cfg.seq2seq
 
         def encode(batch: dict, indices: list[int]) -> dict:
             encoded = tokenizer(batch[source], truncation=True, max_length=data.max_length)
             return {
                 "input_ids": encoded["input_ids"],
                 "attention_mask": encoded["attention_mask"],
-                "labels": encode_targets(tokenizer, batch[target], data.max_target_length),
+                "labels": encode_targets(tokenizer, batch[target], options.max_target_length),
                 "idx": indices,
             }
 
-        return encode, [source, target, str(data.max_length), str(data.max_target_length)]
+        return encode
 
     def collator(self, cfg, tokenizer, device: torch.device):
         start, pad = decoder_ids(cfg, tokenizer)
@@ -66,8 +93,8 @@ class SequenceToSequence(Task):
         )
         model = from_config_or_pretrained(cfg, self.auto_class, tokenizer, **extra)
         generation = model.generation_config  # saved with the export: `ptrain predict` and generate() use it
-        generation.max_new_tokens = cfg.train.generation_max_new_tokens
-        generation.num_beams = cfg.train.generation_num_beams
+        generation.max_new_tokens = cfg.seq2seq.generation_max_new_tokens
+        generation.num_beams = cfg.seq2seq.generation_num_beams
         generation.decoder_start_token_id = start
         return model
 
@@ -77,7 +104,7 @@ class SequenceToSequence(Task):
     @torch.no_grad()
     def evaluate(self, model, loader, accelerator, context: EvalContext) -> EvalResult:
         """Teacher-forced loss and perplexity over every row, then generation on the first
-        train.generation_eval_rows rows, each process generating its share."""
+        seq2seq.generation_eval_rows rows, each process generating its share."""
         start = time.perf_counter()
         teacher_forced, tokens, _ = perplexity(model, loader, accelerator, TokenLoss())
         was_training = model.training
@@ -93,7 +120,7 @@ class SequenceToSequence(Task):
         return EvalResult(metrics, tokens, time.perf_counter() - start, details)
 
     def track(self, tracker, result: EvalResult, context: EvalContext, step: int) -> None:
-        count = context.cfg.train.generation_examples
+        count = context.cfg.seq2seq.generation_examples
         if count:
             tracker.text("eval/generated_examples", generated_table(result.details, count), step)
 
@@ -158,10 +185,10 @@ def encode_targets(tokenizer, texts: list[str], max_length: int) -> list[list[in
 
 
 def generate_sample(model, accelerator, context: EvalContext) -> dict:
-    """Sources, references and generated hypotheses of the first train.generation_eval_rows rows (all
+    """Sources, references and generated hypotheses of the first seq2seq.generation_eval_rows rows (all
     processes): each process generates every num_processes-th row, then the rows are gathered in order."""
     cfg, raw = context.cfg, context.raw
-    rows = list(range(min(cfg.train.generation_eval_rows, len(raw))))
+    rows = list(range(min(cfg.seq2seq.generation_eval_rows, len(raw))))
     mine = rows[accelerator.process_index :: accelerator.num_processes]
     sources = raw.select(mine)[cfg.data.text_column] if mine else []
     hypotheses = generate_texts(model, context.tokenizer, sources, cfg.train.eval_batch_size, cfg.data.max_length)
@@ -171,7 +198,7 @@ def generate_sample(model, accelerator, context: EvalContext) -> dict:
     sample = raw.select(rows)
     return {
         "sources": sample[cfg.data.text_column],
-        "references": sample[cfg.data.target_column],
+        "references": sample[cfg.seq2seq.target_column],
         "hypotheses": [hypothesis for _, hypothesis in gathered],
     }
 

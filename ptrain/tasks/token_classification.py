@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification, pipeline
 
 from ptrain.data.collate import pad_multiple
+from ptrain.errors import ConfigError
 from ptrain.model.loading import load_head_model
 from ptrain.tasks.base import EvalContext, EvalResult, Task
 from ptrain.tasks.classification import label_maps
@@ -33,9 +34,16 @@ class TokenClassification(Task):
     pipeline = "token-classification"
     uses_label_names = True
     auto_class = AutoModelForTokenClassification
+    reads_word_lists = True  # data.format=conll
+
+    def check(self, cfg, path) -> None:
+        if cfg.data.text_pair_column is not None:
+            raise ConfigError(
+                f"{path}: token_classification tags one list of words per row; unset data.text_pair_column"
+            )
 
     def columns(self, cfg) -> list[tuple[str, str]]:
-        return [("text_column", cfg.data.text_column), ("label_column", cfg.data.label_column)]
+        return [("data.text_column", cfg.data.text_column), ("data.label_column", cfg.data.label_column)]
 
     def label_names(self, cfg, train) -> list[str]:
         return tag_names(cfg, train)
@@ -54,7 +62,7 @@ class TokenClassification(Task):
             encoded["idx"] = indices
             return encoded
 
-        return encode, [words, tags, str(max_length), repr(sorted(mapping.items(), key=repr))]
+        return encode
 
     def collator(self, cfg, tokenizer, device: torch.device):
         multiple = pad_multiple(cfg.train.mixed_precision, device)

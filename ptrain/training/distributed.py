@@ -10,7 +10,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration
 
-from ptrain.config.schema import Config
+from ptrain.config import Config
 from ptrain.errors import LaunchError
 from ptrain.training.precision import resolve_precision
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from transformers import get_linear_schedule_with_warmup
 
-from ptrain.config.schema import TrainConfig
+from ptrain.config import TrainConfig
 from ptrain.errors import ConfigError
 
 

@@ -16,9 +16,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
-from ptrain.config.schema import Config, to_yaml
+from ptrain.config import Config, to_yaml
 from ptrain.data import batching
-from ptrain.data.splits import DEFAULT_CACHE_DIR
+from ptrain.data.tokenize import DEFAULT_CACHE_DIR
 from ptrain.errors import ConfigError
 from ptrain.model.sources import resolve_model_path
 from ptrain.outputs.files import create_run_dir, running_marker, write_json, write_text
@@ -57,7 +57,7 @@ def train_probe(cfg: Config) -> int:
         if precision.warning:
             accelerator.print(f"ptrain: warning: {precision.warning}")
         accelerator.print(
-            f"ptrain: precision {precision.describe()}; linear probe on {cfg.model.pooling} features of "
+            f"ptrain: precision {precision.describe()}; linear probe on {cfg.linear_probe.pooling} features of "
             f"{', '.join(f'{s} {len(f[1]):,}' for s, f in features.items())} "
             f"rows; feature cache reused for {[s for s, hit in hits.items() if hit] or 'none'}; run folder {run_dir}"
         )
@@ -110,7 +110,7 @@ def cached_features(
     parts = [
         tokenized._fingerprint,
         model_identity(cfg),
-        cfg.model.pooling,
+        cfg.linear_probe.pooling,
         cfg.train.mixed_precision,
         FEATURES_VERSION,
     ]
@@ -120,7 +120,7 @@ def cached_features(
         return (saved["features"], saved["labels"]), True, 0.0
     collator = get_task(cfg.task).collator(cfg, tokenizer, accelerator.device)
     loader = accelerator.prepare(batching.eval_loader(cfg, tokenized, collator))  # device placement, exact gathering
-    features, labels, seconds, _ = encode(encoder, loader, accelerator, cfg.model.pooling)
+    features, labels, seconds, _ = encode(encoder, loader, accelerator, cfg.linear_probe.pooling)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save({"features": features, "labels": labels}, tmp)
@@ -149,7 +149,7 @@ def fit_head(
     """Logistic regression on standardised features, folded back into one linear map of the raw features
     (w / scale, b - w . mean / scale): the export applies it to the encoder's output as it is."""
     scaler = StandardScaler().fit(features.numpy())
-    classifier = LogisticRegression(C=cfg.train.probe_regularization_c, max_iter=cfg.train.probe_max_iter)
+    classifier = LogisticRegression(C=cfg.linear_probe.regularization_c, max_iter=cfg.linear_probe.max_iter)
     classifier.fit(scaler.transform(features.numpy()), labels.numpy())
     coef, intercept = (
         torch.tensor(classifier.coef_, dtype=torch.float32),
@@ -180,7 +180,7 @@ def export_probe(cfg: Config, encoder, tokenizer, weight, bias, names: list[str]
     config = encoder.config
     config.ptrain_task, config.probe_pooling, config.probe_max_length = (
         "linear_probe",
-        cfg.model.pooling,
+        cfg.linear_probe.pooling,
         cfg.data.max_length,
     )
     config.id2label, config.label2id = dict(enumerate(names)), {name: i for i, name in enumerate(names)}
@@ -200,7 +200,7 @@ def track(cfg, tracker: Tracker, scores, validation, splits, weight, bias, names
     predictions = (features @ weight.T + bias).argmax(-1)
     confusion = multiclass_confusion_matrix(predictions, labels, len(names))
     tracker.figure("eval/confusion_matrix", confusion_figure(confusion, names), 0)
-    rows = min(cfg.train.projector_rows, len(labels))
+    rows = min(cfg.linear_probe.projector_rows, len(labels))
     if rows:
         chosen = (
             torch.randperm(len(labels), generator=torch.Generator().manual_seed(cfg.train.seed))[:rows].sort().values

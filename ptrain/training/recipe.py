@@ -12,9 +12,10 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from ptrain.config.schema import Config, to_yaml
+from ptrain.config import Config, to_yaml
 from ptrain.data import batching
-from ptrain.data.splits import Splits, load_raw_splits, tokenize_splits
+from ptrain.data.splits import load_raw_splits
+from ptrain.data.tokenize import Splits, tokenize_splits
 from ptrain.model.loading import load_tokenizer
 from ptrain.outputs.files import create_run_dir, export_model, running_marker, write_text
 from ptrain.outputs.tracking import Tracker
@@ -102,7 +103,7 @@ def load_data(cfg: Config, task: Task, accelerator: Accelerator) -> tuple[object
     """Tokenizer and tokenized splits. The main process (trains the tokenizer and) tokenizes first, or reads
     the caches; the others then read its caches."""
     with accelerator.main_process_first():
-        raw, dropped = load_raw_splits(cfg)
+        raw, dropped = load_raw_splits(cfg, task)
         tokenizer = load_tokenizer(cfg, task, raw["train"])
         splits = tokenize_splits(cfg, raw, tokenizer, task, task.label_names(cfg, raw["train"]))
     splits.dropped = dropped

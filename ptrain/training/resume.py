@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from ptrain.config.schema import Config, flatten_config
+from ptrain.config import Config, flatten_config
 from ptrain.errors import CheckpointError, ConfigError, first_line
 from ptrain.training.checkpoint import Checkpoint, resolve_resume, save_checkpoint
 from ptrain.training.meter import TrainMeter

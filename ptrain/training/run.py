@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 
-from ptrain.config.schema import Config
-from ptrain.data.splits import Splits
+from ptrain.config import Config
+from ptrain.data.tokenize import Splits
 from ptrain.outputs.tracking import Tracker
 from ptrain.tasks import Task
 from ptrain.training.optim import StepPlan
