@@ -132,7 +132,7 @@ def test_corpus_validation_is_the_contiguous_tail_and_packing_fills_blocks(tmp_p
     assert text.startswith(raw["train"][0]["text"]) and text.rstrip().endswith(raw["validation"][-1]["text"].rstrip())
     assert len(raw["validation"]) == round(0.1 * (len(raw["train"]) + len(raw["validation"])))
     tokenizer = train_bpe(raw["train"]["text"][:300], vocab_size=400, min_frequency=2)
-    encode, _ = get_task("causal_lm").encoder(cfg, tokenizer, [], raw["train"], "train")
+    encode = get_task("causal_lm").encoder(cfg, tokenizer, [], raw["train"], "train")
     rows = raw["train"][:50]
     blocks = encode(rows, list(range(50)))
     assert {len(ids) for ids in blocks["input_ids"]} == {64} and blocks["labels"] == blocks["input_ids"]
@@ -160,7 +160,7 @@ def test_prompt_response_rows_pad_with_ignored_labels(tmp_path):
     raw, _ = load_raw_splits(cfg, get_task(cfg.task))
     tokenizer = train_bpe(["Q1: who? Romeo."] * 20, vocab_size=300, min_frequency=1)
     task = get_task("causal_lm")
-    encode, _ = task.encoder(cfg, tokenizer, [], raw["train"], "train")
+    encode = task.encoder(cfg, tokenizer, [], raw["train"], "train")
     rows = encode({"prompt": ["Q1: who?", "Q22: who?"], "response": [" Romeo.", " Romeo."]}, [0, 1])
     prompt_length = len(tokenizer("Q1: who?", add_special_tokens=False)["input_ids"])
     assert rows["labels"][0][:prompt_length] == [-100] * prompt_length
