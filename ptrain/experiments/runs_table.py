@@ -13,23 +13,13 @@ from pathlib import Path
 
 import yaml
 
+from ptrain.config.keys import NOT_HYPERPARAMETERS, SEED_KEY
 from ptrain.config.schema import flatten_config
 from ptrain.errors import SweepError
 from ptrain.outputs.files import RUNNING
 from ptrain.tasks import TASKS
 from ptrain.training.checkpoint import latest_complete
 
-# Keys that say where a run lives or what it reports, not how it trains.
-NOT_HYPERPARAMETERS = {
-    "run_dir",
-    "hparams",
-    "output_dir",
-    "train.resume",
-    "data.data_dir",
-    "data.cache_dir",
-    "data.num_workers",
-}
-SEED_KEY = "train.seed"
 PRECISION_KEY = "train.mixed_precision"  # shown in its own column, as resolved (fp32, bf16, fp16)
 
 

@@ -10,24 +10,13 @@ from pathlib import Path
 
 import yaml
 
+from ptrain.config.keys import NOT_HYPERPARAMETERS
 from ptrain.config.schema import Config, flatten_config
 from ptrain.errors import CheckpointError, ConfigError, first_line
 from ptrain.training.checkpoint import Checkpoint, resolve_resume, save_checkpoint
 from ptrain.training.meter import TrainMeter
 from ptrain.training.run import Run
 from ptrain.training.state import LoopState
-
-# Where files live and how they are read may change between the interrupted run and its resume.
-# The HPARAMS keys only change what is reported.
-IGNORED_ON_RESUME = {
-    "train.resume",
-    "output_dir",
-    "run_dir",
-    "hparams",
-    "data.data_dir",
-    "data.cache_dir",
-    "data.num_workers",
-}
 
 
 def find_resume(cfg: Config, accelerator) -> Checkpoint | None:
@@ -49,7 +38,7 @@ def check_same_config(cfg: Config, run_dir: Path) -> None:
     saved = flatten_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
     current = flatten_config(cfg.model_dump(mode="json"))
     differing = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
-    differing = [k for k in differing if k not in IGNORED_ON_RESUME]
+    differing = [k for k in differing if k not in NOT_HYPERPARAMETERS]
     if differing:
         raise ConfigError(
             f"train.resume: the config differs from the run being resumed ({run_dir}/config.yaml) in "
