@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ptrain.config.schema import Config, config_value, to_yaml
 from ptrain.outputs.files import write_json
+from ptrain.training.best import metric_for_best
 from ptrain.training.run import Run
 from ptrain.training.state import LoopState
 
@@ -51,7 +52,7 @@ def write_results(run: Run, state: LoopState, test: dict | None, wall_seconds: f
     write_json(run.run_dir / "metrics.json", metrics)
     run.tracker.hparams(hparams_of(run.cfg), summary_metrics(metrics, run.task.metrics), state.global_step)
     run.accelerator.print(
-        f"ptrain: best {run.cfg.train.metric_for_best or run.task.metrics[0]} {state.best_value:.4f} "
+        f"ptrain: best {metric_for_best(run.cfg.train, run.task)} {state.best_value:.4f} "
         f"at step {state.best['step']}; "
         f"wall time {wall_seconds:.0f}s\nptrain: TensorBoard: tensorboard --logdir {run.run_dir.parent}\n"
         f"ptrain: model: {run.run_dir / 'best'} (best), {run.run_dir / 'final'} (final); "
