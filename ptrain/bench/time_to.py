@@ -109,26 +109,26 @@ def hf_time_to_target(cfg: Config, output_dir: Path) -> dict:
             if rule.reached(metrics[f"eval_{rule.metric}"]):
                 control.should_training_stop = True
 
-    collator = run.task.collator(
-        cfg, run.tokenizer, run.accelerator.device
-    )  # before TrainingArguments resets Accelerate's state
+    data, plan = run.data, run.optim.plan
+    # The collator before TrainingArguments, which resets Accelerate's state.
+    collator = run.task.collator(cfg, data.tokenizer, run.runtime.accelerator.device)
     args = training_arguments(
         cfg,
         output_dir,
         num_train_epochs=cfg.train.epochs,
-        max_steps=run.plan.total_steps,
-        warmup_steps=run.plan.warmup_steps,
+        max_steps=plan.total_steps,
+        warmup_steps=plan.warmup_steps,
         lr_scheduler_type="linear",
         eval_strategy="steps",
         eval_steps=cfg.train.eval_every_steps,
     )  # the same schedule and evaluation steps as ptrain
     trainer = Trainer(
-        model=run.task.load_model(cfg, run.splits.label_names, run.tokenizer),
+        model=run.task.load_model(cfg, data.splits.label_names, data.tokenizer),
         args=args,
         data_collator=collator,
-        train_dataset=run.splits.tokenized["train"].remove_columns(["idx"]),
-        eval_dataset=run.splits.tokenized["validation"].remove_columns(["idx"]),
-        compute_metrics=classification_metrics(len(run.splits.label_names)),
+        train_dataset=data.splits.tokenized["train"].remove_columns(["idx"]),
+        eval_dataset=data.splits.tokenized["validation"].remove_columns(["idx"]),
+        compute_metrics=classification_metrics(len(data.splits.label_names)),
         callbacks=[StopAtTarget()],
     )
     started = time.time()

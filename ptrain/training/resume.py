@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import yaml
+from accelerate import Accelerator
 
 from ptrain.config.keys import NOT_HYPERPARAMETERS
 from ptrain.config.schema import Config, flatten_config
@@ -19,7 +20,7 @@ from ptrain.training.run import Run
 from ptrain.training.state import LoopState
 
 
-def find_resume(cfg: Config, accelerator) -> Checkpoint | None:
+def find_resume(cfg: Config, accelerator: Accelerator) -> Checkpoint | None:
     if cfg.train.resume is None:
         return None
     checkpoint = resolve_resume(cfg.train.resume, cfg.output_dir, cfg.name, cfg.run_dir)
@@ -46,11 +47,11 @@ def check_same_config(cfg: Config, run_dir: Path) -> None:
         )
 
 
-def restore(run: Run, checkpoint: Checkpoint) -> tuple[LoopState, TrainMeter]:
+def restore(accelerator: Accelerator, checkpoint: Checkpoint) -> tuple[LoopState, TrainMeter]:
     """Model, optimizer, scheduler, scaler and every process's RNG (Accelerate), then loop state and meter."""
     started = time.perf_counter()
     try:  # Accelerate unpickles with weights_only=True: a file with code in it is refused, not run
-        run.accelerator.load_state(str(checkpoint.path))
+        accelerator.load_state(str(checkpoint.path))
     except (RuntimeError, ValueError, OSError, pickle.UnpicklingError) as err:
         raise CheckpointError(
             f"checkpoint {checkpoint.path} could not be loaded ({first_line(err)}); resume from another "
@@ -58,9 +59,9 @@ def restore(run: Run, checkpoint: Checkpoint) -> tuple[LoopState, TrainMeter]:
         ) from None
     state = LoopState.from_dict(checkpoint.meta["loop"])
     state.stop, state.interrupted_by = False, None
-    meter = TrainMeter(run.accelerator.device)
+    meter = TrainMeter(accelerator.device)
     meter.load_state_dict(checkpoint.meta["meter"])
-    run.accelerator.print(
+    accelerator.print(
         f"ptrain: resumed from {checkpoint.path} in {time.perf_counter() - started:.2f}s: step {state.global_step}, "
         f"epoch {state.epoch}, {state.micro_batches_in_epoch} batches of that epoch done (skipped, not loaded)"
     )
@@ -69,9 +70,10 @@ def restore(run: Run, checkpoint: Checkpoint) -> tuple[LoopState, TrainMeter]:
 
 def save(run: Run, state: LoopState, meter: TrainMeter) -> Path:
     state.last_checkpoint_step = state.global_step
-    meta = {"loop": state.to_dict(), "meter": meter.state_dict(), "total_steps": run.plan.total_steps}
+    meta = {"loop": state.to_dict(), "meter": meter.state_dict(), "total_steps": run.optim.plan.total_steps}
     best_step = state.best.get("step") if state.best else None
-    return save_checkpoint(run.accelerator, run.run_dir, meta, run.cfg.train.keep_checkpoints, best_step)
+    accelerator, run_dir = run.runtime.accelerator, run.outputs.run_dir
+    return save_checkpoint(accelerator, run_dir, meta, run.cfg.train.keep_checkpoints, best_step)
 
 
 def resume_command() -> str:
