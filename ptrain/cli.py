@@ -98,48 +98,60 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from ptrain.config import to_yaml
-    from ptrain.tasks import load_config
-
     if args.command in EXPERIMENT_COMMANDS:
         return run_experiment_command(args)
-    if args.command == "generate":
-        return run_generate(args)
-    if args.command == "predict":
-        from ptrain.inference.exports import predict_file
+    if args.command in ("generate", "predict"):
+        return run_generate(args) if args.command == "generate" else run_predict(args)
+    from ptrain.tasks import load_config
 
-        count = predict_file(args.model, args.input, args.output, args.text_column, args.batch_size, args.precision)
-        if args.output != "-":
-            print(f"ptrain: {count} predictions written to {args.output}", file=sys.stderr)
-        return 0
     cfg = load_config(args.config, args.overrides)
-    if args.command == "check":
-        print(to_yaml(cfg), end="")
-        print(f"ptrain: {args.config} is valid", file=sys.stderr)
-    elif args.command == "train" and cfg.task == "linear_probe":
-        from ptrain.training.probe import train_probe  # no optimizer loop: encode once, fit a logistic regression
+    return CONFIG_COMMANDS[args.command](cfg, args)
 
-        return train_probe(cfg)
-    elif args.command == "train":
-        from ptrain.training.recipe import train
 
-        return train(cfg)
-    elif args.command == "eval":
-        from ptrain.inference.exports import evaluate_export
+def run_check(cfg, args: argparse.Namespace) -> int:
+    from ptrain.config import to_yaml
 
-        print(json.dumps(evaluate_export(cfg, args.model, args.split), indent=2))
-    elif args.command == "bench" and args.time_to:
-        from ptrain.bench.throughput import write_json_report
-        from ptrain.bench.time_to import print_time_to_target, time_to_target
+    print(to_yaml(cfg), end="")
+    print(f"ptrain: {args.config} is valid", file=sys.stderr)
+    return 0
 
+
+def run_train(cfg, args: argparse.Namespace) -> int:
+    from ptrain.training.recipes import train_task
+
+    return train_task(cfg)
+
+
+def run_eval(cfg, args: argparse.Namespace) -> int:
+    from ptrain.inference.evaluate import evaluate_export
+
+    print(json.dumps(evaluate_export(cfg, args.model, args.split), indent=2))
+    return 0
+
+
+def run_bench(cfg, args: argparse.Namespace) -> int:
+    from ptrain.bench.throughput import bench, print_report, write_json_report
+    from ptrain.bench.time_to import print_time_to_target, time_to_target
+
+    if args.time_to:
         report = time_to_target(cfg, args.time_to, args.compare_hf)
         print_time_to_target(report)
         write_json_report(report, args.json)
-    elif args.command == "bench":
-        from ptrain.bench.throughput import bench, print_report
-
+    else:
         print_report(bench(cfg, args.steps, args.warmup_steps, args.compare_hf), args.json)
     return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from ptrain.inference.predict import predict_file
+
+    count = predict_file(args.model, args.input, args.output, args.text_column, args.batch_size, args.precision)
+    if args.output != "-":
+        print(f"ptrain: {count} predictions written to {args.output}", file=sys.stderr)
+    return 0
+
+
+CONFIG_COMMANDS = {"check": run_check, "train": run_train, "eval": run_eval, "bench": run_bench}
 
 
 EXPERIMENT_COMMANDS = ("sweep", "runs")

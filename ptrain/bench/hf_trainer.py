@@ -41,19 +41,19 @@ def time_hf_trainer(run: Run, steps: int, warmup_steps: int, output_dir: Path) -
             if state.global_step in (warmup_steps, warmup_steps + steps):
                 clock[state.global_step] = (time.perf_counter(), state.num_input_tokens_seen)
 
-    cfg = run.cfg
-    collator = CountingCollator(run.task.collator(cfg, run.tokenizer, run.accelerator.device))
+    cfg, data, device = run.cfg, run.data, run.runtime.accelerator.device
+    collator = CountingCollator(run.task.collator(cfg, data.tokenizer, device))
     args = training_arguments(
         cfg, output_dir, max_steps=steps + warmup_steps, include_num_input_tokens_seen="non_padding"
     )
     trainer = Trainer(
-        model=run.task.load_model(cfg, run.splits.label_names, run.tokenizer),
+        model=run.task.load_model(cfg, data.splits.label_names, data.tokenizer),
         args=args,
-        train_dataset=run.splits.tokenized["train"].remove_columns(["idx"]),
+        train_dataset=data.splits.tokenized["train"].remove_columns(["idx"]),
         data_collator=collator,
         callbacks=[Clock()],
     )
-    with PeakMemory(run.accelerator.device) as memory, contextlib.redirect_stdout(io.StringIO()):
+    with PeakMemory(device) as memory, contextlib.redirect_stdout(io.StringIO()):
         trainer.train()  # (the Trainer prints its metrics dict)
     progress.close()
     (start, tokens_start), (end, tokens_end) = clock[warmup_steps], clock[warmup_steps + steps]
@@ -64,16 +64,16 @@ def time_hf_trainer(run: Run, steps: int, warmup_steps: int, output_dir: Path) -
         "padding_fraction": 1 - collator.real_tokens / max(collator.slots, 1),
         **memory.report(),
     }
-    return {"train": train, "eval": time_hf_evaluate(trainer, run, collator)}
+    rows = data.splits.tokenized["validation"].remove_columns(["idx"])
+    return {"train": train, "eval": time_hf_evaluate(trainer, rows, device, collator)}
 
 
-def time_hf_evaluate(trainer, run: Run, collator: CountingCollator) -> dict:
+def time_hf_evaluate(trainer, rows, device: torch.device, collator: CountingCollator) -> dict:
     """Trainer.evaluate on the validation rows, timed on the second call (the first warms up)."""
-    rows = run.splits.tokenized["validation"].remove_columns(["idx"])
     with contextlib.redirect_stdout(io.StringIO()):
         trainer.evaluate(eval_dataset=rows)
     collator.real_tokens = 0
-    with PeakMemory(run.accelerator.device) as memory, contextlib.redirect_stdout(io.StringIO()):
+    with PeakMemory(device) as memory, contextlib.redirect_stdout(io.StringIO()):
         started = time.perf_counter()
         trainer.evaluate(eval_dataset=rows)
         seconds = time.perf_counter() - started

@@ -9,7 +9,6 @@ Progress goes to stderr, the report to stdout.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import statistics
 import sys
@@ -30,8 +29,9 @@ from ptrain.bench.hardware import (
 )
 from ptrain.config import Config
 from ptrain.tasks import EvalContext
+from ptrain.training.loop import epoch_batches, train_epoch
 from ptrain.training.meter import TrainMeter
-from ptrain.training.recipe import setup, train_epoch
+from ptrain.training.recipe import setup
 from ptrain.training.run import Run
 from ptrain.training.state import LoopState
 
@@ -69,11 +69,12 @@ def bench(cfg: Config, steps: int, warmup_steps: int, compare_hf: bool) -> dict:
         )
         cfg = cfg.model_copy(update={"output_dir": tmp, "train": train_cfg})
         run, _ = setup(cfg, track=False)
-        device, model = run.accelerator.device, run.accelerator.unwrap_model(run.model)
+        accelerator, precision = run.runtime.accelerator, run.runtime.precision
+        device, model = accelerator.device, accelerator.unwrap_model(run.optim.model)
         hardware = describe_hardware(device)
-        progress_line(f"{hardware_line(hardware)}; precision {run.precision.describe()}")
-        progress_line(f"measuring the {run.precision.name} matmul peak at the model's Linear shapes")
-        peak = linear_peak_flops(device, run.precision.dtype, linear_shapes(model, typical_rows(run)))
+        progress_line(f"{hardware_line(hardware)}; precision {precision.describe()}")
+        progress_line(f"measuring the {precision.name} matmul peak at the model's Linear shapes")
+        peak = linear_peak_flops(device, precision.dtype, linear_shapes(model, typical_rows(run)))
         flops = {"train": training_flops_per_token(model), "eval": inference_flops_per_token(model)}
         report = {
             "config": cfg.name,
@@ -82,8 +83,8 @@ def bench(cfg: Config, steps: int, warmup_steps: int, compare_hf: bool) -> dict:
             "device": device.type,
             "hardware": hardware,
             "threads": hardware["threads"],
-            "precision": run.precision.name,
-            "precision_reason": run.precision.reason,
+            "precision": precision.name,
+            "precision_reason": precision.reason,
             "per_device_batch_size": cfg.train.per_device_batch_size,
             "group_by_length": cfg.data.group_by_length,
             "matmul_peak_tflops": peak / 1e12,
@@ -94,7 +95,7 @@ def bench(cfg: Config, steps: int, warmup_steps: int, compare_hf: bool) -> dict:
             from ptrain.bench.hf_trainer import time_hf_trainer
 
             progress_line(
-                f"HF Trainer: {warmup_steps} warm-up + {steps} timed steps, then evaluation, in {run.precision.name}"
+                f"HF Trainer: {warmup_steps} warm-up + {steps} timed steps, then evaluation, in {precision.name}"
             )
             report["hf_trainer"] = time_hf_trainer(run, steps, warmup_steps, Path(tmp) / "hf")
     for side in ("ptrain", "hf_trainer"):
@@ -116,7 +117,7 @@ def progress_line(text: str) -> None:
 def typical_rows(run: Run) -> list[int]:
     """Rows of a training and of an evaluation batch at the mean token length: the matmul heights the model sees."""
     mean = {
-        split: statistics.fmean(len(ids) for ids in run.splits.tokenized[split]["input_ids"])
+        split: statistics.fmean(len(ids) for ids in run.data.splits.tokenized[split]["input_ids"])
         for split in ("train", "validation")
     }
     return [
@@ -127,19 +128,20 @@ def typical_rows(run: Run) -> list[int]:
 
 def time_ptrain(run: Run, steps: int, warmup_steps: int) -> dict:
     """ptrain's own train_epoch, as `ptrain train` runs it; timing starts after the warm-up steps."""
-    state, meter = LoopState(), TrainMeter(run.accelerator.device)
+    accelerator = run.runtime.accelerator
+    state, meter = LoopState(), TrainMeter(accelerator.device)
     progress_line(f"ptrain: {warmup_steps} warm-up + {steps} timed steps")
     progress = tqdm(total=warmup_steps + steps, desc="ptrain train", file=sys.stderr, mininterval=2, leave=False)
-    run_steps(run, state, meter, progress, warmup_steps)
-    loader = run.train_loader = TimedLoader(run.train_loader)
+    run_steps(run, state, meter, progress, run.data.train_loader, stop_at_step=warmup_steps)
+    loader = TimedLoader(run.data.train_loader)
     state.micro_batches_in_epoch = 0  # the timed steps start a fresh pass over the data
-    meter.read(run.accelerator)  # opens the timed interval
-    with PeakMemory(run.accelerator.device) as memory:
+    meter.read(accelerator)  # opens the timed interval
+    with PeakMemory(accelerator.device) as memory:
         started = time.perf_counter()
-        run_steps(run, state, meter, progress, warmup_steps + steps)
+        run_steps(run, state, meter, progress, loader, stop_at_step=warmup_steps + steps)
         seconds = time.perf_counter() - started
     progress.close()
-    stats = meter.read(run.accelerator)
+    stats = meter.read(accelerator)
     return {
         **{k: stats[k] for k in ("tokens_per_second", "samples_per_second", "padding_fraction")},
         "data_wait_share": loader.waiting_seconds / seconds,
@@ -147,11 +149,11 @@ def time_ptrain(run: Run, steps: int, warmup_steps: int) -> dict:
     }
 
 
-def run_steps(run: Run, state: LoopState, meter: TrainMeter, progress, stop_at: int) -> None:
-    run.plan = dataclasses.replace(run.plan, total_steps=stop_at)
+def run_steps(run: Run, state: LoopState, meter: TrainMeter, progress, loader, stop_at_step: int) -> None:
+    """Epochs of `loader` until optimizer step `stop_at_step`, however many the run's own plan has."""
     state.stop = False
     while True:
-        train_epoch(run, state, meter, progress)
+        train_epoch(run, state, meter, progress, epoch_batches(run, state, loader), stop_at_step)
         if state.stop:
             return
         state.epoch, state.micro_batches_in_epoch = state.epoch + 1, 0
@@ -159,12 +161,13 @@ def run_steps(run: Run, state: LoopState, meter: TrainMeter, progress, stop_at: 
 
 def time_ptrain_eval(run: Run) -> dict:
     """The validation split through ptrain's evaluate, timed on the second pass (the first warms up)."""
-    context = EvalContext(run.cfg, run.tokenizer, run.splits.label_names, run.splits.raw["validation"])
-    progress_line(f"ptrain: evaluation, 2 passes over {len(run.splits.tokenized['validation']):,} rows")
-    run.task.evaluate(run.model, run.eval_loader, run.accelerator, context)
-    with PeakMemory(run.accelerator.device) as memory:
-        result = run.task.evaluate(run.model, run.eval_loader, run.accelerator, context)
-    rows = len(run.splits.tokenized["validation"])
+    data, model, accelerator = run.data, run.optim.model, run.runtime.accelerator
+    context = EvalContext(run.cfg, data.tokenizer, data.splits.label_names, data.splits.raw["validation"])
+    rows = len(data.splits.tokenized["validation"])
+    progress_line(f"ptrain: evaluation, 2 passes over {rows:,} rows")
+    run.task.evaluate(model, data.eval_loader, accelerator, context)
+    with PeakMemory(accelerator.device) as memory:
+        result = run.task.evaluate(model, data.eval_loader, accelerator, context)
     return {
         "tokens_per_second": result.real_tokens / result.seconds,
         "samples_per_second": rows / result.seconds,

@@ -17,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from ptrain.bench.hardware import describe_hardware, hardware_line
 from ptrain.config import Config
 from ptrain.errors import ConfigError
-from ptrain.training.evaluation import reached
+from ptrain.training.best import BestRule
 from ptrain.training.precision import resolve_config_precision
 from ptrain.training.recipe import setup, train
 
@@ -85,9 +85,9 @@ def ptrain_time_to_target(cfg: Config, runs: Path) -> dict:
 def first_reaching(cfg: Config, evals: list[tuple[int, float, float]], started: float) -> dict:
     from ptrain.tasks import get_task
 
-    task, metric, target = get_task(cfg.task), cfg.train.metric_for_best, cfg.train.stop_at_metric
-    curve = [{"step": step, metric: value, "seconds": wall - started} for step, value, wall in evals]
-    hit = next((point for point in curve if reached(task, metric, point[metric], target)), None)
+    rule = BestRule.of(cfg.train, get_task(cfg.task))  # train.metric_for_best and stop_at_metric: the target
+    curve = [{"step": step, rule.metric: value, "seconds": wall - started} for step, value, wall in evals]
+    hit = next((point for point in curve if rule.reached(point[rule.metric])), None)
     return {"seconds": hit["seconds"] if hit else None, "step": hit["step"] if hit else None, "evaluations": curve}
 
 
@@ -101,34 +101,34 @@ def hf_time_to_target(cfg: Config, output_dir: Path) -> dict:
     run, _ = setup(cfg.model_copy(update={"output_dir": str(output_dir)}), track=False)
     cfg = run.cfg  # train.mixed_precision resolved for this device, as ptrain's side ran
     evals: list[tuple[int, float, float]] = []
-    metric = cfg.train.metric_for_best
+    rule = BestRule.of(cfg.train, run.task)
 
     class StopAtTarget(TrainerCallback):
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-            evals.append((state.global_step, metrics[f"eval_{metric}"], time.time()))
-            if reached(run.task, metric, metrics[f"eval_{metric}"], cfg.train.stop_at_metric):
+            evals.append((state.global_step, metrics[f"eval_{rule.metric}"], time.time()))
+            if rule.reached(metrics[f"eval_{rule.metric}"]):
                 control.should_training_stop = True
 
-    collator = run.task.collator(
-        cfg, run.tokenizer, run.accelerator.device
-    )  # before TrainingArguments resets Accelerate's state
+    data, plan = run.data, run.optim.plan
+    # The collator before TrainingArguments, which resets Accelerate's state.
+    collator = run.task.collator(cfg, data.tokenizer, run.runtime.accelerator.device)
     args = training_arguments(
         cfg,
         output_dir,
         num_train_epochs=cfg.train.epochs,
-        max_steps=run.plan.total_steps,
-        warmup_steps=run.plan.warmup_steps,
+        max_steps=plan.total_steps,
+        warmup_steps=plan.warmup_steps,
         lr_scheduler_type="linear",
         eval_strategy="steps",
         eval_steps=cfg.train.eval_every_steps,
     )  # the same schedule and evaluation steps as ptrain
     trainer = Trainer(
-        model=run.task.load_model(cfg, run.splits.label_names, run.tokenizer),
+        model=run.task.load_model(cfg, data.splits.label_names, data.tokenizer),
         args=args,
         data_collator=collator,
-        train_dataset=run.splits.tokenized["train"].remove_columns(["idx"]),
-        eval_dataset=run.splits.tokenized["validation"].remove_columns(["idx"]),
-        compute_metrics=classification_metrics(len(run.splits.label_names)),
+        train_dataset=data.splits.tokenized["train"].remove_columns(["idx"]),
+        eval_dataset=data.splits.tokenized["validation"].remove_columns(["idx"]),
+        compute_metrics=classification_metrics(len(data.splits.label_names)),
         callbacks=[StopAtTarget()],
     )
     started = time.time()

@@ -13,23 +13,13 @@ from pathlib import Path
 
 import yaml
 
-from ptrain.config import flatten_config
+from ptrain.config import NOT_HYPERPARAMETERS, SEED_KEY, flatten_config
 from ptrain.errors import SweepError
 from ptrain.outputs.files import RUNNING
 from ptrain.tasks import TASKS
+from ptrain.training.best import lower_is_better
 from ptrain.training.checkpoint import latest_complete
 
-# Keys that say where a run lives or what it reports, not how it trains.
-NOT_HYPERPARAMETERS = {
-    "run_dir",
-    "hparams",
-    "output_dir",
-    "train.resume",
-    "data.data_dir",
-    "data.cache_dir",
-    "data.num_workers",
-}
-SEED_KEY = "train.seed"
 PRECISION_KEY = "train.mixed_precision"  # shown in its own column, as resolved (fp32, bf16, fp16)
 
 
@@ -146,8 +136,10 @@ def sort_rows(rows: list[dict], column: str, varied: list[str], columns: list[st
     choices = ["steps", "wall_seconds", *columns, *varied]
     if column not in choices:
         raise SweepError(f"--sort {column}: not a column; choose one of {', '.join(choices)}")
-    lower_is_better = {name for task in TASKS.values() for name in task.lower_is_better}
-    descending = column in columns and column.split("_", 1)[1] not in lower_is_better
+    if column in columns:  # the direction of best_NAME and final_NAME is NAME's
+        descending = not any(lower_is_better(task, column.split("_", 1)[1]) for task in TASKS.values())
+    else:
+        descending = False
     present = [r for r in rows if isinstance(r.get(column), (int, float))]
     blank = [r for r in rows if not isinstance(r.get(column), (int, float))]
     return sorted(present, key=lambda r: r[column], reverse=descending) + blank

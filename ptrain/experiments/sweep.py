@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ptrain.config import to_yaml
+from ptrain.config import SEED_KEY, to_yaml
 from ptrain.errors import SweepError
 from ptrain.outputs.files import write_json
 from ptrain.tasks import load_config
@@ -26,7 +26,6 @@ from ptrain.training.preemption import EXIT_CODES, Preemption
 
 SWEEP_FILE = "sweep.json"
 LOG_FILE = "train.log"
-SEED_KEY = "train.seed"
 SET_BY_SWEEP = ("run_dir", "hparams", "train.resume")
 
 

@@ -1,13 +1,65 @@
-"""Evaluation results and the rule for "better": the evaluation itself is the task's (ptrain/tasks/)."""
+"""The rule for the best model and for stopping early, in one place: which metric (train.metric_for_best or the
+task's headline metric), which direction is better, what counts as an improvement, when a target is reached and
+when patience runs out."""
 
 from __future__ import annotations
 
-from ptrain.tasks import EvalResult, Task
+from dataclasses import dataclass
 
-__all__ = ["EvalResult", "is_improvement"]
+from ptrain.config import TrainConfig
+from ptrain.tasks import Task
+from ptrain.training.state import LoopState
 
 
-def is_improvement(task: Task, metric: str, value: float, best: float | None) -> bool:
-    if best is None:
-        return True
-    return value < best if metric in task.lower_is_better else value > best
+def metric_for_best(train_cfg: TrainConfig, task: Task) -> str:
+    """train.metric_for_best, or the task's headline metric."""
+    return train_cfg.metric_for_best or task.metrics[0]
+
+
+def lower_is_better(task: Task, metric: str) -> bool:
+    return metric in task.lower_is_better
+
+
+@dataclass(frozen=True, kw_only=True)
+class BestRule:
+    metric: str
+    lower_is_better: bool
+    patience: int | None = None  # evaluations without improvement before stopping
+    target: float | None = None  # stop once the metric reaches it
+
+    @classmethod
+    def of(cls, train_cfg: TrainConfig, task: Task) -> BestRule:
+        metric = metric_for_best(train_cfg, task)
+        return cls(
+            metric=metric,
+            lower_is_better=lower_is_better(task, metric),
+            patience=train_cfg.early_stopping_patience,
+            target=train_cfg.stop_at_metric,
+        )
+
+    def is_improvement(self, value: float, best: float | None) -> bool:
+        if best is None:
+            return True
+        return value < best if self.lower_is_better else value > best
+
+    def reached(self, value: float) -> bool:
+        if self.target is None:
+            return False
+        return value <= self.target if self.lower_is_better else value >= self.target
+
+    def out_of_patience(self, evals_without_improvement: int) -> bool:
+        return self.patience is not None and evals_without_improvement >= self.patience
+
+
+def record_evaluation(rule: BestRule, state: LoopState, metrics: dict[str, float], step: int) -> bool:
+    """Update the best scores, the patience count and the stop flags after an evaluation; True when it improved."""
+    value = metrics[rule.metric]
+    improved = rule.is_improvement(value, state.best_value)
+    if improved:
+        state.best_value, state.best = value, {**metrics, "step": step}
+        state.evals_without_improvement = 0
+    else:
+        state.evals_without_improvement += 1
+    if rule.out_of_patience(state.evals_without_improvement) or rule.reached(value):
+        state.stop = state.early_stopped = True
+    return improved

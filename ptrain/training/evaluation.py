@@ -1,4 +1,4 @@
-"""Evaluation during training: log it, export best/ on improvement, decide on early stopping."""
+"""Evaluation during training: log it, export best/ on improvement; the best and early-stopping rule is best.py's."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import time
 from tqdm.auto import tqdm
 
 from ptrain.outputs.files import export_model
-from ptrain.tasks import EvalContext
-from ptrain.training.best import EvalResult, is_improvement
+from ptrain.outputs.tracking import Tracker
+from ptrain.tasks import EvalContext, EvalResult, Task
+from ptrain.training.best import BestRule, record_evaluation
 from ptrain.training.meter import TrainMeter
 from ptrain.training.run import Run
 from ptrain.training.state import LoopState
@@ -17,40 +18,23 @@ from ptrain.training.state import LoopState
 def evaluate_and_track(run: Run, state: LoopState, meter: TrainMeter) -> EvalResult:
     """Every process computes the same gathered metrics, so all take the same best/stop decisions."""
     started = time.perf_counter()
-    context = EvalContext(run.cfg, run.tokenizer, run.splits.label_names, run.splits.raw["validation"])
-    result = run.task.evaluate(run.model, run.eval_loader, run.accelerator, context)
-    step, metric = state.global_step, best_metric(run)
+    data, model, accelerator = run.data, run.optim.model, run.runtime.accelerator
+    context = EvalContext(run.cfg, data.tokenizer, data.splits.label_names, data.splits.raw["validation"])
+    result = run.task.evaluate(model, data.eval_loader, accelerator, context)
+    step = state.global_step
     state.last, state.last_eval_step = result.metrics, step
-    improved = is_improvement(run.task, metric, result.metrics[metric], state.best_value)
+    improved = record_evaluation(BestRule.of(run.cfg.train, run.task), state, result.metrics, step)
     if improved:
-        state.best_value, state.best = result.metrics[metric], {**result.metrics, "step": step}
-        state.evals_without_improvement = 0
-        export_model(run.accelerator, run.model, run.tokenizer, run.run_dir / "best")
-    else:
-        state.evals_without_improvement += 1
-    patience, target = run.cfg.train.early_stopping_patience, run.cfg.train.stop_at_metric
-    if patience is not None and state.evals_without_improvement >= patience:
-        state.stop = state.early_stopped = True
-    if target is not None and reached(run.task, metric, result.metrics[metric], target):
-        state.stop = state.early_stopped = True
-    if run.accelerator.is_main_process:
-        track_evaluation(run, result, context, step)
+        export_model(accelerator, model, data.tokenizer, run.outputs.run_dir / "best")
+    if accelerator.is_main_process:
+        track_evaluation(run.task, run.outputs.tracker, result, context, step)
         scores = " | ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
         tqdm.write(f"eval @ step {step} | {scores}" + (" | best so far" if improved else ""))
     meter.exclude(time.perf_counter() - started)  # tokens/s counts training time only
     return result
 
 
-def reached(task, metric: str, value: float, target: float) -> bool:
-    return value <= target if metric in task.lower_is_better else value >= target
-
-
-def best_metric(run: Run) -> str:
-    """train.metric_for_best, or the task's headline metric."""
-    return run.cfg.train.metric_for_best or run.task.metrics[0]
-
-
-def track_evaluation(run: Run, result: EvalResult, context: EvalContext, step: int) -> None:
-    run.tracker.scalars({f"eval/{k}": v for k, v in result.metrics.items()}, step)
-    run.tracker.scalars({"eval/tokens_per_second": result.real_tokens / max(result.seconds, 1e-9)}, step)
-    run.task.track(run.tracker, result, context, step)
+def track_evaluation(task: Task, tracker: Tracker, result: EvalResult, context: EvalContext, step: int) -> None:
+    tracker.scalars({f"eval/{k}": v for k, v in result.metrics.items()}, step)
+    tracker.scalars({"eval/tokens_per_second": result.real_tokens / max(result.seconds, 1e-9)}, step)
+    task.track(tracker, result, context, step)

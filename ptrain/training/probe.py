@@ -48,12 +48,7 @@ def train_probe(cfg: Config) -> int:
     write_text(run_dir / "config.yaml", to_yaml(cfg))
     with running_marker(run_dir, True):
         encoder = task.load_model(cfg, splits.label_names, tokenizer).to(accelerator.device)
-        features, hits, encode_seconds = {}, {}, 0.0
-        for split in splits.tokenized:
-            features[split], hits[split], seconds = cached_features(
-                cfg, encoder, tokenizer, splits.tokenized[split], accelerator
-            )
-            encode_seconds += seconds
+        features, hits, encode_seconds = encode_splits(cfg, encoder, tokenizer, splits.tokenized, accelerator)
         if precision.warning:
             accelerator.print(f"ptrain: warning: {precision.warning}")
         accelerator.print(
@@ -69,24 +64,8 @@ def train_probe(cfg: Config) -> int:
         export_probe(cfg, encoder, tokenizer, weight, bias, names, run_dir / "final")
         tracker = Tracker(run_dir, True)
         track(cfg, tracker, scores, features["validation"], splits, weight, bias, names)
-        metrics = {
-            "final": {**scores["validation"], "step": 0},
-            "best": {**scores["validation"], "step": 0},
-            "train_final": scores["train"],
-            "train": {
-                "optimizer_steps": 0,
-                "epochs": 0,
-                "early_stopped": False,
-                "nonfinite_skips": 0,
-                "encode_seconds": encode_seconds,
-                "fit_seconds": fit_seconds,
-                "feature_cache_hits": hits,
-                "wall_seconds": time.perf_counter() - started,
-                "mixed_precision": cfg.train.mixed_precision,
-            },
-        }
-        if "test" in scores:
-            metrics["test_final"] = scores["test"]
+        wall_seconds = time.perf_counter() - started
+        metrics = probe_metrics(cfg, scores, hits, {"encode": encode_seconds, "fit": fit_seconds}, wall_seconds)
         write_json(run_dir / "metrics.json", metrics)
         tracker.hparams(hparams_of(cfg), summary_metrics(metrics, task.metrics), 0)
         tracker.close()
@@ -98,6 +77,38 @@ def train_probe(cfg: Config) -> int:
         f"ptrain: model: {run_dir / 'final'} (encoder + {HEAD_FILE}); metrics: {run_dir / 'metrics.json'}"
     )
     return 0
+
+
+def encode_splits(cfg: Config, encoder, tokenizer, tokenized: dict, accelerator) -> tuple[dict, dict, float]:
+    """Features of every split (from the cache when there), which splits hit the cache, and the encoding seconds."""
+    features, hits, encode_seconds = {}, {}, 0.0
+    for split, rows in tokenized.items():
+        features[split], hits[split], seconds = cached_features(cfg, encoder, tokenizer, rows, accelerator)
+        encode_seconds += seconds
+    return features, hits, encode_seconds
+
+
+def probe_metrics(cfg: Config, scores: dict, hits: dict, seconds: dict[str, float], wall_seconds: float) -> dict:
+    """metrics.json of a probe: the keys of a trained run's, with the validation scores as best and final."""
+    metrics = {
+        "final": {**scores["validation"], "step": 0},
+        "best": {**scores["validation"], "step": 0},
+        "train_final": scores["train"],
+        "train": {
+            "optimizer_steps": 0,
+            "epochs": 0,
+            "early_stopped": False,
+            "nonfinite_skips": 0,
+            "encode_seconds": seconds["encode"],
+            "fit_seconds": seconds["fit"],
+            "feature_cache_hits": hits,
+            "wall_seconds": wall_seconds,
+            "mixed_precision": cfg.train.mixed_precision,
+        },
+    }
+    if "test" in scores:
+        metrics["test_final"] = scores["test"]
+    return metrics
 
 
 def cached_features(

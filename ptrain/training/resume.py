@@ -9,28 +9,17 @@ import time
 from pathlib import Path
 
 import yaml
+from accelerate import Accelerator
 
-from ptrain.config import Config, flatten_config
+from ptrain.config import NOT_HYPERPARAMETERS, Config, flatten_config
 from ptrain.errors import CheckpointError, ConfigError, first_line
 from ptrain.training.checkpoint import Checkpoint, resolve_resume, save_checkpoint
 from ptrain.training.meter import TrainMeter
 from ptrain.training.run import Run
 from ptrain.training.state import LoopState
 
-# Where files live and how they are read may change between the interrupted run and its resume.
-# The HPARAMS keys only change what is reported.
-IGNORED_ON_RESUME = {
-    "train.resume",
-    "output_dir",
-    "run_dir",
-    "hparams",
-    "data.data_dir",
-    "data.cache_dir",
-    "data.num_workers",
-}
 
-
-def find_resume(cfg: Config, accelerator) -> Checkpoint | None:
+def find_resume(cfg: Config, accelerator: Accelerator) -> Checkpoint | None:
     if cfg.train.resume is None:
         return None
     checkpoint = resolve_resume(cfg.train.resume, cfg.output_dir, cfg.name, cfg.run_dir)
@@ -49,7 +38,7 @@ def check_same_config(cfg: Config, run_dir: Path) -> None:
     saved = flatten_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
     current = flatten_config(cfg.model_dump(mode="json"))
     differing = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
-    differing = [k for k in differing if k not in IGNORED_ON_RESUME]
+    differing = [k for k in differing if k not in NOT_HYPERPARAMETERS]
     if differing:
         raise ConfigError(
             f"train.resume: the config differs from the run being resumed ({run_dir}/config.yaml) in "
@@ -57,11 +46,11 @@ def check_same_config(cfg: Config, run_dir: Path) -> None:
         )
 
 
-def restore(run: Run, checkpoint: Checkpoint) -> tuple[LoopState, TrainMeter]:
+def restore(accelerator: Accelerator, checkpoint: Checkpoint) -> tuple[LoopState, TrainMeter]:
     """Model, optimizer, scheduler, scaler and every process's RNG (Accelerate), then loop state and meter."""
     started = time.perf_counter()
     try:  # Accelerate unpickles with weights_only=True: a file with code in it is refused, not run
-        run.accelerator.load_state(str(checkpoint.path))
+        accelerator.load_state(str(checkpoint.path))
     except (RuntimeError, ValueError, OSError, pickle.UnpicklingError) as err:
         raise CheckpointError(
             f"checkpoint {checkpoint.path} could not be loaded ({first_line(err)}); resume from another "
@@ -69,9 +58,9 @@ def restore(run: Run, checkpoint: Checkpoint) -> tuple[LoopState, TrainMeter]:
         ) from None
     state = LoopState.from_dict(checkpoint.meta["loop"])
     state.stop, state.interrupted_by = False, None
-    meter = TrainMeter(run.accelerator.device)
+    meter = TrainMeter(accelerator.device)
     meter.load_state_dict(checkpoint.meta["meter"])
-    run.accelerator.print(
+    accelerator.print(
         f"ptrain: resumed from {checkpoint.path} in {time.perf_counter() - started:.2f}s: step {state.global_step}, "
         f"epoch {state.epoch}, {state.micro_batches_in_epoch} batches of that epoch done (skipped, not loaded)"
     )
@@ -80,9 +69,10 @@ def restore(run: Run, checkpoint: Checkpoint) -> tuple[LoopState, TrainMeter]:
 
 def save(run: Run, state: LoopState, meter: TrainMeter) -> Path:
     state.last_checkpoint_step = state.global_step
-    meta = {"loop": state.to_dict(), "meter": meter.state_dict(), "total_steps": run.plan.total_steps}
+    meta = {"loop": state.to_dict(), "meter": meter.state_dict(), "total_steps": run.optim.plan.total_steps}
     best_step = state.best.get("step") if state.best else None
-    return save_checkpoint(run.accelerator, run.run_dir, meta, run.cfg.train.keep_checkpoints, best_step)
+    accelerator, run_dir = run.runtime.accelerator, run.outputs.run_dir
+    return save_checkpoint(accelerator, run_dir, meta, run.cfg.train.keep_checkpoints, best_step)
 
 
 def resume_command() -> str:

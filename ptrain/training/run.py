@@ -1,13 +1,17 @@
-"""The objects one training run carries from setup to export."""
+"""The objects one training run carries from setup to export, grouped by side: data, optimisation, outputs and
+runtime. Each is built once by the recipe's setup and never reassigned."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import torch
 from accelerate import Accelerator
+from accelerate.scheduler import AcceleratedScheduler
+from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerBase
 
 from ptrain.config import Config
 from ptrain.data.tokenize import Splits
@@ -18,22 +22,50 @@ from ptrain.training.precision import Precision
 from ptrain.training.preemption import Preemption
 
 
-@dataclass
-class Run:
-    cfg: Config
-    task: Task
-    accelerator: Accelerator
-    run_dir: Path
-    tokenizer: Any
+class TaskLoss(Protocol):
+    """A task's loss: summed over targets, with target_weight(labels) as its denominator."""
+
+    def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor: ...
+
+    def target_weight(self, labels: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunData:
+    tokenizer: PreTrainedTokenizerBase
     splits: Splits
-    model: Any
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    train_loader: Any
-    eval_loader: Any
+    train_loader: DataLoader  # prepared by Accelerate: per process, on the device
+    eval_loader: DataLoader
     shuffle: torch.Generator  # seeded with (seed + epoch) at each epoch start: the same order after a resume
-    loss_fn: Any  # the task's loss: summed over targets, with target_weight(labels) as its denominator
+
+
+@dataclass(frozen=True, kw_only=True)
+class Optimisation:
+    model: torch.nn.Module  # prepared (DDP-wrapped when distributed)
+    optimizer: torch.optim.Optimizer
+    scheduler: AcceleratedScheduler
+    loss_fn: TaskLoss
     plan: StepPlan
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOutputs:
+    run_dir: Path
     tracker: Tracker
+
+
+@dataclass(frozen=True, kw_only=True)
+class Runtime:
+    accelerator: Accelerator
     preemption: Preemption
     precision: Precision  # train.mixed_precision as resolved, and why
+
+
+@dataclass(frozen=True, kw_only=True)
+class Run:
+    cfg: Config  # train.mixed_precision as resolved for this device (what config.yaml records)
+    task: Task
+    runtime: Runtime
+    data: RunData
+    optim: Optimisation
+    outputs: RunOutputs

@@ -11,7 +11,7 @@ class LoopState:
     global_step: int = 0  # optimizer steps taken
     epoch: int = 0  # the epoch in progress (or next to start)
     micro_batches_in_epoch: int = 0  # batches of this process consumed in the current epoch
-    best_value: float | None = None  # of train.metric_for_best
+    best_value: float | None = None  # of train.metric_for_best; these three follow best.py's rule
     best: dict[str, float] = field(default_factory=dict)
     evals_without_improvement: int = 0
     last_eval_step: int = -1

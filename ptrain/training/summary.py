@@ -3,34 +3,35 @@
 from __future__ import annotations
 
 from ptrain.config import Config, config_value, to_yaml
+from ptrain.data.tokenize import Splits
 from ptrain.outputs.files import write_json
+from ptrain.training.best import metric_for_best
 from ptrain.training.run import Run
 from ptrain.training.state import LoopState
 
 
 def announce(run: Run, state: LoopState) -> None:
     """The topology and step plan, printed once by the main process."""
-    acc, train_cfg, plan = run.accelerator, run.cfg.train, run.plan
+    acc, train_cfg, plan, splits = run.runtime.accelerator, run.cfg.train, run.optim.plan, run.data.splits
+    precision = run.runtime.precision
     global_batch = train_cfg.per_device_batch_size * train_cfg.gradient_accumulation_steps * acc.num_processes
-    sizes = ", ".join(f"{split} {len(ds):,}" for split, ds in run.splits.tokenized.items())
-    cached = [split for split, hit in run.splits.cache_hits.items() if hit]
-    trainable = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
-    dropped = "".join(
-        f"; dropped {n:,} {split} rows with an empty text" for split, n in run.splits.dropped.items() if n
-    )
+    sizes = ", ".join(f"{split} {len(ds):,}" for split, ds in splits.tokenized.items())
+    cached = [split for split, hit in splits.cache_hits.items() if hit]
+    trainable = sum(p.numel() for p in run.optim.model.parameters() if p.requires_grad)
+    dropped = "".join(f"; dropped {n:,} {split} rows with an empty text" for split, n in splits.dropped.items() if n)
     acc.print(
-        f"ptrain: {acc.num_processes} process(es) on {acc.device.type}, precision {run.precision.describe()}, "
+        f"ptrain: {acc.num_processes} process(es) on {acc.device.type}, precision {precision.describe()}, "
         f"per-device batch {train_cfg.per_device_batch_size} x accumulation {train_cfg.gradient_accumulation_steps} "
         f"x {acc.num_processes} = global batch {global_batch}\n"
         f"ptrain: rows {sizes}; tokenization cache reused for {cached or 'none'}; "
-        f"task {run.task.name}{_label_count(run)}; {trainable:,} trainable parameters{dropped}\n"
+        f"task {run.task.name}{_label_count(splits)}; {trainable:,} trainable parameters{dropped}\n"
         f"ptrain: {plan.steps_per_epoch} optimizer steps per epoch, {plan.total_steps} in total "
-        f"({plan.epochs} epoch(s)), warmup {plan.warmup_steps}\nptrain: run folder {run.run_dir}"
+        f"({plan.epochs} epoch(s)), warmup {plan.warmup_steps}\nptrain: run folder {run.outputs.run_dir}"
     )
-    if run.precision.warning:
-        acc.print(f"ptrain: warning: {run.precision.warning}")
+    if precision.warning:
+        acc.print(f"ptrain: warning: {precision.warning}")
     if state.global_step == 0:
-        run.tracker.text("config", "    " + to_yaml(run.cfg).replace("\n", "\n    "))
+        run.outputs.tracker.text("config", "    " + to_yaml(run.cfg).replace("\n", "\n    "))
 
 
 def write_results(run: Run, state: LoopState, test: dict | None, wall_seconds: float) -> None:
@@ -40,22 +41,23 @@ def write_results(run: Run, state: LoopState, test: dict | None, wall_seconds: f
         metrics["test_final"] = test
     metrics["train"] = {
         "optimizer_steps": state.global_step,
-        "epochs": state.global_step / run.plan.steps_per_epoch,
+        "epochs": state.global_step / run.optim.plan.steps_per_epoch,
         "early_stopped": state.early_stopped,
         "nonfinite_skips": state.nonfinite_skips,
         "wall_seconds": wall_seconds,
         "mixed_precision": run.cfg.train.mixed_precision,
     }
-    if not run.accelerator.is_main_process:
+    accelerator, run_dir = run.runtime.accelerator, run.outputs.run_dir
+    if not accelerator.is_main_process:
         return
-    write_json(run.run_dir / "metrics.json", metrics)
-    run.tracker.hparams(hparams_of(run.cfg), summary_metrics(metrics, run.task.metrics), state.global_step)
-    run.accelerator.print(
-        f"ptrain: best {run.cfg.train.metric_for_best or run.task.metrics[0]} {state.best_value:.4f} "
+    write_json(run_dir / "metrics.json", metrics)
+    run.outputs.tracker.hparams(hparams_of(run.cfg), summary_metrics(metrics, run.task.metrics), state.global_step)
+    accelerator.print(
+        f"ptrain: best {metric_for_best(run.cfg.train, run.task)} {state.best_value:.4f} "
         f"at step {state.best['step']}; "
-        f"wall time {wall_seconds:.0f}s\nptrain: TensorBoard: tensorboard --logdir {run.run_dir.parent}\n"
-        f"ptrain: model: {run.run_dir / 'best'} (best), {run.run_dir / 'final'} (final); "
-        f"metrics: {run.run_dir / 'metrics.json'}"
+        f"wall time {wall_seconds:.0f}s\nptrain: TensorBoard: tensorboard --logdir {run_dir.parent}\n"
+        f"ptrain: model: {run_dir / 'best'} (best), {run_dir / 'final'} (final); "
+        f"metrics: {run_dir / 'metrics.json'}"
     )
 
 
@@ -90,5 +92,5 @@ def summary_metrics(metrics: dict, names: tuple[str, ...]) -> dict[str, float]:
     return {f"hparams/{kind}_{name}": metrics[kind][name] for kind in ("best", "final") for name in names}
 
 
-def _label_count(run: Run) -> str:
-    return f", {len(run.splits.label_names)} labels" if run.splits.label_names else ""
+def _label_count(splits: Splits) -> str:
+    return f", {len(splits.label_names)} labels" if splits.label_names else ""

@@ -1,0 +1,131 @@
+"""The training loop: epochs of micro-batches, each optimizer step forward -> loss -> backward -> clip -> step ->
+schedule -> zero -> log, then evaluation, checkpoint and preemption checks on the configured steps."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Iterable
+
+from tqdm.auto import tqdm
+
+from ptrain.tasks.loss import normalise_gradients
+from ptrain.training.evaluation import evaluate_and_track
+from ptrain.training.meter import TrainMeter
+from ptrain.training.resume import save
+from ptrain.training.run import Run
+from ptrain.training.stability import step_is_finite
+from ptrain.training.state import LoopState
+
+
+def fit(run: Run, state: LoopState, meter: TrainMeter) -> None:
+    """Epochs until the plan's last step, an early stop or a preemption; an evaluation (and, if configured, a
+    checkpoint) closes every epoch."""
+    plan, train_cfg = run.optim.plan, run.cfg.train
+    progress = tqdm(
+        total=plan.total_steps,
+        initial=state.global_step,
+        desc="train",
+        disable=not run.runtime.accelerator.is_main_process,
+        mininterval=1 if sys.stderr.isatty() else 60,
+    )  # a log file gets a line a minute
+    try:
+        if train_cfg.eval_at_start and state.global_step == 0:
+            evaluate_and_track(run, state, meter)  # the model as loaded: the "before" of a fine-tune
+        while state.epoch < plan.epochs and not state.stop:
+            batches = epoch_batches(run, state, run.data.train_loader)
+            train_epoch(run, state, meter, progress, batches, stop_at_step=plan.total_steps)
+            if state.stop:
+                break
+            if state.last_eval_step != state.global_step:
+                evaluate_and_track(run, state, meter)
+            state.epoch, state.micro_batches_in_epoch = state.epoch + 1, 0
+            if train_cfg.checkpoint_at_epoch_end and state.last_checkpoint_step != state.global_step:
+                save(run, state, meter)
+    finally:
+        progress.close()  # before any error message, which then stays the last line
+
+
+def train_epoch(
+    run: Run, state: LoopState, meter: TrainMeter, progress: tqdm, batches: Iterable[dict], stop_at_step: int
+) -> None:
+    """One pass over `batches`, ending early at optimizer step `stop_at_step`, an early stop or a preemption."""
+    accelerator, optim, train_cfg = run.runtime.accelerator, run.optim, run.cfg.train
+    model = optim.model
+    model.train()  # dropout on (a freshly loaded model is in eval mode; evaluation switches it back)
+    for batch in batches:
+        state.micro_batches_in_epoch += 1
+        with accelerator.accumulate(model):
+            labels, _ = batch.pop("labels"), batch.pop("idx")
+            logits = model(**batch).logits
+            loss_sum = optim.loss_fn(logits, labels)  # summed; normalised per window below
+            accelerator.backward(loss_sum)
+            meter.add_micro_batch(loss_sum.detach(), optim.loss_fn.target_weight(labels), batch["attention_mask"])
+            if accelerator.sync_gradients:
+                targets = normalise_gradients(model.parameters(), accelerator, meter.window_weight)
+                grad_norm = accelerator.clip_grad_norm_(model.parameters(), train_cfg.max_grad_norm or math.inf)
+                finite = step_is_finite(
+                    accelerator,
+                    meter.window_loss,
+                    grad_norm,
+                    state,
+                    train_cfg.nonfinite,
+                    train_cfg.max_consecutive_nonfinite,
+                )
+                if finite:
+                    optim.optimizer.step()
+                optim.scheduler.step()
+                optim.optimizer.zero_grad(set_to_none=True)
+                meter.end_window(targets, grad_norm, skipped=not finite)
+        if accelerator.sync_gradients:
+            state.global_step += 1
+            progress.update()
+            after_optimizer_step(run, state, meter, progress, stop_at_step)
+            if state.stop:
+                return
+
+
+def epoch_batches(run: Run, state: LoopState, loader: Iterable[dict]) -> Iterable[dict]:
+    """This epoch's batches of `loader` (the run's train loader, or a view of it that times each batch). The
+    shuffle is seeded by (seed, epoch), so a resumed run sees the same order; the batches it already consumed
+    are skipped by index in the batch sampler, never loaded or collated."""
+    run.data.shuffle.manual_seed(run.cfg.train.seed + state.epoch)
+    if state.micro_batches_in_epoch:
+        return run.runtime.accelerator.skip_first_batches(loader, state.micro_batches_in_epoch)
+    return loader
+
+
+def after_optimizer_step(run: Run, state: LoopState, meter: TrainMeter, progress: tqdm, stop_at_step: int) -> None:
+    step, train_cfg = state.global_step, run.cfg.train
+    if step % train_cfg.log_every_steps == 0:
+        log_training(run, state, meter, progress)
+    if train_cfg.eval_every_steps and step % train_cfg.eval_every_steps == 0:
+        evaluate_and_track(run, state, meter)
+    if train_cfg.checkpoint_every_steps and step % train_cfg.checkpoint_every_steps == 0:
+        save(run, state, meter)
+    if step >= stop_at_step:
+        state.stop = True
+    elif signal_name := run.runtime.preemption.requested(run.runtime.accelerator):
+        state.stop, state.interrupted_by = True, signal_name
+
+
+def log_training(run: Run, state: LoopState, meter: TrainMeter, progress: tqdm) -> None:
+    plan, accelerator = run.optim.plan, run.runtime.accelerator
+    stats = meter.read(accelerator)
+    stats["learning_rate"] = run.optim.scheduler.get_last_lr()[0]
+    stats["epoch"] = state.global_step / plan.steps_per_epoch
+    stats["nonfinite_skips"] = state.nonfinite_skips
+    run.outputs.tracker.scalars({f"train/{k}": v for k, v in stats.items()}, state.global_step)
+    progress.set_postfix(
+        loss=f"{stats['loss']:.4f}",
+        lr=f"{stats['learning_rate']:.2e}",
+        tok_s=f"{stats['tokens_per_second']:,.0f}",
+        refresh=False,
+    )
+    line = (
+        f"step {state.global_step}/{plan.total_steps} | epoch {stats['epoch']:.2f} | loss {stats['loss']:.4f} | "
+        f"lr {stats['learning_rate']:.2e} | grad_norm {stats['grad_norm']:.3f} | "
+        f"{stats['tokens_per_second']:,.0f} tok/s | padding {stats['padding_fraction']:.1%}"
+    )
+    if accelerator.is_main_process:
+        tqdm.write(line)
