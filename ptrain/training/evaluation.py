@@ -6,7 +6,7 @@ import time
 
 from tqdm.auto import tqdm
 
-from ptrain.outputs.files import export_model
+from ptrain.outputs.export import export_model
 from ptrain.tasks import EvalContext
 from ptrain.training.best import EvalResult, is_improvement
 from ptrain.training.meter import TrainMeter

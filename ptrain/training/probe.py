@@ -21,7 +21,8 @@ from ptrain.data import batching
 from ptrain.data.splits import DEFAULT_CACHE_DIR
 from ptrain.errors import ConfigError
 from ptrain.model.sources import resolve_model_path
-from ptrain.outputs.files import create_run_dir, running_marker, write_json, write_text
+from ptrain.outputs.atomic import write_json, write_text, written_through
+from ptrain.outputs.run_dir import create_run_dir, running_marker
 from ptrain.outputs.tracking import Tracker
 from ptrain.tasks import get_task
 from ptrain.tasks.classification import label_scores
@@ -122,9 +123,8 @@ def cached_features(
     loader = accelerator.prepare(batching.eval_loader(cfg, tokenized, collator))  # device placement, exact gathering
     features, labels, seconds, _ = encode(encoder, loader, accelerator, cfg.model.pooling)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"features": features, "labels": labels}, tmp)
-    tmp.replace(path)
+    with written_through(path) as tmp:
+        torch.save({"features": features, "labels": labels}, tmp)
     return (features, labels), False, seconds
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ptrain.config.schema import Config, config_value, to_yaml
-from ptrain.outputs.files import write_json
+from ptrain.outputs.atomic import write_json
 from ptrain.training.run import Run
 from ptrain.training.state import LoopState
 
