@@ -105,7 +105,7 @@ def run_command(args: argparse.Namespace) -> int:
     if args.command == "generate":
         return run_generate(args)
     if args.command == "predict":
-        from ptrain.inference.exports import predict_file
+        from ptrain.inference.predict import predict_file
 
         count = predict_file(args.model, args.input, args.output, args.text_column, args.batch_size, args.precision)
         if args.output != "-":
@@ -124,7 +124,7 @@ def run_command(args: argparse.Namespace) -> int:
 
         return train(cfg)
     elif args.command == "eval":
-        from ptrain.inference.exports import evaluate_export
+        from ptrain.inference.evaluate import evaluate_export
 
         print(json.dumps(evaluate_export(cfg, args.model, args.split), indent=2))
     elif args.command == "bench" and args.time_to:
