@@ -227,7 +227,7 @@ def test_a_fixed_run_dir_is_used_refused_when_taken_and_resumed_from(tmp_path):
     from types import SimpleNamespace
 
     from ptrain.errors import ConfigError
-    from ptrain.outputs.files import create_run_dir
+    from ptrain.outputs.run_dir import create_run_dir
     from ptrain.training.checkpoint import REQUIRED_FILES, resolve_resume
 
     main_process = SimpleNamespace(is_main_process=True, num_processes=1)

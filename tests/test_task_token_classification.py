@@ -213,7 +213,7 @@ def test_two_processes_score_exactly_as_one(trained):
 
 
 def test_csv_output_holds_the_entity_list_as_json(tmp_path):
-    from ptrain.inference.exports import write_rows
+    from ptrain.inference.predict import write_rows
 
     entities = [{"type": "PER", "start": 0, "end": 5, "score": 0.9, "text": "Peter"}]
     write_rows([{"text": "Peter ran", "entities": entities}], str(tmp_path / "out.csv"))

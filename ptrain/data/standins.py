@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from ptrain.data.conll import read_conll
+from ptrain.outputs.atomic import written_through
 
 DEFAULT_CONLL = Path("../shared/data/conll2003")
 DEFAULT_OUT = Path("runs/standins/conll_entity_types")
@@ -34,8 +35,8 @@ def derive(conll_dir: Path = DEFAULT_CONLL, out_dir: Path = DEFAULT_OUT) -> Path
             for words, tags in zip(sentences["words"], sentences["tags"])
         ]
         tmp = out_dir / f"{split}.jsonl.tmp{os.getpid()}"  # two test workers may derive at once
-        tmp.write_text("\n".join(rows) + "\n", encoding="utf-8")
-        tmp.replace(out_dir / f"{split}.jsonl")
+        with written_through(out_dir / f"{split}.jsonl", tmp) as path:
+            path.write_text("\n".join(rows) + "\n", encoding="utf-8")
     return out_dir
 
 

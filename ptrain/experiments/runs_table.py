@@ -15,7 +15,7 @@ import yaml
 
 from ptrain.config import NOT_HYPERPARAMETERS, SEED_KEY, flatten_config
 from ptrain.errors import SweepError
-from ptrain.outputs.files import RUNNING
+from ptrain.outputs.run_dir import RUNNING
 from ptrain.tasks import TASKS
 from ptrain.training.best import lower_is_better
 from ptrain.training.checkpoint import latest_complete

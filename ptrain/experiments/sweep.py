@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ptrain.config import SEED_KEY, to_yaml
 from ptrain.errors import SweepError
-from ptrain.outputs.files import write_json
+from ptrain.outputs.atomic import write_json
 from ptrain.tasks import load_config
 from ptrain.training.checkpoint import latest_complete
 from ptrain.training.preemption import EXIT_CODES, Preemption

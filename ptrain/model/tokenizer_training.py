@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from ptrain.outputs.atomic import move_folder
 
 # Byte-level BPE has no unknown characters; <unk> is kept because some model configs expect one.
 SPECIAL_TOKENS = {
@@ -29,8 +30,7 @@ def cached_trained_tokenizer(options, texts: Iterable[str], data_fingerprint: st
     if not (folder / "tokenizer.json").is_file():
         tmp = folder.with_name(f"{key}.tmp{os.getpid()}")
         train_bpe(texts, options.vocab_size, options.min_frequency).save_pretrained(tmp)
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)  # whole folder at once: a reader never sees half a tokenizer
+        move_folder(tmp, folder)  # whole folder at once: a reader never sees half a tokenizer
     return AutoTokenizer.from_pretrained(folder)
 
 

@@ -17,9 +17,10 @@ from transformers import AutoModelForSequenceClassification
 from ptrain.data.labels import label_to_id, resolve_label_names
 from ptrain.model.loading import load_head_model
 from ptrain.tasks.base import EvalContext, EvalResult, Task
-from ptrain.tasks.figures import confusion_figure, highest_loss_table
+from ptrain.tasks.figures import confusion_figure
 from ptrain.tasks.gather import gather_outputs
 from ptrain.tasks.loss import ClassificationLoss, balanced_class_weights
+from ptrain.tasks.tables import highest_loss_table
 
 
 class TextTask(Task):

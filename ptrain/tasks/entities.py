@@ -13,6 +13,7 @@ from seqeval.metrics.sequence_labeling import get_entities
 from ptrain.data.labels import source_name
 from ptrain.errors import DataError
 from ptrain.tasks.loss import IGNORE_INDEX
+from ptrain.tasks.tables import markdown_table
 
 OUTSIDE = "O"
 
@@ -104,27 +105,28 @@ def entity_types(label_names: list[str]) -> list[str]:
 
 def report_table(report: dict) -> str:
     """Per-type precision, recall, F1 and gold-entity count as a markdown table (TensorBoard renders it)."""
-    lines = ["| type | precision | recall | f1 | support |", "|---|---:|---:|---:|---:|"]
-    for kind, row in report.items():
-        name = "all (micro)" if kind == "micro avg" else kind
-        lines.append(
-            f"| {name} | {row['precision']:.4f} | {row['recall']:.4f} | {row['f1-score']:.4f} | {int(row['support'])} |"
-        )
-    return "\n".join(lines)
+    rows = (
+        [
+            "all (micro)" if kind == "micro avg" else kind,
+            *(f"{row[key]:.4f}" for key in ("precision", "recall", "f1-score")),
+            int(row["support"]),
+        ]
+        for kind, row in report.items()
+    )
+    return markdown_table(["type", "precision", "recall", "f1", "support"], rows, align="lrrrr")
 
 
 def worst_sentences_table(details: dict, words: list[list[str]], count: int) -> str:
     """The `count` sentences with the highest mean loss per word, with gold and predicted entities."""
     order = sorted(range(len(details["losses"])), key=details["losses"].__getitem__, reverse=True)[:count]
-    lines = ["| loss | gold entities | predicted entities | sentence |", "|---:|---|---|---|"]
+    rows = []
     for i in order:
         sentence = words[details["rows"][i]]
         gold, pred = (_spans(tags, sentence) for tags in (details["gold"][i], details["predicted"][i]))
-        text = " ".join(sentence).replace("|", "\\|")
-        lines.append(f"| {details['losses'][i]:.3f} | {gold} | {pred} | {text} |")
-    return "\n".join(lines)
+        rows.append([f"{details['losses'][i]:.3f}", gold, pred, " ".join(sentence)])
+    return markdown_table(["loss", "gold entities", "predicted entities", "sentence"], rows, align="rlll")
 
 
 def _spans(tags: list[str], words: list[str]) -> str:
     spans = "; ".join(f"{kind}: {' '.join(words[start : end + 1])}" for kind, start, end in get_entities(tags))
-    return spans.replace("|", "\\|") or "(none)"
+    return spans or "(none)"

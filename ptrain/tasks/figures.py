@@ -1,4 +1,5 @@
-"""What a person looks at after an evaluation: the confusion-matrix figure and the highest-loss examples."""
+"""Evaluation figures for TensorBoard: the confusion matrix (classification, the linear probe) and the
+predicted-vs-gold scatter (regression)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import matplotlib
 matplotlib.use("Agg")  # no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+
+MAX_SCATTER_POINTS = 5000  # more only hides the shape and slows TensorBoard
 
 
 def confusion_figure(confusion: torch.Tensor, label_names: list[str]):
@@ -31,13 +34,14 @@ def confusion_figure(confusion: torch.Tensor, label_names: list[str]):
     return fig
 
 
-def highest_loss_table(details: dict, texts: list[str], label_names: list[str], count: int) -> str:
-    """A markdown table of the `count` examples the model got most wrong (TensorBoard renders it); `details`
-    holds per-example losses, rows, labels and predictions."""
-    order = torch.argsort(details["losses"], descending=True)[:count].tolist()
-    lines = ["| loss | gold | predicted | text |", "|---:|---|---|---|"]
-    for i in order:
-        text = texts[int(details["rows"][i])].replace("|", "\\|").replace("\n", " ")
-        gold, pred = label_names[int(details["labels"][i])], label_names[int(details["predictions"][i])]
-        lines.append(f"| {details['losses'][i]:.3f} | {gold} | {pred} | {text} |")
-    return "\n".join(lines)
+def scatter_figure(gold: torch.Tensor, predicted: torch.Tensor):
+    """Each evaluated row as a point; the diagonal is a perfect prediction."""
+    gold, predicted = gold[:MAX_SCATTER_POINTS].numpy(), predicted[:MAX_SCATTER_POINTS].numpy()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(gold, predicted, s=6, alpha=0.4)
+    low, high = float(min(gold.min(), predicted.min())), float(max(gold.max(), predicted.max()))
+    ax.plot([low, high], [low, high], color="grey", linewidth=1)
+    ax.set_xlabel("gold")
+    ax.set_ylabel("predicted")
+    fig.tight_layout()
+    return fig

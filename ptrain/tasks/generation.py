@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ptrain.tasks.tables import markdown_table
+
 
 @dataclass
 class Sampling:
@@ -51,11 +53,4 @@ def _generate_options(tokenizer, sampling: Sampling) -> dict:
 
 def samples_table(prompts: list[str], continuations: list[str]) -> str:
     """Markdown for TensorBoard's text tab: prompt and continuation, line breaks kept visible."""
-    rows = ["| prompt | continuation |", "|---|---|"]
-    for prompt, text in zip(prompts, continuations):
-        rows.append(f"| {_cell(prompt)} | {_cell(text)} |")
-    return "\n".join(rows)
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", "<br>")
+    return markdown_table(["prompt", "continuation"], zip(prompts, continuations), line_break="<br>")

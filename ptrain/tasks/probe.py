@@ -4,7 +4,6 @@ head. The recipe that fits the head is ptrain/training/probe.py; these hooks sco
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Literal
 
@@ -18,6 +17,7 @@ from ptrain.errors import ModelError
 from ptrain.model.loading import from_config_or_pretrained
 from ptrain.tasks.base import EvalContext, EvalResult
 from ptrain.tasks.classification import TextTask, label_rows, label_scores
+from ptrain.tasks.gather import evaluation_pass
 
 HEAD_FILE = "probe_head.safetensors"  # weight [labels, hidden] and bias [labels], in the export folder
 
@@ -95,22 +95,19 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> to
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
-@torch.no_grad()
 def encode(encoder, loader, accelerator, pooling: str) -> tuple[torch.Tensor, torch.Tensor, float, int]:
     """Pooled fp32 features and labels of a whole split, in raw-split row order (the loader sorts by length);
-    seconds taken and real tokens encoded."""
-    start, parts, tokens = time.perf_counter(), {"features": [], "labels": [], "rows": []}, 0
-    for batch in loader:
-        labels, rows = batch.pop("labels"), batch.pop("idx")
+    seconds taken and real tokens encoded (all processes)."""
+
+    def per_batch(batch: dict, labels: torch.Tensor, rows: torch.Tensor) -> dict[str, torch.Tensor]:
         with accelerator.autocast():
             hidden = encoder(**batch).last_hidden_state
-        features = pool(hidden, batch["attention_mask"], pooling).float()
-        tokens += int(batch["attention_mask"].sum())
-        for key, value in zip(parts, accelerator.gather_for_metrics((features, labels, rows))):
-            parts[key].append(value.cpu())
+        return {"features": pool(hidden, batch["attention_mask"], pooling).float(), "labels": labels, "rows": rows}
+
+    parts, tokens, seconds = evaluation_pass(encoder, loader, accelerator, per_batch)
     features, labels, rows = (torch.cat(parts[key]) for key in ("features", "labels", "rows"))
     order = torch.argsort(rows)
-    return features[order], labels[order], time.perf_counter() - start, tokens
+    return features[order], labels[order], seconds, tokens
 
 
 def load_head(encoder) -> tuple[torch.Tensor, torch.Tensor]:

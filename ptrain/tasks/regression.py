@@ -14,8 +14,9 @@ from ptrain.errors import ConfigError, DataError
 from ptrain.model.loading import load_head_model
 from ptrain.tasks.base import EvalContext, EvalResult
 from ptrain.tasks.classification import TextTask, predict_logits, text_encoder
+from ptrain.tasks.figures import scatter_figure
 from ptrain.tasks.gather import gather_outputs
-from ptrain.tasks.tables import largest_errors_table, scatter_figure
+from ptrain.tasks.tables import largest_errors_table
 
 PROBLEM_TYPE = "regression"
 

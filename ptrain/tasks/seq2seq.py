@@ -21,6 +21,7 @@ from ptrain.model.sources import resolve_model_path
 from ptrain.tasks.base import EvalContext, EvalResult, Task
 from ptrain.tasks.language_modeling import perplexity
 from ptrain.tasks.loss import IGNORE_INDEX, TokenLoss
+from ptrain.tasks.tables import markdown_table
 
 
 class Seq2SeqOptions(Strict):
@@ -226,10 +227,5 @@ def generate_texts(model, tokenizer, texts: list[str], batch_size: int, max_leng
 
 def generated_table(details: dict, count: int) -> str:
     """A markdown table of the first `count` sampled rows: source, reference and the model's output."""
-    lines = ["| source | reference | generated |", "|---|---|---|"]
-    cell = lambda text: text.replace("|", "\\|").replace("\n", " ")  # noqa: E731
-    for source, reference, hypothesis in list(zip(details["sources"], details["references"], details["hypotheses"]))[
-        :count
-    ]:
-        lines.append(f"| {cell(source)} | {cell(reference)} | {cell(hypothesis)} |")
-    return "\n".join(lines)
+    rows = list(zip(details["sources"], details["references"], details["hypotheses"]))[:count]
+    return markdown_table(["source", "reference", "generated"], rows)

@@ -1,48 +1,68 @@
-"""What a person looks at after a regression or multi-label evaluation: a predicted-vs-gold scatter, the
-largest errors, per-label precision/recall/F1."""
+"""Markdown tables for TensorBoard's text tab: one table writer with one cell escaping, and the tables of the
+text-head tasks (highest-loss examples, largest errors, per-label scores)."""
 
 from __future__ import annotations
 
-import matplotlib
+from collections.abc import Iterable
 
-matplotlib.use("Agg")  # no display on training machines
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+import torch
 
-MAX_SCATTER_POINTS = 5000  # more only hides the shape and slows TensorBoard
+SEPARATORS = {"l": "---", "r": "---:"}  # r: numbers, right-aligned
 
 
-def scatter_figure(gold: torch.Tensor, predicted: torch.Tensor):
-    """Each evaluated row as a point; the diagonal is a perfect prediction."""
-    gold, predicted = gold[:MAX_SCATTER_POINTS].numpy(), predicted[:MAX_SCATTER_POINTS].numpy()
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.scatter(gold, predicted, s=6, alpha=0.4)
-    low, high = float(min(gold.min(), predicted.min())), float(max(gold.max(), predicted.max()))
-    ax.plot([low, high], [low, high], color="grey", linewidth=1)
-    ax.set_xlabel("gold")
-    ax.set_ylabel("predicted")
-    fig.tight_layout()
-    return fig
+def cell(text: str, line_break: str = " ") -> str:
+    """A cell's text: `|` would end the cell and a newline the row (`line_break` replaces it, e.g. "<br>")."""
+    return text.replace("|", "\\|").replace("\n", line_break)
+
+
+def markdown_table(header: list[str], rows: Iterable[list], align: str = "", line_break: str = " ") -> str:
+    """A header, a separator and one line per row; `align` has one letter per column (l, r; default l), and every
+    cell (str() of it) is escaped with `cell`."""
+    align = align or "l" * len(header)
+    lines = [_line(header, line_break), "|" + "|".join(SEPARATORS[a] for a in align) + "|"]
+    lines += (_line(row, line_break) for row in rows)
+    return "\n".join(lines)
+
+
+def _line(cells: list, line_break: str) -> str:
+    return "| " + " | ".join(cell(str(value), line_break) for value in cells) + " |"
+
+
+def highest_loss_table(details: dict, texts: list[str], label_names: list[str], count: int) -> str:
+    """A markdown table of the `count` examples the model got most wrong (TensorBoard renders it); `details`
+    holds per-example losses, rows, labels and predictions."""
+    order = torch.argsort(details["losses"], descending=True)[:count].tolist()
+    rows = (
+        [
+            f"{details['losses'][i]:.3f}",
+            label_names[int(details["labels"][i])],
+            label_names[int(details["predictions"][i])],
+            texts[int(details["rows"][i])],
+        ]
+        for i in order
+    )
+    return markdown_table(["loss", "gold", "predicted", "text"], rows, align="rlll")
 
 
 def largest_errors_table(details: dict, texts: list[str], count: int) -> str:
     """Markdown table of the `count` rows with the largest absolute error."""
     errors = (details["predictions"] - details["labels"].float()).abs()
-    lines = ["| abs error | gold | predicted | text |", "|---:|---:|---:|---|"]
-    for i in torch.argsort(errors, descending=True)[:count].tolist():
-        text = _cell(texts[int(details["rows"][i])])
-        lines.append(f"| {errors[i]:.3f} | {details['labels'][i]:.3f} | {details['predictions'][i]:.3f} | {text} |")
-    return "\n".join(lines)
+    rows = (
+        [
+            f"{errors[i]:.3f}",
+            f"{details['labels'][i]:.3f}",
+            f"{details['predictions'][i]:.3f}",
+            texts[int(details["rows"][i])],
+        ]
+        for i in torch.argsort(errors, descending=True)[:count].tolist()
+    )
+    return markdown_table(["abs error", "gold", "predicted", "text"], rows, align="rrrl")
 
 
 def per_label_table(scores: dict[str, torch.Tensor], support: torch.Tensor, label_names: list[str]) -> str:
     """Markdown table: one row per label with precision, recall, F1 and the gold count."""
-    lines = ["| label | precision | recall | f1 | support |", "|---|---:|---:|---:|---:|"]
-    for i, name in enumerate(label_names):
-        p, r, f = (scores[k][i].item() for k in ("precision", "recall", "f1"))
-        lines.append(f"| {name} | {p:.3f} | {r:.3f} | {f:.3f} | {int(support[i])} |")
-    return "\n".join(lines)
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    rows = (
+        [name, *(f"{scores[k][i].item():.3f}" for k in ("precision", "recall", "f1")), int(support[i])]
+        for i, name in enumerate(label_names)
+    )
+    return markdown_table(["label", "precision", "recall", "f1", "support"], rows, align="lrrrr")

@@ -25,6 +25,7 @@ from ptrain.tasks.entities import (
     tag_to_id,
     worst_sentences_table,
 )
+from ptrain.tasks.gather import evaluation_pass
 from ptrain.tasks.loss import IGNORE_INDEX, TokenLoss, balanced_class_weights
 
 
@@ -85,28 +86,21 @@ class TokenClassification(Task):
         """Per sentence, gathered once each (gather_for_metrics); scored on whole sentences: the gold tags come
         from the raw split, and words cut off by data.max_length count as predicted O."""
         start, names = time.perf_counter(), context.label_names
-        was_training = model.training
-        model.eval()
-        parts: dict[str, list] = {"predicted": [], "labels": [], "losses": [], "counts": [], "rows": []}
-        real_tokens = torch.zeros((), device=accelerator.device)
-        for batch in loader:
-            labels, rows = batch.pop("labels"), batch.pop("idx")
+
+        def per_batch(batch: dict, labels: torch.Tensor, rows: torch.Tensor) -> dict[str, torch.Tensor]:
             logits = model(**batch).logits.float()
-            real_tokens += batch["attention_mask"].sum()
             losses = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none", ignore_index=IGNORE_INDEX)
             predicted = logits.argmax(-1).masked_fill(labels == IGNORE_INDEX, IGNORE_INDEX)
             predicted, labels = accelerator.pad_across_processes((predicted, labels), dim=1, pad_index=IGNORE_INDEX)
-            gathered = accelerator.gather_for_metrics(
-                (predicted, labels, losses.sum(1), (labels != IGNORE_INDEX).sum(1), rows)
-            )
-            for key, value in zip(parts, gathered):
-                parts[key].extend(value.cpu().tolist() if value.dim() == 1 else list(value.cpu()))
-        model.train(was_training)
+            counts = (labels != IGNORE_INDEX).sum(1)
+            return {"predicted": predicted, "labels": labels, "losses": losses.sum(1), "counts": counts, "rows": rows}
+
+        gathered, tokens, _ = evaluation_pass(model, loader, accelerator, per_batch)
+        parts = {key: _sentences(gathered.get(key, [])) for key in ("predicted", "labels", "losses", "counts", "rows")}
         details = word_sequences(parts, names, context)
         metrics, report = entity_scores(details["gold"], details["predicted"], entity_types(names))
         metrics["loss"] = sum(parts["losses"]) / max(sum(parts["counts"]), 1)  # per labelled word, unsmoothed
         details["report"] = report
-        tokens = int(accelerator.reduce(real_tokens, "sum").item())
         ordered = {key: metrics[key] for key in self.metrics} | metrics
         return EvalResult(ordered, tokens, time.perf_counter() - start, details)
 
@@ -135,6 +129,11 @@ class TokenClassification(Task):
             ]
             rows.append({"text": text, "entities": entities})
         return rows
+
+
+def _sentences(batches: list[torch.Tensor]) -> list:
+    """One entry per sentence: a number (loss, count, row) or a tensor of padded tag ids."""
+    return [row for part in batches for row in (part.tolist() if part.dim() == 1 else list(part))]
 
 
 def word_sequences(parts: dict, names: list[str], context: EvalContext) -> dict:

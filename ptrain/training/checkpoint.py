@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ptrain.errors import CheckpointError
+from ptrain.outputs.atomic import move_folder
 
 CHECKPOINTS = "checkpoints"
 META = "meta.json"
@@ -51,8 +52,7 @@ def save_checkpoint(accelerator, run_dir: Path, meta: dict, keep: int, best_step
         if accelerator.is_main_process:
             (tmp / META).write_text(json.dumps({**meta, "created": time.time()}, indent=2))
             _fsync_tree(tmp)
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
+            move_folder(tmp, final)
             (final / MARKER).touch()
             _fsync_dir(final.parent)
     except OSError as err:

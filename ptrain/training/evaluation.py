@@ -6,7 +6,7 @@ import time
 
 from tqdm.auto import tqdm
 
-from ptrain.outputs.files import export_model
+from ptrain.outputs.export import export_model
 from ptrain.outputs.tracking import Tracker
 from ptrain.tasks import EvalContext, EvalResult, Task
 from ptrain.training.best import BestRule, record_evaluation

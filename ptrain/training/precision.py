@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ptrain.errors import ConfigError
+from ptrain.outputs.atomic import written_through
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "no": torch.float32}
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # x86; arm64 reports "bf16"
@@ -114,9 +115,8 @@ def cpu_bf16_speedup() -> float:
     speedup = _linear_seconds(torch.float32) / _linear_seconds(torch.bfloat16)
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"bf16_speedup": speedup, "cpu": cpu_name(), "threads": torch.get_num_threads()}))
-        tmp.replace(path)
+        with written_through(path, path.with_name(f"{path.name}.{os.getpid()}.tmp")) as tmp:
+            tmp.write_text(json.dumps({"bf16_speedup": speedup, "cpu": cpu_name(), "threads": torch.get_num_threads()}))
     return speedup
 
 

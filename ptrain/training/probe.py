@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -21,7 +22,8 @@ from ptrain.data import batching
 from ptrain.data.tokenize import DEFAULT_CACHE_DIR
 from ptrain.errors import ConfigError
 from ptrain.model.sources import resolve_model_path
-from ptrain.outputs.files import create_run_dir, running_marker, write_json, write_text
+from ptrain.outputs.atomic import swap_folder, write_json, write_text, written_through
+from ptrain.outputs.run_dir import create_run_dir, running_marker
 from ptrain.outputs.tracking import Tracker
 from ptrain.tasks import get_task
 from ptrain.tasks.classification import label_scores
@@ -133,9 +135,8 @@ def cached_features(
     loader = accelerator.prepare(batching.eval_loader(cfg, tokenized, collator))  # device placement, exact gathering
     features, labels, seconds, _ = encode(encoder, loader, accelerator, cfg.linear_probe.pooling)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"features": features, "labels": labels}, tmp)
-    tmp.replace(path)
+    with written_through(path) as tmp:
+        torch.save({"features": features, "labels": labels}, tmp)
     return (features, labels), False, seconds
 
 
@@ -196,10 +197,11 @@ def export_probe(cfg: Config, encoder, tokenizer, weight, bias, names: list[str]
     )
     config.id2label, config.label2id = dict(enumerate(names)), {name: i for i, name in enumerate(names)}
     tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)  # a leftover of a killed export
     encoder.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     save_file({"weight": weight.contiguous(), "bias": bias.contiguous()}, str(tmp / HEAD_FILE))
-    tmp.replace(out_dir)
+    swap_folder(tmp, out_dir)
 
 
 def track(cfg, tracker: Tracker, scores, validation, splits, weight, bias, names) -> None:

@@ -14,7 +14,9 @@ from ptrain.data import batching
 from ptrain.data.splits import load_raw_splits
 from ptrain.data.tokenize import Splits, tokenize_splits
 from ptrain.model.loading import load_tokenizer
-from ptrain.outputs.files import create_run_dir, export_model, running_marker, write_text
+from ptrain.outputs.atomic import write_text
+from ptrain.outputs.export import export_model
+from ptrain.outputs.run_dir import create_run_dir, running_marker
 from ptrain.outputs.tracking import Tracker
 from ptrain.tasks import EvalContext, Task, get_task
 from ptrain.training.checkpoint import Checkpoint

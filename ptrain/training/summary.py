@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ptrain.config import Config, config_value, to_yaml
 from ptrain.data.tokenize import Splits
-from ptrain.outputs.files import write_json
+from ptrain.outputs.atomic import write_json
 from ptrain.training.best import metric_for_best
 from ptrain.training.run import Run
 from ptrain.training.state import LoopState

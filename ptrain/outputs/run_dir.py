@@ -1,10 +1,8 @@
-"""Run folders and exports: written atomically (temporary name, then rename) so nothing is left half-done."""
+"""Run folders: runs/<name>/<timestamp>/ made once for all processes, and the marker of a run in progress."""
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import socket
 import time
 from contextlib import contextmanager
@@ -13,6 +11,7 @@ from pathlib import Path
 from accelerate.utils import broadcast_object_list
 
 from ptrain.errors import ConfigError
+from ptrain.outputs.atomic import write_json
 
 
 def create_run_dir(accelerator, output_dir: str, name: str, fixed: str | None = None) -> Path:
@@ -57,42 +56,3 @@ def running_marker(run_dir: Path, enabled: bool):
     finally:
         if enabled:
             (run_dir / RUNNING).unlink(missing_ok=True)
-
-
-def export_model(accelerator, model, tokenizer, out_dir: Path) -> None:
-    """save_pretrained of the unwrapped model, its tokenizer and label maps: pipeline() loads the folder.
-
-    Every process must call this: get_state_dict gathers shards under FSDP and ZeRO-3.
-    """
-    state_dict = accelerator.get_state_dict(model)
-    if accelerator.is_main_process:
-        tmp = out_dir.with_name(out_dir.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=state_dict)
-        tokenizer.save_pretrained(tmp)
-        _replace(tmp, out_dir)
-    accelerator.wait_for_everyone()
-
-
-def write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as handle:
-        json.dump(payload, handle, indent=2)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _replace(tmp: Path, out_dir: Path) -> None:
-    """Swap a finished folder in; the old one goes only after the new one is complete."""
-    old = out_dir.with_name(out_dir.name + ".old")
-    if out_dir.exists():
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,37 @@
+"""`ptrain eval`: the metrics of an exported model on a split of a config's data."""
+
+from __future__ import annotations
+
+import sys
+
+from ptrain.config import Config
+from ptrain.data import batching
+from ptrain.data.splits import load_raw_splits
+from ptrain.data.tokenize import tokenize_splits
+from ptrain.errors import ConfigError, DataError
+from ptrain.inference.exports import export_label_names, load_exported
+from ptrain.tasks import EvalContext
+from ptrain.training.distributed import build_accelerator
+from ptrain.training.precision import resolve_config_precision
+
+
+def evaluate_export(cfg: Config, model_dir: str, split: str) -> dict[str, float]:
+    """Metrics of an exported model on a split; label ids follow the model's id2label."""
+    tokenizer, model, task = load_exported(model_dir)
+    if task.name != cfg.task:
+        raise ConfigError(f"--model {model_dir} is a {task.name} model but the config's task is {cfg.task}")
+    names = export_label_names(model) if task.uses_label_names else []
+    if names:
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"label_names": names})})
+    cfg, precision = resolve_config_precision(cfg)
+    if precision.warning:
+        print(f"ptrain: warning: {precision.warning}", file=sys.stderr)
+    accelerator = build_accelerator(cfg)
+    with accelerator.main_process_first():
+        raw, _ = load_raw_splits(cfg, task)
+        if split not in raw:
+            raise DataError(f"no {split} split: set data.{split}_file in the config")
+        splits = tokenize_splits(cfg, raw, tokenizer, task, names)
+    collator = task.collator(cfg, tokenizer, accelerator.device)
+    model, loader = accelerator.prepare(model, batching.eval_loader(cfg, splits.tokenized[split], collator))
+    return task.evaluate(model, loader, accelerator, EvalContext(cfg, tokenizer, names, raw[split])).metrics

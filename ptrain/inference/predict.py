@@ -1,0 +1,64 @@
+"""`ptrain predict`: the task's prediction for every text of a file, written as CSV, TSV or JSON lines."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+from ptrain.config import DataConfig
+from ptrain.data.splits import read_table
+from ptrain.errors import DataError
+from ptrain.inference.exports import load_exported
+from ptrain.outputs.atomic import write_text, written_through
+from ptrain.training.precision import autocast, inference_precision
+
+OUTPUT_FORMATS = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".json": None}
+
+
+def predict_file(
+    model_dir: str, input_path: str, output: str, text_column: str, batch_size: int, precision: str = "auto"
+) -> int:
+    """The task's prediction for every row (a label and probabilities for classification, entity spans for
+    token classification); rows keep the input order. Returns the row count."""
+    tokenizer, model, task = load_exported(model_dir)
+    texts = read_texts(Path(input_path), text_column)
+    with autocast(inference_precision(precision)):  # on the CPU, in the dtype `auto` picks there by default
+        rows = task.predict(model, tokenizer, texts, batch_size)
+    write_rows(rows, output)
+    return len(rows)
+
+
+def read_texts(path: Path, column: str) -> list[str]:
+    if not path.is_file():
+        raise DataError(f"--input {path} does not exist")
+    if path.suffix.lower() == ".txt":
+        return [line.rstrip("\n") for line in path.read_text().splitlines() if line.strip()]
+    table = read_table(DataConfig(text_column=column), path)
+    if column not in table.column_names:
+        raise DataError(f"{path}: no column '{column}' (columns {table.column_names}); pass --text-column")
+    return table[column]
+
+
+def write_rows(rows: list[dict], output: str) -> None:
+    if output == "-":
+        for row in rows:
+            sys.stdout.write(json.dumps(row) + "\n")
+        return
+    path = Path(output)
+    suffix = path.suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise DataError(f"--output {output}: use a .csv, .tsv or .jsonl file name (or - for stdout)")
+    if OUTPUT_FORMATS[suffix] is None:
+        write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
+        return
+    with written_through(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), delimiter=OUTPUT_FORMATS[suffix])
+        writer.writeheader()
+        writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
+
+
+def _cell(value):
+    """A CSV/TSV cell: lists and dicts (a sentence's entities) as JSON text."""
+    return json.dumps(value) if isinstance(value, (list, dict)) else value
