@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from ptrain.tasks.loss import normalise_gradients
 from ptrain.training.evaluation import evaluate_and_track
 from ptrain.training.meter import TrainMeter
-from ptrain.training.resume import save
+from ptrain.training.resume import checkpoint_run
 from ptrain.training.run import Run
 from ptrain.training.stability import step_is_finite
 from ptrain.training.state import LoopState
@@ -41,7 +41,7 @@ def fit(run: Run, state: LoopState, meter: TrainMeter) -> None:
                 evaluate_and_track(run, state, meter)
             state.epoch, state.micro_batches_in_epoch = state.epoch + 1, 0
             if train_cfg.checkpoint_at_epoch_end and state.last_checkpoint_step != state.global_step:
-                save(run, state, meter)
+                checkpoint_run(run, state, meter)
     finally:
         progress.close()  # before any error message, which then stays the last line
 
@@ -102,7 +102,7 @@ def after_optimizer_step(run: Run, state: LoopState, meter: TrainMeter, progress
     if train_cfg.eval_every_steps and step % train_cfg.eval_every_steps == 0:
         evaluate_and_track(run, state, meter)
     if train_cfg.checkpoint_every_steps and step % train_cfg.checkpoint_every_steps == 0:
-        save(run, state, meter)
+        checkpoint_run(run, state, meter)
     if step >= stop_at_step:
         state.stop = True
     elif signal_name := run.runtime.preemption.requested(run.runtime.accelerator):

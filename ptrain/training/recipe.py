@@ -27,7 +27,7 @@ from ptrain.training.meter import TrainMeter
 from ptrain.training.optim import StepPlan, build_optimizer, build_scheduler, plan_steps
 from ptrain.training.precision import resolve_config_precision
 from ptrain.training.preemption import EXIT_CODES, Preemption
-from ptrain.training.resume import find_resume, restore, resume_command, save
+from ptrain.training.resume import checkpoint_run, find_resume, restore, resume_command
 from ptrain.training.run import Optimisation, Run, RunData, RunOutputs, Runtime
 from ptrain.training.state import LoopState
 from ptrain.training.summary import announce, write_results
@@ -116,7 +116,7 @@ def prepare_optimisation(
 
 def stop_for_preemption(run: Run, state: LoopState, meter: TrainMeter) -> int:
     """The current optimizer step is done: checkpoint it and say how to continue."""
-    path = save(run, state, meter) if state.last_checkpoint_step != state.global_step else None
+    path = checkpoint_run(run, state, meter) if state.last_checkpoint_step != state.global_step else None
     run.outputs.tracker.close()
     where = path or f"the checkpoint of step {state.global_step}"
     run.runtime.accelerator.print(

@@ -1,4 +1,4 @@
-"""Resuming: find the checkpoint to continue from, check the config matches, save and restore every state."""
+"""Resuming: find the checkpoint to continue from, check the config matches, checkpoint a run and restore it."""
 
 from __future__ import annotations
 
@@ -67,7 +67,9 @@ def restore(accelerator: Accelerator, checkpoint: Checkpoint) -> tuple[LoopState
     return state, meter
 
 
-def save(run: Run, state: LoopState, meter: TrainMeter) -> Path:
+def checkpoint_run(run: Run, state: LoopState, meter: TrainMeter) -> Path:
+    """A resumable checkpoint of this step: model, optimizer, scheduler and RNG states, the loop state and the
+    meter (checkpoint.py writes and prunes it)."""
     state.last_checkpoint_step = state.global_step
     meta = {"loop": state.to_dict(), "meter": meter.state_dict(), "total_steps": run.optim.plan.total_steps}
     best_step = state.best.get("step") if state.best else None
