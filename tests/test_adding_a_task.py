@@ -4,13 +4,14 @@ other, its check runs in load_config, and the recipe trains, evaluates and expor
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
 from ptrain.errors import ConfigError
 from ptrain.tasks import TASKS, load_config, register_task
-from ptrain.training.recipe import train
-from tests.conftest import CONFIGS, tiny_overrides
+from tests.conftest import CONFIGS, REPO, tiny_overrides
 from tests.example_task import KeywordSpotting
 
 
@@ -21,7 +22,20 @@ def keyword_task():
     TASKS.pop(task.name)
 
 
-def test_a_registered_task_trains_with_its_own_section(keyword_task, tmp_path, cache_dir):
+# A user's own script: register the task, then load and train a config through ptrain's public functions. It runs
+# in a process of its own, as a user's would (Accelerate's state is per process).
+SCRIPT = """
+import sys
+from ptrain.tasks import load_config, register_task
+from ptrain.training.recipes import train_task
+from tests.example_task import KeywordSpotting
+
+register_task(KeywordSpotting())
+sys.exit(train_task(load_config(sys.argv[1], sys.argv[2:])))
+"""
+
+
+def test_a_registered_task_trains_with_its_own_section(tmp_path, cache_dir):
     overrides = [
         *tiny_overrides(tmp_path, cache_dir, rows=200),
         "task=keyword_spotting",
@@ -30,9 +44,15 @@ def test_a_registered_task_trains_with_its_own_section(keyword_task, tmp_path, c
         "train.epochs=1",
         "train.eval_every_steps=null",
     ]
-    cfg = load_config(CONFIGS / "tiny.yaml", overrides)
-    assert cfg.keyword_spotting.keyword == "happy"
-    assert train(cfg) == 0
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(CONFIGS / "tiny.yaml"), *overrides],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "task keyword_spotting, 2 labels" in result.stdout
     (run_dir,) = (tmp_path / "runs" / "tiny").iterdir()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert 0 <= metrics["final"]["weighted_f1"] <= 1 and metrics["train"]["optimizer_steps"] == 7
@@ -42,6 +62,7 @@ def test_a_registered_task_trains_with_its_own_section(keyword_task, tmp_path, c
 
 
 def test_its_section_and_check_are_enforced(keyword_task):
+    assert load_config(CONFIGS / "tiny.yaml", ["task=keyword_spotting"]).keyword_spotting.keyword == "feel"
     with pytest.raises(ConfigError, match="unknown key 'keyword_spotting.keywrd' \\(did you mean"):
         load_config(CONFIGS / "tiny.yaml", ["task=keyword_spotting", "keyword_spotting.keywrd=x"])
     with pytest.raises(ConfigError, match="keyword_spotting.keyword is empty"):
