@@ -39,8 +39,9 @@ def test_auto_is_bf16_on_a_cpu_with_native_bf16_only_when_measured_faster(monkey
     monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: 4.2)
     assert resolve_precision("auto", "cpu").describe() == "bf16 (auto: native bf16 on this CPU, bf16 matmul 4.2x fp32)"
     assert resolve_precision("bf16", "cpu").warning is None
-    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: 0.8)
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: 0.2)  # native, but its kernels limited
     assert resolve_precision("auto", "cpu").mixed_precision == "no"
+    assert "5x slower than fp32" in resolve_precision("bf16", "cpu").warning
 
 
 @pytest.mark.parametrize(("has_bf16", "expected"), [(True, "bf16"), (False, "fp16")])

@@ -73,6 +73,8 @@ def bench(cfg: Config, steps: int, warmup_steps: int, compare_hf: bool) -> dict:
         device, model = accelerator.device, accelerator.unwrap_model(run.optim.model)
         hardware = describe_hardware(device)
         progress_line(f"{hardware_line(hardware)}; precision {precision.describe()}")
+        if precision.warning:
+            progress_line(f"warning: {precision.warning}")
         progress_line(f"measuring the {precision.name} matmul peak at the model's Linear shapes")
         peak = linear_peak_flops(device, precision.dtype, linear_shapes(model, typical_rows(run)))
         flops = {"train": training_flops_per_token(model), "eval": inference_flops_per_token(model)}
