@@ -118,7 +118,7 @@ def test_processes_outside_one_group_are_refused(monkeypatch):
     monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
     monkeypatch.setattr(distributed, "Accelerator", lambda **_: SimpleNamespace(num_processes=1))
     with pytest.raises(distributed.LaunchError) as info:
-        distributed.build_accelerator(load_config(CONFIGS / "tiny.yaml"))
+        distributed.build_accelerator(load_config(CONFIGS / "tiny.yaml", ["train.mixed_precision=no"]))
     message = str(info.value)
     assert "started 2 processes but this one is in a group of 1" in message and "\n" not in message
     assert "accelerate launch --multi_gpu --num_processes 2 -m ptrain train CONFIG" in message

@@ -5,11 +5,12 @@ import sys
 
 from ptrain.tasks import get_task, load_config
 from ptrain.training.distributed import build_accelerator
+from ptrain.training.precision import resolve_config_precision
 from ptrain.training.recipe import load_data
 
 
 def main(config: str, overrides: list[str]) -> None:
-    cfg = load_config(config, overrides)
+    cfg, _ = resolve_config_precision(load_config(config, overrides))
     accelerator = build_accelerator(cfg)
     _, splits = load_data(cfg, get_task(cfg.task), accelerator)
     print(f"process {accelerator.process_index}/{accelerator.num_processes} cache hits {splits.cache_hits}", flush=True)

@@ -11,7 +11,6 @@ from ptrain.config.schema import (
     NoOptions,
     Strict,
     TrainConfig,
-    task_sections,
 )
 
 __all__ = [
@@ -29,6 +28,5 @@ __all__ = [
     "data_path",
     "flatten_config",
     "read_config",
-    "task_sections",
     "to_yaml",
 ]

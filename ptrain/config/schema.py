@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
@@ -141,9 +140,3 @@ def config_class(sections: tuple[tuple[str, type[BaseModel]], ...]) -> type[Conf
     fields: dict[str, Any] = {name: (section | None, None) for name, section in sections}
     validators = {"own_section_only": model_validator(mode="after")(own_section_only)}
     return create_model("Config", __base__=Config, __validators__=validators, **fields)
-
-
-def task_sections(cfg: Config) -> Mapping[str, BaseModel]:
-    """The task section of a config (empty for a config class without task sections)."""
-    value = getattr(cfg, cfg.task, None)
-    return {cfg.task: value} if isinstance(value, BaseModel) else {}

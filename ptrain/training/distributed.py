@@ -12,7 +12,6 @@ from accelerate.utils import DataLoaderConfiguration
 
 from ptrain.config import Config
 from ptrain.errors import LaunchError
-from ptrain.training.precision import resolve_precision
 
 # Where launchers put the number of processes: torchrun and `accelerate launch --multi_gpu` (WORLD_SIZE),
 # mpirun flavours (the others). The same list, in another order, that Accelerate reads for CPU groups.
@@ -22,13 +21,15 @@ GROUP_LAUNCH = "accelerate launch --multi_gpu --num_processes N -m ptrain train 
 
 
 def build_accelerator(cfg: Config) -> Accelerator:
-    """The Accelerator, after refusing launches that would not give the processes the user asked for."""
+    """The Accelerator, after refusing launches that would not give the processes the user asked for. The config's
+    train.mixed_precision must already be resolved (training.precision.resolve_config_precision): it is resolved
+    once per command, where its reason and warning are printed."""
+    if cfg.train.mixed_precision == "auto":
+        raise ValueError("build_accelerator needs a resolved train.mixed_precision: call resolve_config_precision")
     refuse_single_process_launcher(os.environ)
     launched = launched_world_size(os.environ)  # read first: Accelerate rewrites WORLD_SIZE for CPU groups
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     accelerator = Accelerator(
-        # `auto` resolved here too, for callers that did not resolve the config first (setup does)
-        mixed_precision=resolve_precision(cfg.train.mixed_precision, device).mixed_precision,
+        mixed_precision=cfg.train.mixed_precision,
         gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
         # Without CUDA, processes started by `--multi_gpu` or torchrun join one gloo group only with cpu=True;
         # otherwise each one runs alone with num_processes == 1.
