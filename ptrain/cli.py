@@ -9,8 +9,10 @@ import logging
 import os
 import sys
 import warnings
+from pathlib import Path
 
 from ptrain.errors import PtrainError
+from ptrain.training.allocator import keep_freed_memory
 
 USAGE_EXIT = 2
 
@@ -37,6 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--time-to",
         metavar="METRIC=VALUE",
         help="instead: wall time until validation METRIC reaches VALUE, e.g. weighted_f1=0.92",
+    )
+    sub.add_argument(
+        "--profile",
+        nargs="?",
+        const="runs/profile",
+        metavar="DIR",
+        help="also profile 10 steps: time per category, and a torch.profiler trace in DIR (default runs/profile)",
     )
     sub.add_argument("--json", help="also write the report to this JSON file")
     sub = commands.add_parser("predict", help="label every text of a file with an exported model")
@@ -87,6 +96,7 @@ def run_generate(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_libraries()
+    keep_freed_memory()
     try:
         return run_command(args)
     except PtrainError as err:
@@ -138,7 +148,8 @@ def run_bench(cfg, args: argparse.Namespace) -> int:
         print_time_to_target(report)
         write_json_report(report, args.json)
     else:
-        print_report(bench(cfg, args.steps, args.warmup_steps, args.compare_hf), args.json)
+        profile_dir = Path(args.profile) / cfg.name if args.profile else None
+        print_report(bench(cfg, args.steps, args.warmup_steps, args.compare_hf, profile_dir), args.json)
     return 0
 
 

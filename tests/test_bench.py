@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from ptrain.training.precision import resolve_precision
 from tests.conftest import CONFIGS, run_cli, tiny_overrides
@@ -21,9 +22,17 @@ def test_bench_compares_with_the_hf_trainer_and_writes_json(tmp_path, cache_dir)
         "--compare-hf",
         "--json",
         str(out),
+        "--profile",
+        str(tmp_path / "profile"),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
+    profile = json.loads((tmp_path / "profile" / "tiny" / "breakdown.json").read_text())
+    shares = {name: stats["share"] for name, stats in profile["categories"].items()}
+    assert set(shares) == {"matmul", "attention", "dropout", "optimizer", "data", "other"}
+    assert abs(sum(shares.values()) - 1) < 0.02 and shares["matmul"] > 0 and shares["optimizer"] > 0
+    assert json.loads(Path(profile["trace"]).read_text())["traceEvents"]  # Chrome trace: Perfetto, TensorBoard
+    assert "step profile (10 steps" in result.stdout and "trace:" in result.stdout
     assert report["matmul_peak_tflops"] > 0 and report["train_flops_per_token"] > 0
     for side in ("ptrain", "hf_trainer"):
         train, evaluation = report[side]["train"], report[side]["eval"]

@@ -35,6 +35,8 @@ from ptrain.training.recipe import setup
 from ptrain.training.run import Run
 from ptrain.training.state import LoopState
 
+PROFILE_STEPS = 10
+
 
 class TimedLoader:
     """Iterates a DataLoader and adds up the time spent waiting for each batch."""
@@ -57,7 +59,7 @@ class TimedLoader:
             yield batch
 
 
-def bench(cfg: Config, steps: int, warmup_steps: int, compare_hf: bool) -> dict:
+def bench(cfg: Config, steps: int, warmup_steps: int, compare_hf: bool, profile_dir: Path | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="ptrain-bench-") as tmp:
         train_cfg = cfg.train.model_copy(
             update={
@@ -93,6 +95,8 @@ def bench(cfg: Config, steps: int, warmup_steps: int, compare_hf: bool) -> dict:
             "train_flops_per_token": flops["train"],
             "ptrain": {"train": time_ptrain(run, steps, warmup_steps), "eval": time_ptrain_eval(run)},
         }
+        if profile_dir is not None:
+            report["profile"] = profile_ptrain(run, PROFILE_STEPS, profile_dir)
         if compare_hf:
             from ptrain.bench.hf_trainer import time_hf_trainer
 
@@ -151,6 +155,24 @@ def time_ptrain(run: Run, steps: int, warmup_steps: int) -> dict:
     }
 
 
+def profile_ptrain(run: Run, steps: int, out_dir: Path) -> dict:
+    """`steps` more optimizer steps of ptrain's loop under torch.profiler (ptrain/bench/profile.py)."""
+    from ptrain.bench.profile import profile_steps
+
+    state, meter = LoopState(), TrainMeter(run.runtime.accelerator.device)
+    progress_line(f"ptrain: {steps} steps under torch.profiler, trace to {out_dir}")
+    progress = tqdm(total=steps, desc="ptrain profile", file=sys.stderr, leave=False)
+
+    def steps_of(loader, count):
+        run_steps(run, state, meter, progress, loader, stop_at_step=state.global_step + count)
+
+    steps_of(run.data.train_loader, 1)  # one step outside the trace: the first step after evaluation is slower
+    state.micro_batches_in_epoch = 0  # the traced steps start a fresh pass over the data
+    result = profile_steps(steps_of, TimedLoader(run.data.train_loader), steps, out_dir)
+    progress.close()
+    return result
+
+
 def run_steps(run: Run, state: LoopState, meter: TrainMeter, progress, loader, stop_at_step: int) -> None:
     """Epochs of `loader` until optimizer step `stop_at_step`, however many the run's own plan has."""
     state.stop = False
@@ -200,6 +222,10 @@ def print_report(report: dict, json_path: str | None) -> None:
                 )
     for phase, ratio in report.get("ratios", {}).items():
         print(f"ptrain / HF Trainer, {phase} real tokens/s: {ratio:.2f}x")
+    if "profile" in report:
+        from ptrain.bench.profile import print_breakdown
+
+        print_breakdown(report["profile"])
     write_json_report(report, json_path)
 
 

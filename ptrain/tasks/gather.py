@@ -22,12 +22,13 @@ def evaluation_pass(
     model.eval()
     parts: dict[str, list[torch.Tensor]] = {}
     real_tokens = torch.zeros((), device=accelerator.device)
-    for batch in loader:
-        labels, rows = batch.pop("labels"), batch.pop("idx")
-        real_tokens += batch["attention_mask"].sum()
-        values = per_batch(batch, labels, rows)
-        for key, value in zip(values, accelerator.gather_for_metrics(tuple(values.values()))):
-            parts.setdefault(key, []).append(value.cpu())
+    with accelerator.autocast():  # one context for the pass: each weight is cast to bf16/fp16 once, not per batch
+        for batch in loader:
+            labels, rows = batch.pop("labels"), batch.pop("idx")
+            real_tokens += batch["attention_mask"].sum()
+            values = per_batch(batch, labels, rows)
+            for key, value in zip(values, accelerator.gather_for_metrics(tuple(values.values()))):
+                parts.setdefault(key, []).append(value.cpu())
     model.train(was_training)
     tokens = int(accelerator.reduce(real_tokens, "sum").item())
     return parts, tokens, time.perf_counter() - start

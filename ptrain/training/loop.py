@@ -3,14 +3,13 @@ schedule -> zero -> log, then evaluation, checkpoint and preemption checks on th
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Iterable
 
 from tqdm.auto import tqdm
 
-from ptrain.tasks.loss import normalise_gradients
 from ptrain.training.evaluation import evaluate_and_track
+from ptrain.training.gradients import folds_into_optimizer, normalise_and_clip
 from ptrain.training.meter import TrainMeter
 from ptrain.training.resume import checkpoint_run
 from ptrain.training.run import Run
@@ -52,6 +51,7 @@ def train_epoch(
     """One pass over `batches`, ending early at optimizer step `stop_at_step`, an early stop or a preemption."""
     accelerator, optim, train_cfg = run.runtime.accelerator, run.optim, run.cfg.train
     model = optim.model
+    fold = folds_into_optimizer(accelerator, optim.optimizer)
     model.train()  # dropout on (a freshly loaded model is in eval mode; evaluation switches it back)
     for batch in batches:
         state.micro_batches_in_epoch += 1
@@ -62,8 +62,9 @@ def train_epoch(
             accelerator.backward(loss_sum)
             meter.add_micro_batch(loss_sum.detach(), optim.loss_fn.target_weight(labels), batch["attention_mask"])
             if accelerator.sync_gradients:
-                targets = normalise_gradients(model.parameters(), accelerator, meter.window_weight)
-                grad_norm = accelerator.clip_grad_norm_(model.parameters(), train_cfg.max_grad_norm or math.inf)
+                targets, grad_norm = normalise_and_clip(
+                    model, optim.optimizer, accelerator, meter.window_weight, train_cfg.max_grad_norm, fold
+                )
                 finite = step_is_finite(
                     accelerator,
                     meter.window_loss,

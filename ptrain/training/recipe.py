@@ -13,6 +13,7 @@ from ptrain.config import Config, to_yaml
 from ptrain.data import batching
 from ptrain.data.splits import load_raw_splits
 from ptrain.data.tokenize import Splits, tokenize_splits
+from ptrain.model.fast_paths import apply_fast_paths
 from ptrain.model.loading import load_tokenizer
 from ptrain.outputs.atomic import write_text
 from ptrain.outputs.export import export_model
@@ -108,6 +109,8 @@ def prepare_optimisation(
 ) -> Optimisation:
     """Model, optimizer and schedule, prepared by Accelerate, and the task's loss."""
     model = task.load_model(cfg, data.splits.label_names, data.tokenizer)
+    if cfg.train.fast_paths:
+        apply_fast_paths(model, accelerator.device)
     model, optimizer = accelerator.prepare(model, build_optimizer(model, cfg.train))
     scheduler = accelerator.prepare(build_scheduler(optimizer, plan, accelerator.num_processes))
     loss_fn = task.build_loss(cfg, data.splits).to(accelerator.device)

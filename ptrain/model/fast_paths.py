@@ -1,0 +1,21 @@
+"""The exact speed-ups ptrain applies to the model it trains (train.fast_paths, on by default): each computes
+the same mathematics as the plain model, and tests/test_fast_paths.py holds each to the plain path's loss and
+gradients."""
+
+from __future__ import annotations
+
+import torch
+
+from ptrain.model.fast_dropout import replace_dropout_modules, use_fast_attention
+from ptrain.model.first_token import first_token_last_layer
+
+
+def apply_fast_paths(model: torch.nn.Module, device: torch.device) -> list[str]:
+    """Patch `model` in place for training on `device`; returns what was applied, for the start line."""
+    applied = []
+    if first_token_last_layer(model):
+        applied.append("[CLS]-only last layer")
+    if device.type == "cpu":
+        if replace_dropout_modules(model) + use_fast_attention(model):
+            applied.append("PCG64 dropout masks")
+    return applied

@@ -1,0 +1,142 @@
+"""The exact speed-ups (train.fast_paths, the folded gradient step) against the plain path: same loss and
+gradients to float tolerance, and dropout masks from the same Bernoulli distribution."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from accelerate import Accelerator
+from transformers import BertConfig, BertForSequenceClassification
+
+from ptrain.model import fast_dropout
+from ptrain.model.fast_paths import apply_fast_paths
+from ptrain.model.first_token import first_token_last_layer
+from ptrain.training.gradients import folds_into_optimizer, normalise_and_clip
+
+
+def tiny_bert(dropout: float = 0.0) -> BertForSequenceClassification:
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=120,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_labels=3,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+    )
+    return BertForSequenceClassification(config).train()
+
+
+def batch() -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, 120, (4, 9), generator=generator)
+    mask = torch.ones(4, 9, dtype=torch.long)
+    mask[0, 6:], mask[2, 3:] = 0, 0  # padded rows
+    return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 1, 2, 1])}
+
+
+def loss_and_grads(model) -> tuple[float, dict[str, torch.Tensor]]:
+    inputs = batch()
+    labels = inputs.pop("labels")
+    loss = torch.nn.functional.cross_entropy(model(**inputs).logits, labels)
+    loss.backward()
+    return loss.item(), {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def assert_same(plain, fast) -> None:
+    (plain_loss, plain_grads), (fast_loss, fast_grads) = plain, fast
+    assert fast_loss == pytest.approx(plain_loss, abs=1e-6)
+    assert plain_grads.keys() == fast_grads.keys()
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(fast_grads[name], grad, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_fast_paths_give_the_plain_models_loss_and_gradients():
+    plain = tiny_bert()
+    fast = copy.deepcopy(plain)
+    assert apply_fast_paths(fast, torch.device("cpu")) == ["[CLS]-only last layer", "PCG64 dropout masks"]
+    assert fast.config._attn_implementation == "ptrain_sdpa"
+    assert_same(loss_and_grads(plain), loss_and_grads(fast))
+    plain.eval(), fast.eval()
+    inputs = {k: v for k, v in batch().items() if k != "labels"}
+    torch.testing.assert_close(fast(**inputs).logits, plain(**inputs).logits, atol=1e-6, rtol=1e-5)
+    assert fast.state_dict().keys() == plain.state_dict().keys()  # the export is the plain model
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_first_token_last_layer_is_exact_with_either_attention(attention):
+    plain = tiny_bert()
+    plain.set_attn_implementation(attention)
+    fast = copy.deepcopy(plain)
+    assert first_token_last_layer(fast)
+    assert_same(loss_and_grads(plain), loss_and_grads(fast))
+    assert not first_token_last_layer(torch.nn.Linear(2, 2))  # other heads are left alone
+
+
+def test_keep_masks_are_bernoulli_seeded_and_fresh_per_call():
+    for p in (0.1, 0.5):
+        mask = fast_dropout.keep_mask((1000, 1000), p)
+        assert abs(mask.float().mean().item() - (1 - p)) < 5 * math.sqrt(p * (1 - p) / 1e6)  # 5 sigma
+    torch.manual_seed(3)
+    first, second = fast_dropout.keep_mask((7, 5), 0.3), fast_dropout.keep_mask((7, 5), 0.3)
+    torch.manual_seed(3)
+    assert torch.equal(fast_dropout.keep_mask((7, 5), 0.3), first)  # torch's seed (and saved RNG state) replays it
+    assert not torch.equal(first, second)
+    rows = fast_dropout.keep_mask((200_000,), 0.1)
+    assert abs(rows[:100_000].float().mean() - rows[100_000:].float().mean()) < 0.01  # odd halves of words too
+
+
+def test_fast_dropout_scales_kept_elements_and_masks_the_gradient(monkeypatch):
+    mask = torch.tensor([[True, False, True], [False, True, True]])
+    monkeypatch.setattr(fast_dropout, "keep_mask", lambda shape, p: mask)
+    x = torch.randn(2, 3, requires_grad=True)
+    y = fast_dropout.FastDropout(0.25).train()(x)
+    torch.testing.assert_close(y, x * mask / 0.75)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, mask / 0.75)
+    assert torch.equal(fast_dropout.FastDropout(0.25).eval()(x), x)
+
+
+def test_training_attention_is_sdpa_math_with_the_same_mask(monkeypatch):
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 5, 8, generator=generator) for _ in range(3))
+    pad = torch.ones(2, 1, 1, 5, dtype=torch.bool)
+    pad[1, ..., 3:] = False
+    keep = torch.rand(2, 4, 5, 5, generator=generator) > 0.2
+    monkeypatch.setattr(fast_dropout, "keep_mask", lambda shape, p: keep)
+    module = torch.nn.Module().train()
+    module.is_causal = False
+    out, _ = fast_dropout.attention(module, q, k, v, pad, dropout=0.2, scaling=0.3)
+    scores = (q @ k.transpose(-2, -1) * 0.3).masked_fill(~pad, -math.inf)
+    expected = (scores.softmax(-1) * keep / 0.8) @ v
+    torch.testing.assert_close(out, expected.transpose(1, 2), atol=1e-5, rtol=1e-5)
+    plain, _ = fast_dropout.attention(module.eval(), q, k, v, pad, dropout=0.0, scaling=0.3)
+    torch.testing.assert_close(plain, (scores.softmax(-1) @ v).transpose(1, 2), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("max_grad_norm", [0.05, None])
+def test_folded_normalise_and_clip_updates_as_the_plain_steps(max_grad_norm):
+    accelerator = Accelerator(cpu=True)
+    results = []
+    for fold in (False, True):
+        model = tiny_bert()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, fused=True)
+        model, optimizer = accelerator.prepare(model, optimizer)
+        assert folds_into_optimizer(accelerator, optimizer)
+        for _ in range(3):
+            inputs = batch()
+            labels = inputs.pop("labels")
+            accelerator.backward(torch.nn.functional.cross_entropy(model(**inputs).logits, labels, reduction="sum"))
+            targets, norm = normalise_and_clip(model, optimizer, accelerator, torch.tensor(4.0), max_grad_norm, fold)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        results.append((targets.item(), norm.item(), [p.detach().clone() for p in model.parameters()]))
+    (plain_targets, plain_norm, plain_params), (targets, norm, params) = results
+    assert targets == plain_targets == 4.0 and norm == pytest.approx(plain_norm, rel=1e-5)
+    for plain_param, param in zip(plain_params, params):
+        torch.testing.assert_close(param, plain_param, atol=1e-6, rtol=1e-5)
