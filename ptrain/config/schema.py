@@ -71,6 +71,8 @@ class TrainConfig(Strict):
     gradient_accumulation_steps: int = Field(1, gt=0)
     learning_rate: float = Field(5e-5, gt=0)
     weight_decay: float = Field(0.01, ge=0)
+    layer_lr_decay: float | None = Field(None, gt=0, le=1)  # each layer below the top: lr x decay^depth
+    head_learning_rate: float | None = Field(None, gt=0)  # the task head's (default train.learning_rate)
     adam_beta1: float = Field(0.9, ge=0, lt=1)
     adam_beta2: float = Field(0.999, ge=0, lt=1)
     adam_epsilon: float = Field(1e-8, gt=0)

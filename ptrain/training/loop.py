@@ -110,10 +110,21 @@ def after_optimizer_step(run: Run, state: LoopState, meter: TrainMeter, progress
         state.stop, state.interrupted_by = True, signal_name
 
 
+def learning_rates(run: Run) -> dict[str, float]:
+    """train.learning_rate at this point of the schedule, and each part's rate when the parts differ."""
+    groups = run.optim.optimizer.param_groups
+    factor = groups[0]["lr"] / groups[0]["initial_lr"]
+    rates = {"learning_rate": factor * run.cfg.train.learning_rate}
+    parts = {group["name"]: group["lr"] for group in groups}
+    if len(parts) > 1:
+        rates.update({f"learning_rate/{name}": lr for name, lr in parts.items()})
+    return rates
+
+
 def log_training(run: Run, state: LoopState, meter: TrainMeter, progress: tqdm) -> None:
     plan, accelerator = run.optim.plan, run.runtime.accelerator
     stats = meter.read(accelerator)
-    stats["learning_rate"] = run.optim.scheduler.get_last_lr()[0]
+    stats.update(learning_rates(run))
     stats["epoch"] = state.global_step / plan.steps_per_epoch
     stats["nonfinite_skips"] = state.nonfinite_skips
     run.outputs.tracker.scalars({f"train/{k}": v for k, v in stats.items()}, state.global_step)

@@ -1,4 +1,4 @@
-"""AdamW without decay on biases and norm weights, the optimizer-step plan, and the warmup/decay schedule."""
+"""AdamW (groups from param_groups.py), the optimizer-step plan, and the warmup/decay schedule."""
 
 from __future__ import annotations
 
@@ -10,18 +10,13 @@ from transformers import get_linear_schedule_with_warmup
 
 from ptrain.config import TrainConfig
 from ptrain.errors import ConfigError
+from ptrain.training.param_groups import parameter_groups
 
 
 def build_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.AdamW:
-    """Weight decay on matrices only: biases and LayerNorm weights (all 1-D parameters) keep none."""
-    decay, no_decay = [], []
-    for param in model.parameters():
-        if param.requires_grad:
-            (decay if param.ndim >= 2 else no_decay).append(param)
-    groups = [
-        {"params": decay, "weight_decay": train.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+    """Weight decay on matrices only: biases and LayerNorm weights (all 1-D parameters) keep none; a learning
+    rate per part of the model with train.layer_lr_decay / train.head_learning_rate (param_groups.py)."""
+    groups = parameter_groups(model, train)
     # fused: one kernel for all parameters; measured 3.3x faster than the default on 2 CPU cores (MiniLM)
     return torch.optim.AdamW(
         groups, lr=train.learning_rate, betas=(train.adam_beta1, train.adam_beta2), eps=train.adam_epsilon, fused=True
