@@ -113,5 +113,7 @@ def training_arguments(cfg, output_dir: Path, **settings):
         disable_tqdm=True,
         train_sampling_strategy="group_by_length" if cfg.data.group_by_length else "random",
         dataloader_num_workers=cfg.data.num_workers,
+        gradient_checkpointing=train.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
     )
     return TrainingArguments(**{**shared, **settings})

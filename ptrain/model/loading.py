@@ -68,3 +68,15 @@ def freeze_encoder(model) -> None:
     """Train the task head only."""
     for param in model.base_model.parameters():
         param.requires_grad = False
+
+
+def enable_gradient_checkpointing(model) -> None:
+    """train.gradient_checkpointing: each layer's activations are recomputed in backward instead of kept.
+    Non-reentrant (torch.utils.checkpoint with use_reentrant=False): works under DDP, and the recomputation
+    replays the CPU RNG state, so dropout draws the same masks."""
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise ModelError(
+            f"train.gradient_checkpointing: {type(model).__name__} does not support gradient checkpointing; "
+            "remove the key"
+        )
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -14,7 +14,7 @@ from ptrain.data import batching
 from ptrain.data.splits import load_raw_splits
 from ptrain.data.tokenize import Splits, tokenize_splits
 from ptrain.model.fast_paths import apply_fast_paths
-from ptrain.model.loading import load_tokenizer
+from ptrain.model.loading import enable_gradient_checkpointing, load_tokenizer
 from ptrain.outputs.atomic import write_text
 from ptrain.outputs.export import export_model
 from ptrain.outputs.run_dir import create_run_dir, running_marker
@@ -109,6 +109,8 @@ def prepare_optimisation(
 ) -> Optimisation:
     """Model, optimizer and schedule, prepared by Accelerate, and the task's loss."""
     model = task.load_model(cfg, data.splits.label_names, data.tokenizer)
+    if cfg.train.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     if cfg.train.fast_paths:
         apply_fast_paths(model, accelerator.device)
     model, optimizer = accelerator.prepare(model, build_optimizer(model, cfg.train))
