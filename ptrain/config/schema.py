@@ -97,6 +97,7 @@ class TrainConfig(Strict):
     eval_at_start: bool = False  # also evaluate before the first step (the "before" figure of a fine-tune)
     nonfinite: Literal["skip", "stop"] = "skip"  # a non-finite loss or gradient norm: drop the step, or stop
     max_consecutive_nonfinite: int = Field(5, gt=0)  # stop after this many skipped steps in a row
+    ema_decay: float | None = Field(None, gt=0, lt=1)  # evaluate and export an EMA of the weights
     gradient_checkpointing: bool = False  # recompute each layer's activations in backward (non-reentrant)
     fast_paths: bool = True  # exact speed-ups (ptrain/model/fast_paths.py); false: the plain model, for comparison
 

@@ -10,6 +10,7 @@ from ptrain.outputs.export import export_model
 from ptrain.outputs.tracking import Tracker
 from ptrain.tasks import EvalContext, EvalResult, Task
 from ptrain.training.best import BestRule, record_evaluation
+from ptrain.training.ema import averaged
 from ptrain.training.meter import TrainMeter
 from ptrain.training.run import Run
 from ptrain.training.state import LoopState
@@ -20,12 +21,13 @@ def evaluate_and_track(run: Run, state: LoopState, meter: TrainMeter) -> EvalRes
     started = time.perf_counter()
     data, model, accelerator = run.data, run.optim.model, run.runtime.accelerator
     context = EvalContext(run.cfg, data.tokenizer, data.splits.label_names, data.splits.raw["validation"])
-    result = run.task.evaluate(model, data.eval_loader, accelerator, context)
-    step = state.global_step
-    state.last, state.last_eval_step = result.metrics, step
-    improved = record_evaluation(BestRule.of(run.cfg.train, run.task), state, result.metrics, step)
-    if improved:
-        export_model(accelerator, model, data.tokenizer, run.outputs.run_dir / "best")
+    with averaged(run.optim.ema):  # train.ema_decay: scored and exported with the averaged weights
+        result = run.task.evaluate(model, data.eval_loader, accelerator, context)
+        step = state.global_step
+        state.last, state.last_eval_step = result.metrics, step
+        improved = record_evaluation(BestRule.of(run.cfg.train, run.task), state, result.metrics, step)
+        if improved:
+            export_model(accelerator, model, data.tokenizer, run.outputs.run_dir / "best")
     if accelerator.is_main_process:
         track_evaluation(run.task, run.outputs.tracker, result, context, step)
         scores = " | ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())

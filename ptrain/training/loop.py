@@ -75,6 +75,8 @@ def train_epoch(
                 )
                 if finite:
                     optim.optimizer.step()
+                    if optim.ema is not None:
+                        optim.ema.update()
                 optim.scheduler.step()
                 optim.optimizer.zero_grad(set_to_none=True)
                 meter.end_window(targets, grad_norm, skipped=not finite)

@@ -22,6 +22,7 @@ from ptrain.outputs.tracking import Tracker
 from ptrain.tasks import EvalContext, Task, get_task
 from ptrain.training.checkpoint import Checkpoint
 from ptrain.training.distributed import build_accelerator
+from ptrain.training.ema import WeightAverage, averaged
 from ptrain.training.evaluation import evaluate_and_track
 from ptrain.training.loop import fit
 from ptrain.training.meter import TrainMeter
@@ -116,7 +117,10 @@ def prepare_optimisation(
     model, optimizer = accelerator.prepare(model, build_optimizer(model, cfg.train))
     scheduler = accelerator.prepare(build_scheduler(optimizer, plan, accelerator.num_processes))
     loss_fn = task.build_loss(cfg, data.splits).to(accelerator.device)
-    return Optimisation(model=model, optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn, plan=plan)
+    ema = WeightAverage(model, cfg.train.ema_decay) if cfg.train.ema_decay else None
+    if ema is not None:
+        accelerator.register_for_checkpointing(ema)  # before any resume loads the state
+    return Optimisation(model=model, optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn, plan=plan, ema=ema)
 
 
 def stop_for_preemption(run: Run, state: LoopState, meter: TrainMeter) -> int:
@@ -137,10 +141,20 @@ def finish(run: Run, state: LoopState, wall_seconds: float) -> None:
     meter = TrainMeter(accelerator.device)
     if state.last_eval_step != state.global_step:
         evaluate_and_track(run, state, meter)
-    export_model(accelerator, run.optim.model, run.data.tokenizer, run_dir / "final")
-    test = score_test_split(run) if "test" in run.data.splits.tokenized else None
-    write_results(run, state, test, wall_seconds)
+    with averaged(run.optim.ema):
+        export_model(accelerator, run.optim.model, run.data.tokenizer, run_dir / "final")
+        test = score_test_split(run) if "test" in run.data.splits.tokenized else None
+    write_results(run, state, test, wall_seconds, raw_final=score_raw_weights(run))
     run.outputs.tracker.close()
+
+
+def score_raw_weights(run: Run) -> dict[str, float] | None:
+    """With train.ema_decay, the validation scores of the trained weights themselves (final/ holds the EMA)."""
+    if run.optim.ema is None:
+        return None
+    data, accelerator = run.data, run.runtime.accelerator
+    context = EvalContext(run.cfg, data.tokenizer, data.splits.label_names, data.splits.raw["validation"])
+    return run.task.evaluate(run.optim.model, data.eval_loader, accelerator, context).metrics
 
 
 def score_test_split(run: Run) -> dict[str, float]:

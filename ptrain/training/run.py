@@ -17,6 +17,7 @@ from ptrain.config import Config
 from ptrain.data.tokenize import Splits
 from ptrain.outputs.tracking import Tracker
 from ptrain.tasks import Task
+from ptrain.training.ema import WeightAverage
 from ptrain.training.optim import StepPlan
 from ptrain.training.precision import Precision
 from ptrain.training.preemption import Preemption
@@ -46,6 +47,7 @@ class Optimisation:
     scheduler: AcceleratedScheduler
     loss_fn: TaskLoss
     plan: StepPlan
+    ema: WeightAverage | None = None  # train.ema_decay: the weights evaluations and exports use
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -34,9 +34,14 @@ def announce(run: Run, state: LoopState) -> None:
         run.outputs.tracker.text("config", "    " + to_yaml(run.cfg).replace("\n", "\n    "))
 
 
-def write_results(run: Run, state: LoopState, test: dict | None, wall_seconds: float) -> None:
-    """metrics.json, the HPARAMS entry and the closing lines (main process only)."""
+def write_results(
+    run: Run, state: LoopState, test: dict | None, wall_seconds: float, raw_final: dict | None = None
+) -> None:
+    """metrics.json, the HPARAMS entry and the closing lines (main process only). With train.ema_decay, `final`
+    and `best` are the EMA weights' scores and `final_raw` the trained weights' own."""
     metrics = {"final": {**state.last, "step": state.global_step}, "best": state.best}
+    if raw_final is not None:
+        metrics["final_raw"] = {**raw_final, "step": state.global_step}
     if test is not None:
         metrics["test_final"] = test
     metrics["train"] = {
