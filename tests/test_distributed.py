@@ -36,9 +36,10 @@ def overrides(tmp, cache, per_device_batch_size: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, cache_dir):
-    """The same global batch of 32: 2 processes x 16, and 1 process x 32."""
+    """The same global batch of 32: 2 processes x 16 (with gradient checkpointing, which must work under DDP),
+    and 1 process x 32."""
     two_dir, one_dir = tmp_path_factory.mktemp("two"), tmp_path_factory.mktemp("one")
-    two_args = overrides(two_dir, cache_dir, 16)
+    two_args = [*overrides(two_dir, cache_dir, 16), "train.gradient_checkpointing=true"]
     two = accelerate_launch(TWO_CPU_PROCESSES, "ptrain", "train", str(CONFIGS / "tiny.yaml"), *two_args)
     assert two.returncode == 0, two.stderr[-4000:]
     one = run_cli("train", str(CONFIGS / "tiny.yaml"), *overrides(one_dir, cache_dir, 32))
