@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import difflib
 import functools
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 DATA_DIR_ENV = "PTRAIN_DATA_DIR"
 
@@ -22,6 +23,16 @@ class DataConfig(Strict):
     train_file: str | None = None
     validation_file: str | None = None
     test_file: str | None = None
+    eval_files: dict[str, str] = {}  # more evaluation sets, {name: file}: eval_<name>/<metric> at each evaluation
+
+    @field_validator("eval_files")
+    @classmethod
+    def _eval_set_names(cls, files: dict[str, str]) -> dict[str, str]:
+        for name in files:
+            if not re.fullmatch(r"[A-Za-z0-9_-]+", name) or name in ("train", "validation", "test"):
+                raise ValueError(f"data.eval_files name '{name}': use letters, digits, _ or - (not a split name)")
+        return files
+
     hub_dataset: str | None = None  # a Hub dataset id, used when no train_file is given
     hub_config: str | None = None
     # conll: `WORD ... TAG` lines -> a list of words and a list of tags per sentence (token classification)

@@ -19,6 +19,7 @@ from ptrain.data.labels import source_name
 from ptrain.errors import DataError, first_line
 
 SPLITS = ("train", "validation", "test")
+EVAL_SET_PREFIX = "eval_"  # data.eval_files' sets are the splits eval_<name>
 EXTENSION_FORMATS = {
     ".csv": "csv",
     ".tsv": "tsv",
@@ -51,6 +52,8 @@ def load_raw_splits(cfg: Config, task: ReadsColumns) -> tuple[DatasetDict, dict[
         }
     else:
         splits = {k: v for k, v in datasets.load_dataset(data.hub_dataset, data.hub_config).items() if k in SPLITS}
+    for name, file in data.eval_files.items():  # named evaluation sets: splits eval_<name>
+        splits[f"{EVAL_SET_PREFIX}{name}"] = read_table(data, data_path(cfg, file), text_columns)
     dropped = {}
     for split, ds in splits.items():
         _check_columns(columns, split, ds)

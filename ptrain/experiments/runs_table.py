@@ -20,6 +20,8 @@ from ptrain.tasks import TASKS
 from ptrain.training.best import lower_is_better
 from ptrain.training.checkpoint import latest_complete
 
+EVAL_FILES = "data.eval_files."  # flattened config keys of the named evaluation sets
+
 PRECISION_KEY = "train.mixed_precision"  # shown in its own column, as resolved (fp32, bf16, fp16)
 
 
@@ -41,11 +43,15 @@ def runs_report(root: Path, sort: str | None) -> dict:
 
 
 def metric_columns(configs) -> list[str]:
-    """best_NAME and final_NAME for every metric of the tasks these runs trained, in the tasks' order."""
+    """best_NAME and final_NAME for every metric of the tasks these runs trained, in the tasks' order, then
+    SET/NAME for the named evaluation sets (data.eval_files)."""
     names = []
     for config in configs:
         task = TASKS.get(config.get("task"))
-        names += [name for name in (task.metrics if task else ()) if name not in names]
+        metrics = task.metrics if task else ()
+        sets = [key.removeprefix(EVAL_FILES) for key in config if key.startswith(EVAL_FILES)]
+        names += [name for name in metrics if name not in names]
+        names += [f"{s}/{name}" for s in sets for name in metrics if f"{s}/{name}" not in names]
     return [f"{kind}_{name}" for kind in ("best", "final") for name in names]
 
 

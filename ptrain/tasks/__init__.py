@@ -63,7 +63,13 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
 def check_task_config(cfg: Config, task: Task, path: Path) -> None:
     """The rules every task shares: its metric for best, and the data formats it reads."""
     metric = cfg.train.metric_for_best
-    if metric is not None and metric not in task.metrics:
+    named_set, _, name = (metric or "").rpartition("/")
+    if named_set and named_set not in cfg.data.eval_files:
+        raise ConfigError(
+            f"{path}: train.metric_for_best '{metric}' names no evaluation set; "
+            f"data.eval_files has {', '.join(cfg.data.eval_files) or 'none'}"
+        )
+    if metric is not None and name not in task.metrics:
         raise ConfigError(
             f"{path}: train.metric_for_best '{metric}' is not a {cfg.task} metric; "
             f"choose one of {', '.join(task.metrics)}"

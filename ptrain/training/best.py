@@ -17,7 +17,7 @@ def metric_for_best(train_cfg: TrainConfig, task: Task) -> str:
 
 
 def lower_is_better(task: Task, metric: str) -> bool:
-    return metric in task.lower_is_better
+    return metric.rpartition("/")[2] in task.lower_is_better  # "heldout/loss": a named set's loss
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -6,6 +6,7 @@ import time
 
 from tqdm.auto import tqdm
 
+from ptrain.data.splits import EVAL_SET_PREFIX
 from ptrain.outputs.export import export_model
 from ptrain.outputs.tracking import Tracker
 from ptrain.tasks import EvalContext, EvalResult, Task
@@ -23,17 +24,31 @@ def evaluate_and_track(run: Run, state: LoopState, meter: TrainMeter) -> EvalRes
     context = EvalContext(run.cfg, data.tokenizer, data.splits.label_names, data.splits.raw["validation"])
     with averaged(run.optim.ema):  # train.ema_decay: scored and exported with the averaged weights
         result = run.task.evaluate(model, data.eval_loader, accelerator, context)
+        named = evaluate_named_sets(run)
         step = state.global_step
-        state.last, state.last_eval_step = result.metrics, step
-        improved = record_evaluation(BestRule.of(run.cfg.train, run.task), state, result.metrics, step)
+        metrics = {**result.metrics, **{f"{name}/{k}": v for name, r in named.items() for k, v in r.metrics.items()}}
+        state.last, state.last_eval_step = metrics, step
+        improved = record_evaluation(BestRule.of(run.cfg.train, run.task), state, metrics, step)
         if improved:
             export_model(accelerator, model, data.tokenizer, run.outputs.run_dir / "best")
     if accelerator.is_main_process:
         track_evaluation(run.task, run.outputs.tracker, result, context, step)
+        for name, named_result in named.items():
+            run.outputs.tracker.scalars({f"eval_{name}/{k}": v for k, v in named_result.metrics.items()}, step)
         scores = " | ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
         tqdm.write(f"eval @ step {step} | {scores}" + (" | best so far" if improved else ""))
     meter.exclude(time.perf_counter() - started)  # tokens/s counts training time only
     return result
+
+
+def evaluate_named_sets(run: Run) -> dict[str, EvalResult]:
+    """data.eval_files: each named set through the task's evaluate, like the validation split."""
+    data, results = run.data, {}
+    for name, loader in data.eval_sets.items():
+        raw = data.splits.raw[EVAL_SET_PREFIX + name]
+        context = EvalContext(run.cfg, data.tokenizer, data.splits.label_names, raw)
+        results[name] = run.task.evaluate(run.optim.model, loader, run.runtime.accelerator, context)
+    return results
 
 
 def track_evaluation(task: Task, tracker: Tracker, result: EvalResult, context: EvalContext, step: int) -> None:

@@ -11,7 +11,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ptrain.config import Config, to_yaml
 from ptrain.data import batching
-from ptrain.data.splits import load_raw_splits
+from ptrain.data.splits import EVAL_SET_PREFIX, load_raw_splits
 from ptrain.data.tokenize import Splits, tokenize_splits
 from ptrain.model.fast_paths import apply_fast_paths
 from ptrain.model.loading import enable_gradient_checkpointing, load_tokenizer
@@ -100,8 +100,17 @@ def prepare_data(cfg: Config, task: Task, accelerator: Accelerator) -> RunData:
     train_loader, shuffle = batching.train_loader(cfg, splits.tokenized["train"], collator)
     eval_loader = batching.eval_loader(cfg, splits.tokenized["validation"], collator)
     train_loader, eval_loader = accelerator.prepare(train_loader, eval_loader)
+    eval_sets = {
+        name: accelerator.prepare(batching.eval_loader(cfg, splits.tokenized[EVAL_SET_PREFIX + name], collator))
+        for name in cfg.data.eval_files
+    }
     return RunData(
-        tokenizer=tokenizer, splits=splits, train_loader=train_loader, eval_loader=eval_loader, shuffle=shuffle
+        tokenizer=tokenizer,
+        splits=splits,
+        train_loader=train_loader,
+        eval_loader=eval_loader,
+        shuffle=shuffle,
+        eval_sets=eval_sets,
     )
 
 

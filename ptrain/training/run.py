@@ -3,7 +3,7 @@ runtime. Each is built once by the recipe's setup and never reassigned."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -38,6 +38,7 @@ class RunData:
     train_loader: DataLoader  # prepared by Accelerate: per process, on the device
     eval_loader: DataLoader
     shuffle: torch.Generator  # seeded with (seed + epoch) at each epoch start: the same order after a resume
+    eval_sets: dict[str, DataLoader] = field(default_factory=dict)  # data.eval_files, by name
 
 
 @dataclass(frozen=True, kw_only=True)
