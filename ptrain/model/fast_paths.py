@@ -11,7 +11,7 @@ from ptrain.model.first_token import first_token_last_layer
 
 
 def apply_fast_paths(model: torch.nn.Module, device: torch.device) -> list[str]:
-    """Patch `model` in place for training on `device`; returns what was applied, for the start line."""
+    """Patch `model` in place for training on `device`; returns the names of what was applied."""
     applied = []
     if first_token_last_layer(model):
         applied.append("[CLS]-only last layer")

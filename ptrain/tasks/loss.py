@@ -80,8 +80,14 @@ def normalise_gradients(parameters, accelerator, window_weight: torch.Tensor) ->
     processes; multiplying by both and dividing by the window's real-target count on all processes
     gives exactly the gradient of one big batch. Returns that count.
     """
-    total = accelerator.reduce(window_weight.detach().clone(), "sum")
-    factor = accelerator.gradient_accumulation_steps * accelerator.num_processes / total.clamp(min=1e-12)
+    total, factor = window_scale(accelerator, window_weight)
     grads = [param.grad for param in parameters if param.grad is not None]
     torch._foreach_mul_(grads, factor)  # one kernel launch for all gradients, as clip_grad_norm_ does
     return total
+
+
+def window_scale(accelerator, window_weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The window's real-target count on all processes, and the factor turning the accumulated gradient into
+    the per-target mean (undoing Accelerate's division by the accumulation steps and DDP's process average)."""
+    total = accelerator.reduce(window_weight.detach().clone(), "sum")
+    return total, accelerator.gradient_accumulation_steps * accelerator.num_processes / total.clamp(min=1e-12)

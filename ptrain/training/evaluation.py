@@ -21,10 +21,9 @@ def evaluate_and_track(run: Run, state: LoopState, meter: TrainMeter) -> EvalRes
     """Every process computes the same gathered metrics, so all take the same best/stop decisions."""
     started = time.perf_counter()
     data, model, accelerator = run.data, run.optim.model, run.runtime.accelerator
-    context = EvalContext(run.cfg, data.tokenizer, data.splits.label_names, data.splits.raw["validation"])
     with averaged(run.optim.ema):  # train.ema_decay: scored and exported with the averaged weights
-        result = run.task.evaluate(model, data.eval_loader, accelerator, context)
-        named = evaluate_named_sets(run)
+        result, context = score_split(run, data.eval_loader, "validation")
+        named = {name: score_split(run, loader, EVAL_SET_PREFIX + name)[0] for name, loader in data.eval_sets.items()}
         step = state.global_step
         metrics = {**result.metrics, **{f"{name}/{k}": v for name, r in named.items() for k, v in r.metrics.items()}}
         state.last, state.last_eval_step = metrics, step
@@ -41,14 +40,12 @@ def evaluate_and_track(run: Run, state: LoopState, meter: TrainMeter) -> EvalRes
     return result
 
 
-def evaluate_named_sets(run: Run) -> dict[str, EvalResult]:
-    """data.eval_files: each named set through the task's evaluate, like the validation split."""
-    data, results = run.data, {}
-    for name, loader in data.eval_sets.items():
-        raw = data.splits.raw[EVAL_SET_PREFIX + name]
-        context = EvalContext(run.cfg, data.tokenizer, data.splits.label_names, raw)
-        results[name] = run.task.evaluate(run.optim.model, loader, run.runtime.accelerator, context)
-    return results
+def score_split(run: Run, loader, split: str) -> tuple[EvalResult, EvalContext]:
+    """The model as it is now through the task's evaluate on `loader`, whose rows are the raw split `split`
+    (validation, test, or a data.eval_files set eval_<name>)."""
+    data = run.data
+    context = EvalContext(run.cfg, data.tokenizer, data.splits.label_names, data.splits.raw[split])
+    return run.task.evaluate(run.optim.model, loader, run.runtime.accelerator, context), context
 
 
 def track_evaluation(task: Task, tracker: Tracker, result: EvalResult, context: EvalContext, step: int) -> None:

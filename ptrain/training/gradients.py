@@ -15,7 +15,7 @@ import math
 import torch
 from accelerate.utils import DistributedType
 
-from ptrain.tasks.loss import normalise_gradients
+from ptrain.tasks.loss import normalise_gradients, window_scale
 
 PLAIN_GRADIENTS = {DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU}
 
@@ -36,8 +36,7 @@ def normalise_and_clip(model, optimizer, accelerator, window_weight, max_grad_no
     if not fold:
         targets = normalise_gradients(model.parameters(), accelerator, window_weight)
         return targets, accelerator.clip_grad_norm_(model.parameters(), max_grad_norm or math.inf)
-    targets = accelerator.reduce(window_weight.detach().clone(), "sum")
-    factor = accelerator.gradient_accumulation_steps * accelerator.num_processes / targets.clamp(min=1e-12)
+    targets, factor = window_scale(accelerator, window_weight)
     grads = [param.grad for param in model.parameters() if param.grad is not None]
     grad_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) * factor
     clip = (max_grad_norm / (grad_norm + 1e-6)).clamp(max=1.0) if max_grad_norm else torch.ones_like(grad_norm)

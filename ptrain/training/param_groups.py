@@ -20,10 +20,10 @@ from ptrain.errors import ConfigError
 def parameter_groups(model: torch.nn.Module, train: TrainConfig) -> list[dict]:
     parts = model_parts(model) if train.layer_lr_decay or train.head_learning_rate else None
     groups: dict[tuple[str, bool], dict] = {}
-    for name, param in model.named_parameters():
+    for param in model.parameters():
         if not param.requires_grad:
             continue
-        part, lr = ("all", train.learning_rate) if parts is None else part_and_lr(name, parts, train)
+        part, lr = ("all", train.learning_rate) if parts is None else part_and_lr(param, parts, train)
         decays = param.ndim >= 2
         group = groups.setdefault(
             (part, decays),
@@ -33,26 +33,24 @@ def parameter_groups(model: torch.nn.Module, train: TrainConfig) -> list[dict]:
     return sorted(groups.values(), key=lambda group: group["weight_decay"] == 0.0)  # decay groups first
 
 
-def part_and_lr(name: str, parts: dict, train: TrainConfig) -> tuple[str, float]:
-    part, depth = parts.get(name, ("head", None))
+def part_and_lr(param: torch.nn.Parameter, parts: dict, train: TrainConfig) -> tuple[str, float]:
+    part, depth = parts.get(param, ("head", None))
     if depth is None:
         return part, train.head_learning_rate or train.learning_rate
     return part, train.learning_rate * (train.layer_lr_decay or 1.0) ** depth
 
 
-def model_parts(model: torch.nn.Module) -> dict[str, tuple[str, int]]:
-    """Parameter name -> (part, depth below the top layer) for the base model's parameters."""
+def model_parts(model: torch.nn.Module) -> dict[torch.nn.Parameter, tuple[str, int]]:
+    """Parameter -> (part, depth below the top layer) for the base model's parameters (by identity, so a tied
+    weight has one part)."""
     base, layers = model.base_model, find_layers(model)
-    prefix = "" if base is model else f"{model.base_model_prefix}."
-    parts = {f"{prefix}{name}": ("top", 0) for name, _ in base.named_parameters()}
+    parts = dict.fromkeys(base.parameters(), ("top", 0))
     embeddings = [getattr(base, "embeddings", None) or base.get_input_embeddings()]
     embeddings += [child for child in base.children() if isinstance(child, torch.nn.Embedding)]  # GPT-2's wpe
     for module in embeddings:
-        for name, _ in module.named_parameters():
-            parts[f"{prefix}{module_path(base, module)}{name}"] = ("embeddings", len(layers))
+        parts.update(dict.fromkeys(module.parameters(), ("embeddings", len(layers))))
     for index, layer in enumerate(layers):
-        for name, _ in layer.named_parameters():
-            parts[f"{prefix}{module_path(base, layer)}{name}"] = (f"layer_{index}", len(layers) - 1 - index)
+        parts.update(dict.fromkeys(layer.parameters(), (f"layer_{index}", len(layers) - 1 - index)))
     return parts
 
 
@@ -65,10 +63,3 @@ def find_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
     raise ConfigError(
         f"train.layer_lr_decay: no stack of {count} layers found in {type(model).__name__}; remove the key"
     )
-
-
-def module_path(root: torch.nn.Module, target: torch.nn.Module) -> str:
-    for name, module in root.named_modules():
-        if module is target:
-            return f"{name}." if name else ""
-    raise ValueError("module not under root")

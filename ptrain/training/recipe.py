@@ -19,11 +19,11 @@ from ptrain.outputs.atomic import write_text
 from ptrain.outputs.export import export_model
 from ptrain.outputs.run_dir import create_run_dir, running_marker
 from ptrain.outputs.tracking import Tracker
-from ptrain.tasks import EvalContext, Task, get_task
+from ptrain.tasks import Task, get_task
 from ptrain.training.checkpoint import Checkpoint
 from ptrain.training.distributed import build_accelerator
 from ptrain.training.ema import WeightAverage, averaged
-from ptrain.training.evaluation import evaluate_and_track
+from ptrain.training.evaluation import evaluate_and_track, score_split
 from ptrain.training.loop import fit
 from ptrain.training.meter import TrainMeter
 from ptrain.training.optim import StepPlan, build_optimizer, build_scheduler, plan_steps
@@ -161,14 +161,11 @@ def score_raw_weights(run: Run) -> dict[str, float] | None:
     """With train.ema_decay, the validation scores of the trained weights themselves (final/ holds the EMA)."""
     if run.optim.ema is None:
         return None
-    data, accelerator = run.data, run.runtime.accelerator
-    context = EvalContext(run.cfg, data.tokenizer, data.splits.label_names, data.splits.raw["validation"])
-    return run.task.evaluate(run.optim.model, data.eval_loader, accelerator, context).metrics
+    return score_split(run, run.data.eval_loader, "validation")[0].metrics
 
 
 def score_test_split(run: Run) -> dict[str, float]:
     cfg, data, accelerator = run.cfg, run.data, run.runtime.accelerator
     collator = run.task.collator(cfg, data.tokenizer, accelerator.device)
     loader = accelerator.prepare(batching.eval_loader(cfg, data.splits.tokenized["test"], collator))
-    context = EvalContext(cfg, data.tokenizer, data.splits.label_names, data.splits.raw["test"])
-    return run.task.evaluate(run.optim.model, loader, accelerator, context).metrics
+    return score_split(run, loader, "test")[0].metrics
