@@ -115,6 +115,9 @@ def test_training_attention_is_sdpa_math_with_the_same_mask(monkeypatch):
     scores = (q @ k.transpose(-2, -1) * 0.3).masked_fill(~pad, -math.inf)
     expected = (scores.softmax(-1) * keep / 0.8) @ v
     torch.testing.assert_close(out, expected.transpose(1, 2), atol=1e-5, rtol=1e-5)
+    additive = torch.zeros(pad.shape).masked_fill(~pad, -math.inf)  # a float mask: added as it is
+    out, _ = fast_dropout.attention(module, q, k, v, additive, dropout=0.2, scaling=0.3)
+    torch.testing.assert_close(out, expected.transpose(1, 2), atol=1e-5, rtol=1e-5)
     plain, _ = fast_dropout.attention(module.eval(), q, k, v, pad, dropout=0.0, scaling=0.3)
     torch.testing.assert_close(plain, (scores.softmax(-1) @ v).transpose(1, 2), atol=1e-5, rtol=1e-5)
 

@@ -90,9 +90,10 @@ def math_attention(query, key, value, mask, p: float, scaling: float | None) -> 
     with torch.autocast(query.device.type, enabled=False):
         q, k, v = query.float(), key.float(), value.float()
         scores = torch.matmul(q * root_scale, (k * root_scale).transpose(-2, -1))
-        if mask is not None:  # a bool mask becomes an additive one first: a tenth of masked_fill's time
-            bias = torch.zeros(mask.shape, device=mask.device).masked_fill_(~mask, -math.inf)
-            scores = scores + (bias if mask.dtype == torch.bool else mask)
+        if mask is not None and mask.dtype == torch.bool:  # made additive first: a tenth of masked_fill's time
+            mask = torch.zeros(mask.shape, device=mask.device).masked_fill_(~mask, -math.inf)
+        if mask is not None:
+            scores = scores + mask
         probs = dropout(torch._safe_softmax(scores, -1), p)  # rows with every key masked: zeros, as SDPA
         return torch.matmul(probs, v).to(query.dtype)
 
