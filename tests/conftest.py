@@ -70,6 +70,21 @@ def tiny_overrides(tmp_path: Path, cache: Path, rows: int = 400, **extra: str) -
     return [f"{k}={v}" for k, v in values.items()]
 
 
+def train_tiny(tmp_path: Path, cache: Path, rows: int = 200, **extra: str) -> Path:
+    """`ptrain train configs/tiny.yaml` through the CLI on `rows` rows with `extra` overrides; its run folder."""
+    result = run_cli("train", str(CONFIGS / "tiny.yaml"), *tiny_overrides(tmp_path, cache, rows=rows, **extra))
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "runs" / "tiny").iterdir()
+    return run_dir
+
+
+def scalar_values(run_dir: Path, tag: str) -> list[float]:
+    """The values a run logged to TensorBoard under `tag`, in step order."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    return [event.value for event in EventAccumulator(str(run_dir), {"scalars": 0}).Reload().Scalars(tag)]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def standins() -> Path:
     """The CoNLL-2003 entity-type stand-in that configs/multilabel_conll.yaml reads, derived into runs/ by

@@ -10,7 +10,7 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import pipeline
 
-from tests.conftest import CONFIGS, run_cli, tiny_overrides
+from tests.conftest import CONFIGS, run_cli, tiny_overrides, train_tiny
 
 EMOTIONS = {"sadness", "joy", "love", "anger", "fear", "surprise"}
 TRAIN_SCALARS = [
@@ -126,9 +126,7 @@ def test_early_stopping_after_patience_evaluations_without_improvement(tmp_path,
         "train.early_stopping_patience": "1",
         "train.warmup_ratio": "0.0",
     }
-    result = run_cli("train", str(CONFIGS / "tiny.yaml"), *tiny_overrides(tmp_path, cache_dir, rows=200, **extra))
-    assert result.returncode == 0, result.stderr[-3000:]
-    (run_dir,) = (tmp_path / "runs" / "tiny").iterdir()
+    run_dir = train_tiny(tmp_path, cache_dir, **extra)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["train"]["early_stopped"] is True
     assert metrics["train"]["optimizer_steps"] == 4 and metrics["best"]["step"] == 2

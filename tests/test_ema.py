@@ -8,7 +8,7 @@ import torch
 from accelerate import Accelerator
 
 from ptrain.training.ema import WeightAverage
-from tests.conftest import CONFIGS, run_cli, tiny_overrides
+from tests.conftest import train_tiny
 
 
 def test_the_average_follows_each_step_and_swaps_in_and_out_bitwise():
@@ -44,9 +44,7 @@ def test_the_average_is_checkpointed_with_the_run(tmp_path):
 
 def test_a_run_scores_the_average_and_keeps_the_raw_weights_final_score(tmp_path, cache_dir):
     extra = {"train.ema_decay": "0.5", "train.max_steps": "6", "train.eval_every_steps": "6"}
-    result = run_cli("train", str(CONFIGS / "tiny.yaml"), *tiny_overrides(tmp_path, cache_dir, rows=200, **extra))
-    assert result.returncode == 0, result.stderr[-3000:]
-    run_dir = next((tmp_path / "runs" / "tiny").iterdir())
+    run_dir = train_tiny(tmp_path, cache_dir, **extra)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["final"]["step"] == metrics["final_raw"]["step"] == 6
     assert metrics["final"]["loss"] != metrics["final_raw"]["loss"]  # two different sets of weights scored

@@ -6,7 +6,7 @@ import json
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import CONFIGS, run_cli, tiny_overrides
+from tests.conftest import CONFIGS, run_cli, train_tiny
 
 
 def test_named_sets_are_scored_logged_recorded_and_may_pick_the_best(tmp_path, cache_dir):
@@ -16,9 +16,7 @@ def test_named_sets_are_scored_logged_recorded_and_may_pick_the_best(tmp_path, c
         "train.max_steps": "8",
         "train.eval_every_steps": "4",
     }
-    result = run_cli("train", str(CONFIGS / "tiny.yaml"), *tiny_overrides(tmp_path, cache_dir, rows=200, **extra))
-    assert result.returncode == 0, result.stderr[-3000:]
-    run_dir = next((tmp_path / "runs" / "tiny").iterdir())
+    run_dir = train_tiny(tmp_path, cache_dir, **extra)
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0}).Reload()
     assert [event.step for event in acc.Scalars("eval_held/weighted_f1")] == [4, 7, 8]  # and the epoch end
     assert "eval/weighted_f1" in acc.Tags()["scalars"]  # the validation split as before

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import BertConfig, BertForSequenceClassification
 
 from ptrain.model.loading import enable_gradient_checkpointing
-from tests.conftest import CONFIGS, run_cli, tiny_overrides
+from tests.conftest import scalar_values, train_tiny
 
 NO_DROPOUT = {
     "model.scratch_config.hidden_dropout_prob": "0.0",
@@ -20,13 +19,9 @@ NO_DROPOUT = {
 
 
 def loss_curve(tmp_path, cache_dir, checkpointing: bool) -> list[float]:
-    out = tmp_path / str(checkpointing)
     extra = {**NO_DROPOUT, "train.gradient_checkpointing": str(checkpointing).lower()}
-    result = run_cli("train", str(CONFIGS / "tiny.yaml"), *tiny_overrides(out, cache_dir, rows=300, **extra))
-    assert result.returncode == 0, result.stderr[-3000:]
-    run_dir = next((out / "runs" / "tiny").iterdir())
-    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0}).Reload()
-    return [event.value for event in acc.Scalars("train/loss")]
+    run_dir = train_tiny(tmp_path / str(checkpointing), cache_dir, rows=300, **extra)
+    return scalar_values(run_dir, "train/loss")
 
 
 def test_checkpointing_keeps_the_loss_curve(tmp_path, cache_dir):

@@ -4,12 +4,11 @@ TensorBoard through the real CLI."""
 from __future__ import annotations
 
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import BertConfig, BertForSequenceClassification
 
 from ptrain.config import TrainConfig
 from ptrain.training.param_groups import parameter_groups
-from tests.conftest import CONFIGS, run_cli, tiny_overrides
+from tests.conftest import scalar_values, train_tiny
 
 
 def test_layer_lr_decay_on_the_two_layer_tiny_model_logs_each_parts_rate(tmp_path, cache_dir):
@@ -20,13 +19,10 @@ def test_layer_lr_decay_on_the_two_layer_tiny_model_logs_each_parts_rate(tmp_pat
         "train.log_every_steps": "1",
         "train.eval_every_steps": "6",
     }
-    result = run_cli("train", str(CONFIGS / "tiny.yaml"), *tiny_overrides(tmp_path, cache_dir, rows=200, **extra))
-    assert result.returncode == 0, result.stderr[-3000:]
-    run_dir = next((tmp_path / "runs" / "tiny").iterdir())
-    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0}).Reload()
+    run_dir = train_tiny(tmp_path, cache_dir, **extra)
 
     def values(tag: str) -> list[float]:
-        return [event.value for event in acc.Scalars(f"train/{tag}")]
+        return scalar_values(run_dir, f"train/{tag}")
 
     base = values("learning_rate")  # train.learning_rate (1e-3) along the warmup/decay schedule
     expected = {"layer_1": 1.0, "top": 1.0, "layer_0": 0.8, "embeddings": 0.64}
