@@ -105,6 +105,17 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `ptrain runs | head`: the reader left; that is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
         return 0
+    finally:
+        leave_process_group()
+
+
+def leave_process_group() -> None:
+    """Tear a launched run's process group down before exit, as PyTorch asks: left to interpreter shutdown,
+    gloo's threads were seen to abort one rank of a two-process `ptrain eval` ("terminate called without an
+    active exception") after its work was done."""
+    distributed = sys.modules.get("torch.distributed")  # never imported by check, runs, ...: nothing to do
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
 
 
 def run_command(args: argparse.Namespace) -> int:
