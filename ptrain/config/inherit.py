@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from ptrain.config.references import anchor_references
 from ptrain.errors import ConfigError, first_line
 
 BASE_KEY = "base"
@@ -26,6 +27,7 @@ def _read(path: Path, chain: tuple[Path, ...]) -> tuple[dict, dict[str, Path]]:
     raw = _read_file(path)
     bases = raw.pop(BASE_KEY, None)
     _resolve_data_dir(raw, resolved.parent)  # before merging: a base's data_dir is relative to the base file
+    anchor_references(raw, resolved.parent)  # and so are its code references (train.loss, ...)
     merged: dict = {}
     origins: dict[str, Path] = {}
     for name in _base_names(path, bases):

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from ptrain.config.checks import check_config
 from ptrain.config.inherit import read_merged
 from ptrain.config.keys import MISSING, raw_value
+from ptrain.config.references import anchor_references
 from ptrain.config.schema import DATA_DIR_ENV, Config, config_class
 from ptrain.errors import ConfigError
 
@@ -44,6 +45,7 @@ def read_config(
         key, value = _parse_override(item)
         _set_dotted(raw, key, value)
         overridden.add(key)
+    anchor_references(raw, Path.cwd())  # a relative file in an override is relative to the working directory
     _refuse_moved_keys(raw, moved_keys or {}, overridden, origins, path)
     schema = config_class(tuple(sections))
     try:

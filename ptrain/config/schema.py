@@ -72,6 +72,7 @@ class ModelConfig(Strict):
     freeze_encoder: bool = False  # train the classification head only
     attention: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"  # the attention kernel
     trust_remote_code: bool = False
+    builder: str | None = None  # file.py:Name or module:Name, a function (cfg, label_names, tokenizer) -> model
 
 
 class TrainConfig(Strict):
@@ -110,7 +111,15 @@ class TrainConfig(Strict):
     max_consecutive_nonfinite: int = Field(5, gt=0)  # stop after this many skipped steps in a row
     ema_decay: float | None = Field(None, gt=0, lt=1)  # evaluate and export an EMA of the weights
     gradient_checkpointing: bool = False  # recompute each layer's activations in backward (non-reentrant)
+    loss: str | None = None  # file.py:Name or module:Name: (logits, labels) -> loss summed over the batch
+    metrics: list[str] = []  # file.py:Name references: functions of the gathered predictions -> a float
+    callbacks: list[str] = []  # file.py:Name references: classes with on_<event> methods (ptrain/training/callbacks.py)
     fast_paths: bool = True  # exact speed-ups (ptrain/model/fast_paths.py); false: the plain model, for comparison
+
+    @field_validator("metrics", "callbacks", mode="before")
+    @classmethod
+    def _one_or_a_list(cls, value):
+        return [value] if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _warmup_one_way(self) -> TrainConfig:

@@ -11,6 +11,7 @@ from ptrain.data.tokenize import tokenize_splits
 from ptrain.errors import ConfigError, DataError
 from ptrain.inference.exports import export_label_names, load_exported
 from ptrain.tasks import EvalContext
+from ptrain.tasks.user_metrics import add_user_metrics, user_metrics
 from ptrain.training.distributed import build_accelerator
 from ptrain.training.precision import resolve_config_precision
 
@@ -34,4 +35,6 @@ def evaluate_export(cfg: Config, model_dir: str, split: str) -> dict[str, float]
         splits = tokenize_splits(cfg, raw, tokenizer, task, names)
     collator = task.collator(cfg, tokenizer, accelerator.device)
     model, loader = accelerator.prepare(model, batching.eval_loader(cfg, splits.tokenized[split], collator))
-    return task.evaluate(model, loader, accelerator, EvalContext(cfg, tokenizer, names, raw[split])).metrics
+    result = task.evaluate(model, loader, accelerator, EvalContext(cfg, tokenizer, names, raw[split]))
+    add_user_metrics(result.metrics, result.details, user_metrics(cfg.train))  # train.metrics, as in training
+    return result.metrics

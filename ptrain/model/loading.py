@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transformers import AutoConfig, AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer, PreTrainedModel
 
+from ptrain.config.references import load_reference
 from ptrain.errors import ModelError
 from ptrain.model.sources import resolve_model_path
 from ptrain.model.tokenizer_training import cached_trained_tokenizer
@@ -80,3 +81,19 @@ def enable_gradient_checkpointing(model) -> None:
             "remove the key"
         )
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def build_model(cfg, load_task_model, label_names, tokenizer):
+    """The model to train: model.builder's (the user's function of the config, label names and tokenizer) or the
+    task's own (load_task_model). A builder's model must be a transformers PreTrainedModel, for the exports."""
+    if cfg.model.builder is None:
+        return load_task_model(cfg, label_names, tokenizer)
+    model = load_reference(cfg.model.builder, "model.builder")(cfg, label_names, tokenizer)
+    if not isinstance(model, PreTrainedModel):
+        raise ModelError(
+            f"model.builder: {cfg.model.builder} returned {type(model).__name__}; return a transformers "
+            "PreTrainedModel (e.g. AutoModelForSequenceClassification.from_config(...)), which save_pretrained exports"
+        )
+    if cfg.model.freeze_encoder:
+        freeze_encoder(model)
+    return model

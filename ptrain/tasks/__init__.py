@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ptrain.config import Config, read_config
+from ptrain.config.user_code import check_user_code, metric_name
 from ptrain.errors import ConfigError, ModelError
 from ptrain.tasks.base import EvalContext, EvalResult, Task
 from ptrain.tasks.causal_lm import CausalLM
@@ -56,6 +57,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     cfg = read_config(path, overrides, sections, moved)
     task = get_task(cfg.task)
     check_task_config(cfg, task, Path(path))
+    check_user_code(cfg, Path(path), task.metric_inputs, task.metrics)
     task.check(cfg, Path(path))
     return cfg
 
@@ -69,11 +71,13 @@ def check_task_config(cfg: Config, task: Task, path: Path) -> None:
             f"{path}: train.metric_for_best '{metric}' names no evaluation set; "
             f"data.eval_files has {', '.join(cfg.data.eval_files) or 'none'}"
         )
-    if metric is not None and name not in task.metrics:
+    metrics = (*task.metrics, *(metric_name(reference) for reference in cfg.train.metrics))
+    if metric is not None and name not in metrics:
         raise ConfigError(
-            f"{path}: train.metric_for_best '{metric}' is not a {cfg.task} metric; "
-            f"choose one of {', '.join(task.metrics)}"
+            f"{path}: train.metric_for_best '{metric}' is not a {cfg.task} metric; choose one of {', '.join(metrics)}"
         )
+    if task.recipe != "loop" and (cfg.train.loss or cfg.train.callbacks):
+        raise ConfigError(f"{path}: task {task.name} is not trained by ptrain's loop; remove train.loss/callbacks")
     if cfg.data.format == "conll" and not task.reads_word_lists:
         readers = ", ".join(name for name, other in TASKS.items() if other.reads_word_lists)
         raise ConfigError(f"{path}: data.format=conll gives word and tag lists; use task: {readers}")

@@ -6,6 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ptrain.config.references import load_reference
+from ptrain.errors import TrainingError
+
 IGNORE_INDEX = -100
 
 
@@ -91,3 +94,40 @@ def window_scale(accelerator, window_weight: torch.Tensor) -> tuple[torch.Tensor
     the per-target mean (undoing Accelerate's division by the accumulation steps and DDP's process average)."""
     total = accelerator.reduce(window_weight.detach().clone(), "sum")
     return total, accelerator.gradient_accumulation_steps * accelerator.num_processes / total.clamp(min=1e-12)
+
+
+class UserLoss:
+    """train.loss: the user's function (or nn.Module) of (fp32 logits, labels) -> the loss summed over the batch.
+    The task's own loss still gives the denominator (target_weight), so the window normalisation holds."""
+
+    def __init__(self, function, reference: str, task_loss):
+        self.function, self.reference, self.task_loss = function, reference, task_loss
+
+    def to(self, device: torch.device) -> UserLoss:
+        if isinstance(self.function, nn.Module):
+            self.function.to(device)
+        self.task_loss = self.task_loss.to(device)
+        return self
+
+    def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        loss = self.function(logits.float(), labels)
+        if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
+            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+            raise TrainingError(
+                f"train.loss: {self.reference} returned {shape}; return one scalar tensor, the loss summed "
+                "over the batch (ptrain divides by the targets of the accumulation window)"
+            )
+        return loss
+
+    def target_weight(self, labels: torch.Tensor) -> torch.Tensor:
+        return self.task_loss.target_weight(labels)
+
+
+def with_user_loss(train_cfg, task_loss):
+    """train.loss in place of the task's loss (whose target_weight it keeps), or the task's loss."""
+    if train_cfg.loss is None:
+        return task_loss
+    function = load_reference(train_cfg.loss, "train.loss")
+    if isinstance(function, type):  # a class (an nn.Module): one instance, made with no arguments
+        function = function()
+    return UserLoss(function, train_cfg.loss, task_loss)

@@ -52,6 +52,7 @@ class MultiLabelClassification(TextTask):
     name = "multi_label_classification"
     metrics = ("micro_f1", "macro_f1", "subset_accuracy", "loss")
     problem_types = (PROBLEM_TYPE,)
+    metric_inputs = ("probabilities", "labels", "losses")
     Options = MultiLabelOptions
     moved_keys = {"data.label_separator": "label_separator", "train.decision_threshold": "decision_threshold"}
 

@@ -42,6 +42,7 @@ class Regression(TextTask):
     lower_is_better = frozenset({"loss", "mae"})
     uses_label_names = False
     problem_types = (PROBLEM_TYPE,)
+    metric_inputs = ("predictions", "labels")
 
     def check(self, cfg, path) -> None:
         data, train = cfg.data, cfg.train

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from ptrain.config import TrainConfig
 from ptrain.tasks import Task
+from ptrain.tasks.user_metrics import user_metrics
 from ptrain.training.state import LoopState
 
 
@@ -16,8 +17,12 @@ def metric_for_best(train_cfg: TrainConfig, task: Task) -> str:
     return train_cfg.metric_for_best or task.metrics[0]
 
 
-def lower_is_better(task: Task, metric: str) -> bool:
-    return metric.rpartition("/")[2] in task.lower_is_better  # "heldout/loss": a named set's loss
+def lower_is_better(task: Task, metric: str, train_cfg: TrainConfig | None = None) -> bool:
+    name = metric.rpartition("/")[2]  # "heldout/loss": a named set's loss
+    functions = user_metrics(train_cfg) if train_cfg is not None else {}
+    if name in functions:  # train.metrics: higher is better unless the function says otherwise
+        return bool(getattr(functions[name], "lower_is_better", False))
+    return name in task.lower_is_better
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,7 +37,7 @@ class BestRule:
         metric = metric_for_best(train_cfg, task)
         return cls(
             metric=metric,
-            lower_is_better=lower_is_better(task, metric),
+            lower_is_better=lower_is_better(task, metric, train_cfg),
             patience=train_cfg.early_stopping_patience,
             target=train_cfg.stop_at_metric,
         )

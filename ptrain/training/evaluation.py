@@ -10,6 +10,7 @@ from ptrain.data.splits import EVAL_SET_PREFIX
 from ptrain.outputs.export import export_model
 from ptrain.outputs.tracking import Tracker
 from ptrain.tasks import EvalContext, EvalResult, Task
+from ptrain.tasks.user_metrics import add_user_metrics, user_metrics
 from ptrain.training.best import BestRule, record_evaluation
 from ptrain.training.ema import averaged
 from ptrain.training.meter import TrainMeter
@@ -30,6 +31,7 @@ def evaluate_and_track(run: Run, state: LoopState, meter: TrainMeter) -> EvalRes
         improved = record_evaluation(BestRule.of(run.cfg.train, run.task), state, metrics, step)
         if improved:
             export_model(accelerator, model, data.tokenizer, run.outputs.run_dir / "best")
+    run.callbacks.dispatch("on_evaluate", run, state)
     if accelerator.is_main_process:
         track_evaluation(run.task, run.outputs.tracker, result, context, step)
         for name, named_result in named.items():
@@ -45,7 +47,9 @@ def score_split(run: Run, loader, split: str) -> tuple[EvalResult, EvalContext]:
     (validation, test, or a data.eval_files set eval_<name>)."""
     data = run.data
     context = EvalContext(run.cfg, data.tokenizer, data.splits.label_names, data.splits.raw[split])
-    return run.task.evaluate(run.optim.model, loader, run.runtime.accelerator, context), context
+    result = run.task.evaluate(run.optim.model, loader, run.runtime.accelerator, context)
+    add_user_metrics(result.metrics, result.details, user_metrics(run.cfg.train))  # train.metrics
+    return result, context
 
 
 def track_evaluation(task: Task, tracker: Tracker, result: EvalResult, context: EvalContext, step: int) -> None:

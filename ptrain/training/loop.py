@@ -100,12 +100,15 @@ def epoch_batches(run: Run, state: LoopState, loader: Iterable[dict]) -> Iterabl
 
 def after_optimizer_step(run: Run, state: LoopState, meter: TrainMeter, progress: tqdm, stop_at_step: int) -> None:
     step, train_cfg = state.global_step, run.cfg.train
+    run.callbacks.dispatch("on_step_end", run, state)
     if step % train_cfg.log_every_steps == 0:
         log_training(run, state, meter, progress)
     if train_cfg.eval_every_steps and step % train_cfg.eval_every_steps == 0:
         evaluate_and_track(run, state, meter)
     if train_cfg.checkpoint_every_steps and step % train_cfg.checkpoint_every_steps == 0:
         checkpoint_run(run, state, meter)
+    if run.callbacks.take_save() and state.last_checkpoint_step != step:
+        checkpoint_run(run, state, meter)  # a callback asked for one
     if step >= stop_at_step:
         state.stop = True
     elif signal_name := run.runtime.preemption.requested(run.runtime.accelerator):

@@ -10,16 +10,19 @@ from accelerate.utils import set_seed
 from transformers import PreTrainedTokenizerBase
 
 from ptrain.config import Config, to_yaml
+from ptrain.config.references import with_copied_code
 from ptrain.data import batching
 from ptrain.data.splits import EVAL_SET_PREFIX, load_raw_splits
 from ptrain.data.tokenize import Splits, tokenize_splits
 from ptrain.model.fast_paths import apply_fast_paths
-from ptrain.model.loading import enable_gradient_checkpointing, load_tokenizer
+from ptrain.model.loading import build_model, enable_gradient_checkpointing, load_tokenizer
 from ptrain.outputs.atomic import write_text
 from ptrain.outputs.export import export_model
 from ptrain.outputs.run_dir import create_run_dir, running_marker
 from ptrain.outputs.tracking import Tracker
 from ptrain.tasks import Task, get_task
+from ptrain.tasks.loss import with_user_loss
+from ptrain.training.callbacks import Callbacks
 from ptrain.training.checkpoint import Checkpoint
 from ptrain.training.distributed import build_accelerator
 from ptrain.training.ema import WeightAverage, averaged
@@ -43,6 +46,7 @@ def train(cfg: Config) -> int:
     with running_marker(run.outputs.run_dir, accelerator.is_main_process):
         state, meter = restore(accelerator, checkpoint) if checkpoint else (LoopState(), TrainMeter(accelerator.device))
         announce(run, state)
+        run.callbacks.dispatch("on_train_start", run, state)
         run.runtime.preemption.install()
         try:
             fit(run, state, meter)
@@ -66,7 +70,7 @@ def setup(cfg: Config, track: bool = True) -> tuple[Run, Checkpoint | None]:
     plan = plan_steps(len(data.train_loader), cfg.train)
     run_dir = checkpoint.run_dir if checkpoint else create_run_dir(accelerator, cfg.output_dir, cfg.name, cfg.run_dir)
     if accelerator.is_main_process and not checkpoint:
-        write_text(run_dir / "config.yaml", to_yaml(cfg))
+        write_text(run_dir / "config.yaml", to_yaml(with_copied_code(cfg, run_dir)))  # user code: copies in code/
     optim = prepare_optimisation(cfg, task, data, plan, accelerator)
     # A resumed run hides the events it logged after its checkpoint: one step axis, no duplicates.
     purge_step = checkpoint.step + 1 if checkpoint else None
@@ -78,6 +82,7 @@ def setup(cfg: Config, track: bool = True) -> tuple[Run, Checkpoint | None]:
         data=data,
         optim=optim,
         outputs=RunOutputs(run_dir=run_dir, tracker=tracker),
+        callbacks=Callbacks(cfg.train.callbacks),
     )
     return run, checkpoint
 
@@ -118,14 +123,14 @@ def prepare_optimisation(
     cfg: Config, task: Task, data: RunData, plan: StepPlan, accelerator: Accelerator
 ) -> Optimisation:
     """Model, optimizer and schedule, prepared by Accelerate, and the task's loss."""
-    model = task.load_model(cfg, data.splits.label_names, data.tokenizer)
+    model = build_model(cfg, task.load_model, data.splits.label_names, data.tokenizer)  # or model.builder's
     if cfg.train.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     if cfg.train.fast_paths:
         apply_fast_paths(model, accelerator.device)
     model, optimizer = accelerator.prepare(model, build_optimizer(model, cfg.train))
     scheduler = accelerator.prepare(build_scheduler(optimizer, plan, accelerator.num_processes))
-    loss_fn = task.build_loss(cfg, data.splits).to(accelerator.device)
+    loss_fn = with_user_loss(cfg.train, task.build_loss(cfg, data.splits)).to(accelerator.device)
     ema = WeightAverage(model, cfg.train.ema_decay) if cfg.train.ema_decay else None
     if ema is not None:
         accelerator.register_for_checkpointing(ema)  # before any resume loads the state
@@ -155,6 +160,7 @@ def finish(run: Run, state: LoopState, wall_seconds: float) -> None:
         test = score_test_split(run) if "test" in run.data.splits.tokenized else None
     write_results(run, state, test, wall_seconds, raw_final=score_raw_weights(run))
     run.outputs.tracker.close()
+    run.callbacks.dispatch("on_train_end", run, state)
 
 
 def score_raw_weights(run: Run) -> dict[str, float] | None:

@@ -12,6 +12,7 @@ import yaml
 from accelerate import Accelerator
 
 from ptrain.config import NOT_HYPERPARAMETERS, Config, flatten_config
+from ptrain.config.references import comparable_references
 from ptrain.errors import CheckpointError, ConfigError, first_line
 from ptrain.training.checkpoint import Checkpoint, resolve_resume, save_checkpoint
 from ptrain.training.meter import TrainMeter
@@ -36,7 +37,8 @@ def find_resume(cfg: Config, accelerator: Accelerator) -> Checkpoint | None:
 def check_same_config(cfg: Config, run_dir: Path) -> None:
     """A resume reproduces the interrupted run only with the same settings."""
     saved = flatten_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    current = flatten_config(cfg.model_dump(mode="json"))
+    saved = comparable_references(saved, run_dir)  # user code by content: the run's copies match their originals
+    current = comparable_references(flatten_config(cfg.model_dump(mode="json")))
     differing = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
     differing = [k for k in differing if k not in NOT_HYPERPARAMETERS]
     if differing:
@@ -74,7 +76,9 @@ def checkpoint_run(run: Run, state: LoopState, meter: TrainMeter) -> Path:
     meta = {"loop": state.to_dict(), "meter": meter.state_dict(), "total_steps": run.optim.plan.total_steps}
     best_step = state.best.get("step") if state.best else None
     accelerator, run_dir = run.runtime.accelerator, run.outputs.run_dir
-    return save_checkpoint(accelerator, run_dir, meta, run.cfg.train.keep_checkpoints, best_step)
+    path = save_checkpoint(accelerator, run_dir, meta, run.cfg.train.keep_checkpoints, best_step)
+    run.callbacks.dispatch("on_checkpoint", run, state, checkpoint=path)
+    return path
 
 
 def resume_command() -> str:

@@ -17,6 +17,7 @@ from ptrain.config import Config
 from ptrain.data.tokenize import Splits
 from ptrain.outputs.tracking import Tracker
 from ptrain.tasks import Task
+from ptrain.training.callbacks import Callbacks
 from ptrain.training.ema import WeightAverage
 from ptrain.training.optim import StepPlan
 from ptrain.training.precision import Precision
@@ -72,3 +73,4 @@ class Run:
     data: RunData
     optim: Optimisation
     outputs: RunOutputs
+    callbacks: Callbacks = field(default_factory=lambda: Callbacks([]))  # train.callbacks
