@@ -62,6 +62,14 @@ def _check_data_files(cfg: Config, path: Path) -> None:
         raise ConfigError(f"{path}: set data.train_file (a local file) or data.hub_dataset (a Hub id)")
     if data.train_file is None:
         return
+    for key in ("validation_file", "test_file"):
+        if data.split_column and getattr(data, key):
+            raise ConfigError(f"{path}: data.split_column takes every split from train_file; set data.{key}=null")
+    if data.num_folds and data.validation_file:
+        raise ConfigError(
+            f"{path}: data.num_folds holds out a fold of the training rows for validation; "
+            "set data.validation_file=null"
+        )
     for key in ("train_file", "validation_file", "test_file"):
         file = data_path(cfg, getattr(data, key))
         if file is not None and not file.is_file():

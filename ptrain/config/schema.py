@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 DATA_DIR_ENV = "PTRAIN_DATA_DIR"
+DEFAULT_SPLIT_VALUES = {"train": ["train"], "validation": ["validation", "val", "dev"], "test": ["test"]}
 
 
 class Strict(BaseModel):
@@ -50,6 +51,30 @@ class DataConfig(Strict):
     max_length: int = Field(128, gt=1)  # tokens, truncation limit
     max_train_rows: int | None = Field(None, gt=0)  # first N rows only, for smoke runs
     max_eval_rows: int | None = Field(None, gt=0)
+    split_column: str | None = None  # train_file holds every row; this column names each row's split
+    split_values: dict[Literal["train", "validation", "test"], list[str]] = dict(DEFAULT_SPLIT_VALUES)
+    sample_train_rows: int | None = Field(None, gt=0)  # a seeded sample (stratified for classification)
+    sample_eval_rows: int | None = Field(None, gt=0)  # of validation, test and data.eval_files sets
+    sample_seed: int = 0  # of the samples and the folds; independent of train.seed
+    num_folds: int | None = Field(None, ge=2)  # k-fold: stratified folds of the training rows
+    fold: int | None = Field(None, ge=0)  # the held-out fold, the validation split
+
+    @field_validator("split_values", mode="before")
+    @classmethod
+    def _known_spellings_kept(cls, values):
+        """A mapping for one split keeps the default spellings of the others."""
+        return {**DEFAULT_SPLIT_VALUES, **values} if isinstance(values, dict) else values
+
+    @model_validator(mode="after")
+    def _fold_of_folds(self) -> DataConfig:
+        if (self.num_folds is None) != (self.fold is None):
+            raise ValueError("set data.num_folds and data.fold together (e.g. data.num_folds=5 data.fold=0)")
+        if self.fold is not None and self.fold >= self.num_folds:
+            raise ValueError(
+                f"data.fold={self.fold} must be below data.num_folds={self.num_folds} (folds count from 0)"
+            )
+        return self
+
     group_by_length: bool = True  # batches of similar length: less padding, same randomness per epoch
     num_workers: int = Field(0, ge=0)
     empty_texts: Literal["error", "drop"] = "error"  # rows whose text is empty or null: refuse, or drop and count

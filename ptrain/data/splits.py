@@ -16,6 +16,7 @@ from datasets import Dataset, DatasetDict
 from ptrain.config import Config, DataConfig, data_path
 from ptrain.data.conll import read_conll
 from ptrain.data.labels import source_name
+from ptrain.data.sampling import fold_split, seeded_sample, split_by_column
 from ptrain.errors import DataError, first_line
 
 SPLITS = ("train", "validation", "test")
@@ -35,6 +36,8 @@ class ReadsColumns(Protocol):
 
     def columns(self, cfg) -> list[tuple[str, str]]: ...
 
+    # stratified: bool (optional) -- seeded samples and folds keep each data.label_column value's share
+
 
 def load_raw_splits(cfg: Config, task: ReadsColumns) -> tuple[DatasetDict, dict[str, int]]:
     """Every split as a Dataset, and the rows dropped per split for an empty text (data.empty_texts=drop).
@@ -52,15 +55,29 @@ def load_raw_splits(cfg: Config, task: ReadsColumns) -> tuple[DatasetDict, dict[
         }
     else:
         splits = {k: v for k, v in datasets.load_dataset(data.hub_dataset, data.hub_config).items() if k in SPLITS}
+    if data.split_column:
+        splits.update(split_by_column(data, splits.pop("train")))
+        if "train" not in splits:
+            raise DataError(f"data.split_column '{data.split_column}' names no training rows; see data.split_values")
     for name, file in data.eval_files.items():  # named evaluation sets: splits eval_<name>
         splits[f"{EVAL_SET_PREFIX}{name}"] = read_table(data, data_path(cfg, file), text_columns)
     dropped = {}
     for split, ds in splits.items():
         _check_columns(columns, split, ds)
         splits[split], dropped[split] = _handle_empty_texts(cfg, columns, split, ds)
-    if "validation" not in splits:
+    stratify = data.label_column if getattr(task, "stratified", False) else None
+    if data.num_folds:
+        if "validation" in splits:
+            raise DataError("data.num_folds holds out a fold of the training rows; the data has validation rows too")
+        splits["train"], splits["validation"] = fold_split(
+            splits["train"], data.num_folds, data.fold, data.sample_seed, stratify
+        )
+    elif "validation" not in splits:
         splits["train"], splits["validation"] = _split_validation(cfg, splits["train"])
     for split, ds in splits.items():
+        sample = data.sample_train_rows if split == "train" else data.sample_eval_rows
+        if sample is not None:
+            ds = splits[split] = seeded_sample(ds, sample, data.sample_seed, stratify)
         limit = data.max_train_rows if split == "train" else data.max_eval_rows
         if limit is not None and len(ds) > limit:
             splits[split] = ds.select(range(limit))

@@ -1,5 +1,5 @@
 """`ptrain runs [DIR]`: every run folder under DIR with the hyperparameters that differ between them, best and
-final metrics, steps, wall time and status; points of a sweep repeated over seeds also as mean and std."""
+final metrics, steps, wall time and status; points of a sweep repeated over seeds or folds also as mean and std."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from ptrain.config import NOT_HYPERPARAMETERS, SEED_KEY, flatten_config
+from ptrain.config.user_code import metric_name
 from ptrain.errors import SweepError
 from ptrain.outputs.run_dir import RUNNING
 from ptrain.tasks import TASKS
@@ -21,6 +22,9 @@ from ptrain.training.best import lower_is_better
 from ptrain.training.checkpoint import latest_complete
 
 EVAL_FILES = "data.eval_files."  # flattened config keys of the named evaluation sets
+
+# Keys whose runs repeat one setting (another seed, another fold): ptrain runs averages over them.
+REPLICATE_KEYS = {SEED_KEY: "seeds", "data.fold": "folds"}
 
 PRECISION_KEY = "train.mixed_precision"  # shown in its own column, as resolved (fp32, bf16, fp16)
 
@@ -50,6 +54,7 @@ def metric_columns(configs) -> list[str]:
         task = TASKS.get(config.get("task"))
         metrics = task.metrics if task else ()
         sets = [key.removeprefix(EVAL_FILES) for key in config if key.startswith(EVAL_FILES)]
+        metrics = (*metrics, *(metric_name(reference) for reference in config.get("train.metrics") or ()))
         names += [name for name in metrics if name not in names]
         names += [f"{s}/{name}" for s in sets for name in metrics if f"{s}/{name}" not in names]
     return [f"{kind}_{name}" for kind in ("best", "final") for name in names]
@@ -106,10 +111,12 @@ def _read_json(path: Path) -> dict | None:
 
 
 def seed_groups(rows: list[dict], varied: list[str], columns: list[str]) -> list[dict]:
-    """Runs in one folder that differ only in train.seed: mean and sample standard deviation of finished ones."""
-    if SEED_KEY not in varied:
+    """Runs in one folder that differ only in their replicate keys (train.seed, data.fold): mean and sample
+    standard deviation of the finished ones."""
+    replicates = [key for key in REPLICATE_KEYS if key in varied]
+    if not replicates:
         return []
-    others = [k for k in varied if k != SEED_KEY]
+    others = [k for k in varied if k not in replicates]
     grouped: dict[tuple, list[dict]] = {}
     for row in rows:
         key = (str(Path(row["run"]).parent), *(json.dumps(row[k]) for k in others))
@@ -123,7 +130,7 @@ def seed_groups(rows: list[dict], varied: list[str], columns: list[str]) -> list
         group = {
             "run": label if parent == "." else f"{parent}: {label}",
             "status": f"{len(finished)}/{len(members)} finished",
-            "seeds": [m[SEED_KEY] for m in members],
+            **{REPLICATE_KEYS[key]: [m[key] for m in members] for key in replicates},
             "precision": members[0]["precision"],
             **{k: members[0][k] for k in others},
         }
@@ -166,8 +173,9 @@ def render(report: dict, form: str) -> str:
         return out.getvalue().rstrip("\n")
     text = _table(columns, report["runs"])
     if report["seed_groups"]:
-        group_columns = [c for c in columns if c != SEED_KEY]
-        text += "\n\nmean ± std over seeds\n" + _table(group_columns, report["seed_groups"], with_std=True)
+        group_columns = [c for c in columns if c not in REPLICATE_KEYS]
+        over = " and ".join(name for key, name in REPLICATE_KEYS.items() if key in report["varied"])
+        text += f"\n\nmean ± std over {over}\n" + _table(group_columns, report["seed_groups"], with_std=True)
     return text
 
 

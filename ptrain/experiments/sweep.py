@@ -96,9 +96,9 @@ def sweep(config: str, args: list[str], seeds: str | None, sweep_id: str | None,
     """Run every point not finished yet; returns 0 when all are finished, the signal's code when stopped."""
     fixed, axes = parse_grid(args, seeds)
     points = grid_points(axes)
-    base = load_config(config, fixed)
-    for point in points:  # every point's config is checked before the first one trains
-        load_config(config, [*fixed, *point.overrides])
+    # every point's config is checked before the first one trains; the first names the sweep's folder (the
+    # fixed keys alone may not validate: data.num_folds=5 needs the data.fold that the grid gives)
+    base, *_ = [load_config(config, [*fixed, *point.overrides]) for point in points]
     spec = {"config": str(Path(config).resolve()), "fixed": fixed, "axes": axes, "resolved": to_yaml(base)}
     sweep_id = sweep_id or "sweep-" + hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
     sweep_dir = Path(base.output_dir) / base.name / sweep_id

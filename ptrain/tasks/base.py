@@ -46,6 +46,7 @@ class Task:
     reads_word_lists: bool = False  # trains on data.format=conll rows (a list of words and tags per row)
     recipe: str = "loop"  # how `ptrain train` trains it: the optimizer loop, or "linear_probe" (ptrain.training)
     problem_types: tuple[str | None, ...] | None = None  # config.problem_type values of its exports (None: any)
+    stratified: bool = False  # seeded samples and k-fold keep each label's share (single-label classification)
     metric_inputs: tuple[str, ...] = ()  # gathered tensors (evaluate's details) offered to train.metrics functions
 
     def options(self, cfg) -> Any:

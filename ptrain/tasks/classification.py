@@ -50,6 +50,7 @@ class SequenceClassification(TextTask):
     metrics = ("weighted_f1", "loss", "accuracy", "macro_f1")
     problem_types = (None, "single_label_classification")
     metric_inputs = ("predictions", "labels", "probabilities", "losses")
+    stratified = True
 
     def load_model(self, cfg, label_names, tokenizer):
         return load_head_model(cfg, self.auto_class, tokenizer, **label_maps(label_names))

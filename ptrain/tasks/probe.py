@@ -36,6 +36,7 @@ class LinearProbe(TextTask):
 
     name = "linear_probe"
     metrics = ("accuracy", "macro_f1", "weighted_f1")
+    stratified = True
     lower_is_better = frozenset()
     pipeline = "feature-extraction"
     auto_class = AutoModel
