@@ -29,6 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("overrides", nargs="*")
     sub.add_argument("--model", required=True, help="exported model folder, e.g. runs/NAME/TIME/best")
     sub.add_argument("--split", default="validation", choices=["validation", "test"])
+    sub.add_argument(
+        "--predictions",
+        metavar="FILE",
+        help="also write one row per example (.csv, .tsv or .jsonl): text, gold, "
+        "predicted, per-class probabilities, loss",
+    )
     sub = commands.add_parser("bench", help="training throughput of ptrain (and the HF Trainer) on CONFIG's job")
     sub.add_argument("config")
     sub.add_argument("overrides", nargs="*")
@@ -146,7 +152,7 @@ def run_train(cfg, args: argparse.Namespace) -> int:
 def run_eval(cfg, args: argparse.Namespace) -> int:
     from ptrain.inference.evaluate import evaluate_export
 
-    print(json.dumps(evaluate_export(cfg, args.model, args.split), indent=2))
+    print(json.dumps(evaluate_export(cfg, args.model, args.split, args.predictions), indent=2))
     return 0
 
 

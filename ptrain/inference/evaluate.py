@@ -10,17 +10,23 @@ from ptrain.data.splits import load_raw_splits
 from ptrain.data.tokenize import tokenize_splits
 from ptrain.errors import ConfigError, DataError
 from ptrain.inference.exports import export_label_names, load_exported
-from ptrain.tasks import EvalContext
+from ptrain.inference.predict import check_output_name, write_rows
+from ptrain.tasks import EvalContext, Task
 from ptrain.tasks.user_metrics import add_user_metrics, user_metrics
 from ptrain.training.distributed import build_accelerator
 from ptrain.training.precision import resolve_config_precision
 
 
-def evaluate_export(cfg: Config, model_dir: str, split: str) -> dict[str, float]:
-    """Metrics of an exported model on a split; label ids follow the model's id2label."""
+def evaluate_export(cfg: Config, model_dir: str, split: str, predictions: str | None = None) -> dict[str, float]:
+    """Metrics of an exported model on a split; label ids follow the model's id2label. With `predictions` (a
+    .csv, .tsv or .jsonl name), also one row per example there (the task's prediction_rows)."""
+    if predictions is not None:
+        check_output_name(predictions, "--predictions")
     tokenizer, model, task = load_exported(model_dir)
     if task.name != cfg.task:
         raise ConfigError(f"--model {model_dir} is a {task.name} model but the config's task is {cfg.task}")
+    if predictions is not None and type(task).prediction_rows is Task.prediction_rows:
+        raise ConfigError(f"--predictions: task {task.name} writes no per-example rows yet; leave it out")
     names = export_label_names(model) if task.uses_label_names else []
     if names:
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"label_names": names})})
@@ -35,6 +41,9 @@ def evaluate_export(cfg: Config, model_dir: str, split: str) -> dict[str, float]
         splits = tokenize_splits(cfg, raw, tokenizer, task, names)
     collator = task.collator(cfg, tokenizer, accelerator.device)
     model, loader = accelerator.prepare(model, batching.eval_loader(cfg, splits.tokenized[split], collator))
-    result = task.evaluate(model, loader, accelerator, EvalContext(cfg, tokenizer, names, raw[split]))
+    context = EvalContext(cfg, tokenizer, names, raw[split])
+    result = task.evaluate(model, loader, accelerator, context)
     add_user_metrics(result.metrics, result.details, user_metrics(cfg.train))  # train.metrics, as in training
+    if predictions is not None and accelerator.is_main_process:
+        write_rows(task.prediction_rows(result, context), predictions)
     return result.metrics

@@ -47,9 +47,7 @@ def write_rows(rows: list[dict], output: str) -> None:
             sys.stdout.write(json.dumps(row) + "\n")
         return
     path = Path(output)
-    suffix = path.suffix.lower()
-    if suffix not in OUTPUT_FORMATS:
-        raise DataError(f"--output {output}: use a .csv, .tsv or .jsonl file name (or - for stdout)")
+    suffix = check_output_name(output)
     if OUTPUT_FORMATS[suffix] is None:
         write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
         return
@@ -57,6 +55,15 @@ def write_rows(rows: list[dict], output: str) -> None:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]), delimiter=OUTPUT_FORMATS[suffix])
         writer.writeheader()
         writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
+
+
+def check_output_name(output: str, option: str = "--output") -> str:
+    """The format suffix of an output file name; any other name is refused in one line."""
+    suffix = Path(output).suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        stdout = " (or - for stdout)" if option == "--output" else ""
+        raise DataError(f"{option} {output}: use a .csv, .tsv or .jsonl file name{stdout}")
+    return suffix
 
 
 def _cell(value):

@@ -3,18 +3,29 @@ custom-scalars layout."""
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
+
+from ptrain.outputs.atomic import write_text
+
+STREAM = "metrics.jsonl"
 
 # CUSTOM SCALARS tab: training and evaluation loss on one chart (their own tabs keep them apart).
 LAYOUT = {"ptrain": {"loss (train and eval)": ["Multiline", ["train/loss", "eval/loss"]]}}
 
 
 class Tracker:
+    """Scalars also go to RUN/metrics.jsonl, one line per call ({"step", "time", tag: value, ...}), flushed as
+    written, for scripts that follow a run; a resume drops the lines logged after its checkpoint, as TensorBoard
+    does its events."""
+
     def __init__(self, run_dir: Path, enabled: bool, purge_step: int | None = None):
         self.writer = SummaryWriter(str(run_dir), purge_step=purge_step) if enabled else None
+        self.stream = open_stream(run_dir / STREAM, purge_step) if enabled else None
         if self.writer:
             self.writer.add_custom_scalars(LAYOUT)
 
@@ -22,6 +33,9 @@ class Tracker:
         if self.writer:
             for tag, value in values.items():
                 self.writer.add_scalar(tag, value, step)
+            line = {"step": step, "time": round(time.time(), 3), **{k: float(v) for k, v in values.items()}}
+            self.stream.write(json.dumps(line) + "\n")
+            self.stream.flush()
 
     def text(self, tag: str, markdown: str, step: int = 0) -> None:
         if self.writer:
@@ -56,3 +70,19 @@ class Tracker:
     def close(self) -> None:
         if self.writer:
             self.writer.close()
+            self.stream.close()
+
+
+def open_stream(path: Path, purge_step: int | None):
+    """metrics.jsonl for appending; with purge_step, the lines of later steps are dropped first."""
+    if purge_step is not None and path.is_file():
+        kept = [line for line in path.read_text().splitlines(keepends=True) if _step(line) < purge_step]
+        write_text(path, "".join(kept))
+    return path.open("a")
+
+
+def _step(line: str) -> float:
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return float("inf")  # a torn last line (a killed run) is dropped

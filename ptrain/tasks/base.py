@@ -102,6 +102,12 @@ class Task:
         """One output row per text, in input order (`ptrain predict`)."""
         raise NotImplementedError
 
+    def prediction_rows(self, result: EvalResult, context: EvalContext) -> list[dict] | None:
+        """`ptrain eval --predictions`: one row per evaluated example, in file order: its text(s), gold,
+        predicted, per-example loss (whose mean is the evaluation's loss) and what else the task has; None when
+        the task writes none."""
+        return None
+
     def matches_export(self, config) -> bool:
         """Whether an exported model's config (config.json) is this task's: the architecture of its auto class,
         and one of its problem types."""
@@ -109,3 +115,15 @@ class Task:
         if not any(name.endswith(head) for name in config.architectures or []):
             return False
         return self.problem_types is None or getattr(config, "problem_type", None) in self.problem_types
+
+
+def example_texts(cfg, raw) -> Callable[[int], dict]:
+    """row -> {text, text_pair} of the raw split (each column read once)."""
+    texts = raw[cfg.data.text_column]
+    pairs = raw[cfg.data.text_pair_column] if cfg.data.text_pair_column else None
+    return lambda row: {"text": texts[row], **({"text_pair": pairs[row]} if pairs is not None else {})}
+
+
+def file_order(details: dict) -> list[int]:
+    """Positions of the gathered examples, sorted by their raw-split row."""
+    return details["rows"].argsort().tolist()

@@ -16,7 +16,7 @@ from transformers import AutoModelForSequenceClassification
 
 from ptrain.data.labels import label_to_id, resolve_label_names
 from ptrain.model.loading import load_head_model
-from ptrain.tasks.base import EvalContext, EvalResult, Task
+from ptrain.tasks.base import EvalContext, EvalResult, Task, example_texts, file_order
 from ptrain.tasks.figures import confusion_figure
 from ptrain.tasks.gather import gather_outputs
 from ptrain.tasks.loss import ClassificationLoss, balanced_class_weights
@@ -78,6 +78,21 @@ class SequenceClassification(TextTask):
         metrics = {name: scores[name] for name in self.metrics}
         details["confusion"] = multiclass_confusion_matrix(preds, labels, num_labels)  # [gold, predicted] counts
         return EvalResult(metrics, tokens, seconds, details)
+
+    def prediction_rows(self, result: EvalResult, context: EvalContext) -> list[dict]:
+        details, names, text = result.details, context.label_names, example_texts(context.cfg, context.raw)
+        labels, predictions = details["labels"].tolist(), details["predictions"].tolist()
+        probabilities, losses = details["probabilities"].tolist(), details["losses"].tolist()
+        return [
+            {
+                **text(int(details["rows"][i])),
+                "gold": names[labels[i]],
+                "predicted": names[predictions[i]],
+                **{f"prob_{name}": p for name, p in zip(names, probabilities[i])},
+                "loss": losses[i],
+            }
+            for i in file_order(details)
+        ]
 
     def track(self, tracker, result: EvalResult, context: EvalContext, step: int) -> None:
         names = context.label_names

@@ -17,7 +17,7 @@ from ptrain.config import Strict
 from ptrain.data.labels import source_name
 from ptrain.errors import ConfigError, DataError
 from ptrain.model.loading import load_head_model
-from ptrain.tasks.base import EvalContext, EvalResult
+from ptrain.tasks.base import EvalContext, EvalResult, example_texts, file_order
 from ptrain.tasks.classification import TextTask, label_maps, predict_logits, text_encoder
 from ptrain.tasks.gather import gather_outputs
 from ptrain.tasks.tables import per_label_table
@@ -131,6 +131,23 @@ class MultiLabelClassification(TextTask):
         tracker.scalars({f"eval_f1_per_label/{name}": per_label["f1"][i].item() for i, name in enumerate(names)}, step)
         support = result.details["labels"].sum(0)
         tracker.text("eval/per_label_scores", per_label_table(per_label, support, names), step)
+
+    def prediction_rows(self, result: EvalResult, context: EvalContext) -> list[dict]:
+        details, names, text = result.details, context.label_names, example_texts(context.cfg, context.raw)
+        threshold = self.options(context.cfg).decision_threshold
+        gold, probabilities, losses = details["labels"].tolist(), details["probabilities"].tolist(), details["losses"]
+        rows = []
+        for i in file_order(details):
+            rows.append(
+                {
+                    **text(int(details["rows"][i])),
+                    "gold": PREDICTED_SEPARATOR.join(n for n, g in zip(names, gold[i]) if g),
+                    "predicted": PREDICTED_SEPARATOR.join(n for n, p in zip(names, probabilities[i]) if p > threshold),
+                    **{f"prob_{name}": p for name, p in zip(names, probabilities[i])},
+                    "loss": losses[i].item(),  # BCE averaged over the labels: its mean is the printed loss
+                }
+            )
+        return rows
 
     def predict(self, model, tokenizer, texts: list[str], batch_size: int) -> list[dict]:
         """Every label whose probability passes the export's decision threshold, and all probabilities."""

@@ -12,7 +12,7 @@ from torchmetrics.functional import mean_absolute_error, mean_squared_error, pea
 from ptrain.data.labels import source_name
 from ptrain.errors import ConfigError, DataError
 from ptrain.model.loading import load_head_model
-from ptrain.tasks.base import EvalContext, EvalResult
+from ptrain.tasks.base import EvalContext, EvalResult, example_texts, file_order
 from ptrain.tasks.classification import TextTask, predict_logits, text_encoder
 from ptrain.tasks.figures import scatter_figure
 from ptrain.tasks.gather import gather_outputs
@@ -90,6 +90,16 @@ class Regression(TextTask):
             "mae": mean_absolute_error(preds, gold).item(),
         }
         return EvalResult(metrics, tokens, seconds, details)
+
+    def prediction_rows(self, result: EvalResult, context: EvalContext) -> list[dict]:
+        details, text = result.details, example_texts(context.cfg, context.raw)
+        gold, predicted = details["labels"].float().tolist(), details["predictions"].tolist()
+        rows = []
+        for i in file_order(details):
+            error = predicted[i] - gold[i]
+            rows.append({**text(int(details["rows"][i])), "gold": gold[i], "predicted": predicted[i], "error": error})
+            rows[-1]["loss"] = error * error  # squared error: its mean is the printed loss (MSE)
+        return rows
 
     def track(self, tracker, result: EvalResult, context: EvalContext, step: int) -> None:
         details = result.details

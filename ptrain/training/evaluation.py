@@ -53,6 +53,6 @@ def score_split(run: Run, loader, split: str) -> tuple[EvalResult, EvalContext]:
 
 
 def track_evaluation(task: Task, tracker: Tracker, result: EvalResult, context: EvalContext, step: int) -> None:
-    tracker.scalars({f"eval/{k}": v for k, v in result.metrics.items()}, step)
-    tracker.scalars({"eval/tokens_per_second": result.real_tokens / max(result.seconds, 1e-9)}, step)
+    tokens_per_second = {"eval/tokens_per_second": result.real_tokens / max(result.seconds, 1e-9)}
+    tracker.scalars({**{f"eval/{k}": v for k, v in result.metrics.items()}, **tokens_per_second}, step)
     task.track(tracker, result, context, step)

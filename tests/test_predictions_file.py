@@ -1,0 +1,43 @@
+"""`ptrain eval --predictions FILE`: one row per validation example, whose mean loss is the printed loss; and the
+RUN/metrics.jsonl stream of the run it scores."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from tests.conftest import CONFIGS, DATA_DIR, run_cli, scalar_values, tiny_overrides, train_tiny
+
+
+def test_the_predictions_file_has_a_row_per_example_and_its_mean_loss_is_the_printed_loss(tmp_path, cache_dir):
+    run_dir = train_tiny(tmp_path, cache_dir, **{"train.max_steps": "4", "train.log_every_steps": "2"})
+    stream = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all(isinstance(line["time"], float) for line in stream)
+    logged = [(line["step"], line["train/loss"]) for line in stream if "train/loss" in line]
+    assert logged == [
+        (2, pytest.approx(scalar_values(run_dir, "train/loss")[0])),
+        (4, pytest.approx(scalar_values(run_dir, "train/loss")[1])),
+    ]
+    assert [line["step"] for line in stream if "eval/loss" in line] == [4]
+    overrides = tiny_overrides(tmp_path, cache_dir, rows=200)
+    out = tmp_path / "predictions.csv"
+    result = run_cli(
+        "eval", str(CONFIGS / "tiny.yaml"), *overrides, "--model", str(run_dir / "final"), "--predictions", str(out)
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = json.loads(result.stdout[result.stdout.index("{") :])
+    with out.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 200  # data.max_eval_rows
+    names = ["sadness", "joy", "love", "anger", "fear", "surprise"]
+    assert list(rows[0]) == ["text", "gold", "predicted", *(f"prob_{n}" for n in names), "loss"]
+    assert sum(float(r["loss"]) for r in rows) / len(rows) == pytest.approx(printed["loss"], rel=1e-6)
+    accuracy = sum(r["gold"] == r["predicted"] for r in rows) / len(rows)
+    assert accuracy == pytest.approx(printed["accuracy"], abs=1e-6)
+    validation = (DATA_DIR / "emotion" / "val.txt").read_text().splitlines()
+    assert [r["text"] for r in rows[:3]] == [line.rsplit(";", 1)[0] for line in validation[:3]]  # file order
+
+    refused = run_cli("eval", str(CONFIGS / "tiny.yaml"), "--model", str(run_dir / "final"), "--predictions", "p.xlsx")
+    assert refused.returncode == 2 and "--predictions p.xlsx: use a .csv, .tsv or .jsonl file name" in refused.stderr
