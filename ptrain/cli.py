@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--input", required=True, help="CSV, TSV, JSONL or TXT (one text per line)")
     sub.add_argument("--output", default="-", help=".csv, .tsv or .jsonl file; - (default) prints JSONL")
     sub.add_argument("--text-column", default="text")
+    sub.add_argument("--text-pair-column", help="the second text of a sentence-pair model (as data.text_pair_column)")
     sub.add_argument("--batch-size", type=int, default=64)
     add_precision_option(sub)
     add_experiment_commands(commands)
@@ -173,7 +174,9 @@ def run_bench(cfg, args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     from ptrain.inference.predict import predict_file
 
-    count = predict_file(args.model, args.input, args.output, args.text_column, args.batch_size, args.precision)
+    count = predict_file(
+        args.model, args.input, args.output, args.text_column, args.batch_size, args.precision, args.text_pair_column
+    )
     if args.output != "-":
         print(f"ptrain: {count} predictions written to {args.output}", file=sys.stderr)
     return 0

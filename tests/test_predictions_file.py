@@ -41,3 +41,22 @@ def test_the_predictions_file_has_a_row_per_example_and_its_mean_loss_is_the_pri
 
     refused = run_cli("eval", str(CONFIGS / "tiny.yaml"), "--model", str(run_dir / "final"), "--predictions", "p.xlsx")
     assert refused.returncode == 2 and "--predictions p.xlsx: use a .csv, .tsv or .jsonl file name" in refused.stderr
+
+
+def test_predict_reads_sentence_pairs_and_cuts_at_the_trained_length(tmp_path, cache_dir):
+    run_dir = train_tiny(tmp_path, cache_dir, **{"train.max_steps": "1"})
+    final = run_dir / "final"
+    assert json.loads((final / "tokenizer_config.json").read_text())["model_max_length"] == 64  # data.max_length
+    pairs = tmp_path / "pairs.csv"
+    long_text = " ".join(["word"] * 400)  # past the tiny model's 128 positions: must be cut at 64 tokens
+    pairs.write_text(f"premise,hypothesis\ni feel fine,i am happy\n{long_text},i am sad\n")
+    out = tmp_path / "out.jsonl"
+    args = ["--model", str(final), "--input", str(pairs), "--output", str(out), "--text-column", "premise"]
+    result = run_cli("predict", *args, "--text-pair-column", "hypothesis")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["text"], r["text_pair"]) for r in rows] == [("i feel fine", "i am happy"), (long_text, "i am sad")]
+    single = run_cli("predict", *args)
+    alone = [json.loads(line) for line in out.read_text().splitlines()]
+    assert single.returncode == 0 and "text_pair" not in alone[0]
+    assert alone[0]["score"] != rows[0]["score"]  # the pair reached the model

@@ -28,8 +28,10 @@ def evaluate_export(cfg: Config, model_dir: str, split: str, predictions: str | 
     if predictions is not None and type(task).prediction_rows is Task.prediction_rows:
         raise ConfigError(f"--predictions: task {task.name} writes no per-example rows yet; leave it out")
     names = export_label_names(model) if task.uses_label_names else []
-    if names:
-        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"label_names": names})})
+    data = {"max_length": min(cfg.data.max_length, tokenizer.model_max_length)}  # the export's, if it is shorter
+    cfg = cfg.model_copy(
+        update={"data": cfg.data.model_copy(update={**data, **({"label_names": names} if names else {})})}
+    )
     cfg, precision = resolve_config_precision(cfg)
     if precision.warning:
         print(f"ptrain: warning: {precision.warning}", file=sys.stderr)

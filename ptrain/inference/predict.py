@@ -18,27 +18,41 @@ OUTPUT_FORMATS = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".json": None}
 
 
 def predict_file(
-    model_dir: str, input_path: str, output: str, text_column: str, batch_size: int, precision: str = "auto"
+    model_dir: str,
+    input_path: str,
+    output: str,
+    text_column: str,
+    batch_size: int,
+    precision: str = "auto",
+    pair_column: str | None = None,
 ) -> int:
     """The task's prediction for every row (a label and probabilities for classification, entity spans for
-    token classification); rows keep the input order. Returns the row count."""
+    token classification); rows keep the input order. Returns the row count. Texts are cut at the export's
+    tokenizer model_max_length, which ptrain's exports set to the data.max_length they were trained with."""
     tokenizer, model, task = load_exported(model_dir)
-    texts = read_texts(Path(input_path), text_column)
+    if pair_column and not task.reads_pairs:
+        raise DataError(f"--text-pair-column: a {task.name} model reads single texts; leave it out")
+    texts, pairs = read_texts(Path(input_path), text_column, pair_column)
     with autocast(inference_precision(precision)):  # on the CPU, in the dtype `auto` picks there by default
-        rows = task.predict(model, tokenizer, texts, batch_size)
+        rows = task.predict(model, tokenizer, texts, batch_size, pairs=pairs)
+    if pairs is not None:  # the pair beside its text in every row
+        rows = [{"text": row.pop("text"), "text_pair": pair, **row} for row, pair in zip(rows, pairs)]
     write_rows(rows, output)
     return len(rows)
 
 
-def read_texts(path: Path, column: str) -> list[str]:
+def read_texts(path: Path, column: str, pair_column: str | None = None) -> tuple[list[str], list[str] | None]:
     if not path.is_file():
         raise DataError(f"--input {path} does not exist")
     if path.suffix.lower() == ".txt":
-        return [line.rstrip("\n") for line in path.read_text().splitlines() if line.strip()]
-    table = read_table(DataConfig(text_column=column), path)
-    if column not in table.column_names:
-        raise DataError(f"{path}: no column '{column}' (columns {table.column_names}); pass --text-column")
-    return table[column]
+        if pair_column:
+            raise DataError(f"--input {path}: a .txt file has one text per line; give a CSV, TSV or JSONL with pairs")
+        return [line.rstrip("\n") for line in path.read_text().splitlines() if line.strip()], None
+    table = read_table(DataConfig(text_column=column, text_pair_column=pair_column), path)
+    for option, name in (("--text-column", column), ("--text-pair-column", pair_column)):
+        if name and name not in table.column_names:
+            raise DataError(f"{path}: no column '{name}' (columns {table.column_names}); pass {option}")
+    return table[column], table[pair_column] if pair_column else None
 
 
 def write_rows(rows: list[dict], output: str) -> None:

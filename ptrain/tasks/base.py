@@ -48,6 +48,7 @@ class Task:
     problem_types: tuple[str | None, ...] | None = None  # config.problem_type values of its exports (None: any)
     stratified: bool = False  # seeded samples and k-fold keep each label's share (single-label classification)
     metric_inputs: tuple[str, ...] = ()  # gathered tensors (evaluate's details) offered to train.metrics functions
+    reads_pairs: bool = False  # its models read a text and a second text (data.text_pair_column)
 
     def options(self, cfg) -> Any:
         """The task's section of a config (an instance of Options)."""
@@ -98,8 +99,10 @@ class Task:
     def track(self, tracker, result: EvalResult, context: EvalContext, step: int) -> None:
         """Figures, tables and texts of one evaluation, beyond the scalars the recipe logs."""
 
-    def predict(self, model, tokenizer, texts: list[str], batch_size: int) -> list[dict]:
-        """One output row per text, in input order (`ptrain predict`)."""
+    def predict(
+        self, model, tokenizer, texts: list[str], batch_size: int, pairs: list[str] | None = None
+    ) -> list[dict]:
+        """One output row per text (and its pair, when the task reads_pairs), in input order (`ptrain predict`)."""
         raise NotImplementedError
 
     def prediction_rows(self, result: EvalResult, context: EvalContext) -> list[dict] | None:

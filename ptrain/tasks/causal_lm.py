@@ -119,7 +119,7 @@ class CausalLM(Task):
                 "eval/samples", samples_table(self.options(context.cfg).sample_prompts, result.details["samples"]), step
             )
 
-    def predict(self, model, tokenizer, texts: list[str], batch_size: int) -> list[dict]:
+    def predict(self, model, tokenizer, texts: list[str], batch_size: int, pairs=None) -> list[dict]:
         """A greedy continuation of each text (ptrain generate samples, with more options)."""
         ensure_pad_token(tokenizer)
         continuations = continue_prompts(model, tokenizer, texts, Sampling(greedy=True))

@@ -28,6 +28,7 @@ class TextTask(Task):
     by data.label_names (or the training data), a sequence-classification head."""
 
     pipeline = "text-classification"
+    reads_pairs = True
     uses_label_names = True
     auto_class = AutoModelForSequenceClassification
 
@@ -103,10 +104,10 @@ class SequenceClassification(TextTask):
             tracker.text("eval/highest_loss_examples", highest_loss_table(result.details, texts, names, count), step)
 
     @torch.no_grad()
-    def predict(self, model, tokenizer, texts: list[str], batch_size: int) -> list[dict]:
+    def predict(self, model, tokenizer, texts: list[str], batch_size: int, pairs=None) -> list[dict]:
         """Label and per-class probabilities, rows in input order."""
         names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        return label_rows(texts, predict_logits(model, tokenizer, texts, batch_size).softmax(-1), names)
+        return label_rows(texts, predict_logits(model, tokenizer, texts, batch_size, pairs).softmax(-1), names)
 
 
 def text_encoder(cfg, tokenizer, labels_of: Callable[[list], list]) -> Callable:
@@ -148,14 +149,16 @@ def label_rows(texts: list[str], probs: torch.Tensor, names: list[str]) -> list[
 
 
 @torch.no_grad()
-def predict_logits(model, tokenizer, texts: list[str], batch_size: int) -> torch.Tensor:
-    """fp32 logits of every text, in input order; batches of similar length (sorted), so padding stays small."""
+def predict_logits(model, tokenizer, texts: list[str], batch_size: int, pairs=None) -> torch.Tensor:
+    """fp32 logits of every text (and pair), in input order; batches of similar length (sorted), so padding
+    stays small; cut at the tokenizer's model_max_length (an export's: the data.max_length it trained with)."""
     model.eval()
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     logits = torch.empty(len(texts), model.config.num_labels)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        encoded = tokenizer([texts[i] for i in chunk], padding=True, truncation=True, return_tensors="pt")
+        second = [pairs[i] for i in chunk] if pairs is not None else None
+        encoded = tokenizer([texts[i] for i in chunk], second, padding=True, truncation=True, return_tensors="pt")
         logits[chunk] = model(**encoded).logits.float()
     return logits
 

@@ -74,7 +74,7 @@ class MaskedLM(Task):
         finally:
             collator.fixed = False
 
-    def predict(self, model, tokenizer, texts: list[str], batch_size: int) -> list[dict]:
+    def predict(self, model, tokenizer, texts: list[str], batch_size: int, pairs=None) -> list[dict]:
         """The five likeliest fillers of the first mask token of each text."""
         from transformers import pipeline
 

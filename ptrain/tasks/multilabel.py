@@ -149,11 +149,11 @@ class MultiLabelClassification(TextTask):
             )
         return rows
 
-    def predict(self, model, tokenizer, texts: list[str], batch_size: int) -> list[dict]:
+    def predict(self, model, tokenizer, texts: list[str], batch_size: int, pairs=None) -> list[dict]:
         """Every label whose probability passes the export's decision threshold, and all probabilities."""
         names = [model.config.id2label[i] for i in range(model.config.num_labels)]
         threshold = getattr(model.config, "decision_threshold", 0.5)
-        probs = predict_logits(model, tokenizer, texts, batch_size).sigmoid()
+        probs = predict_logits(model, tokenizer, texts, batch_size, pairs).sigmoid()
         rows = []
         for text, p in zip(texts, probs.tolist()):
             chosen = PREDICTED_SEPARATOR.join(n for n, v in zip(names, p) if v > threshold)

@@ -35,6 +35,7 @@ class LinearProbe(TextTask):
     recipe (ptrain/training/probe.py), which encodes once and fits a logistic regression: no loss, no loop."""
 
     name = "linear_probe"
+    reads_pairs = False
     metrics = ("accuracy", "macro_f1", "weighted_f1")
     stratified = True
     lower_is_better = frozenset()
@@ -66,7 +67,7 @@ class LinearProbe(TextTask):
         """The probe recipe writes its own figures (ptrain/training/probe.py)."""
 
     @torch.no_grad()
-    def predict(self, model, tokenizer, texts: list[str], batch_size: int) -> list[dict]:
+    def predict(self, model, tokenizer, texts: list[str], batch_size: int, pairs=None) -> list[dict]:
         """Label and per-class probabilities, as sequence classification's predict."""
         config, (weight, bias) = model.config, load_head(model)
         names = [config.id2label[i] for i in range(weight.shape[0])]

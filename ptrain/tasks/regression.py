@@ -111,8 +111,8 @@ class Regression(TextTask):
             texts = context.raw[context.cfg.data.text_column]
             tracker.text("eval/largest_errors", largest_errors_table(details, texts, count), step)
 
-    def predict(self, model, tokenizer, texts: list[str], batch_size: int) -> list[dict]:
-        name, values = model.config.id2label[0], predict_logits(model, tokenizer, texts, batch_size).squeeze(-1)
+    def predict(self, model, tokenizer, texts: list[str], batch_size: int, pairs=None) -> list[dict]:
+        name, values = model.config.id2label[0], predict_logits(model, tokenizer, texts, batch_size, pairs).squeeze(-1)
         return [{"text": text, name: value} for text, value in zip(texts, values.tolist())]
 
 

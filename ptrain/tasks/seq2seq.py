@@ -126,7 +126,7 @@ class SequenceToSequence(Task):
             tracker.text("eval/generated_examples", generated_table(result.details, count), step)
 
     @torch.no_grad()
-    def predict(self, model, tokenizer, texts: list[str], batch_size: int) -> list[dict]:
+    def predict(self, model, tokenizer, texts: list[str], batch_size: int, pairs=None) -> list[dict]:
         """The generated target of every text, with the export's generation settings."""
         model.eval()
         generated = generate_texts(model, tokenizer, texts, batch_size, max_length=None)  # whole texts

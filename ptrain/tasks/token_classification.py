@@ -111,7 +111,7 @@ class TokenClassification(Task):
             words = context.raw[context.cfg.data.text_column]
             tracker.text("eval/highest_loss_sentences", worst_sentences_table(result.details, words, count), step)
 
-    def predict(self, model, tokenizer, texts: list[str], batch_size: int) -> list[dict]:
+    def predict(self, model, tokenizer, texts: list[str], batch_size: int, pairs=None) -> list[dict]:
         """Entities per text: type, character offsets [start, end), mean score, the text they cover. A word takes
         the tag of its first sub-token, as in training (aggregation "first")."""
         tagger = pipeline("token-classification", model=model, tokenizer=tokenizer, aggregation_strategy="first")

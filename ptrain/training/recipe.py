@@ -95,6 +95,7 @@ def load_data(cfg: Config, task: Task, accelerator: Accelerator) -> tuple[PreTra
         tokenizer = load_tokenizer(cfg, task, raw["train"])
         splits = tokenize_splits(cfg, raw, tokenizer, task, task.label_names(cfg, raw["train"]))
     splits.dropped = dropped
+    tokenizer.model_max_length = cfg.data.max_length  # saved with every export: predict and pipeline() cut there
     return tokenizer, splits
 
 
