@@ -64,6 +64,14 @@ def test_hparams_tab_holds_hyperparameters_and_metrics(trained):
 
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
     assert start.session_start_info.hparams["learning_rate"].number_value == pytest.approx(1e-3)
+    assert set(start.session_start_info.hparams) == {
+        "model",
+        "learning_rate",
+        "batch",
+        "epochs",
+        "mixed_precision",
+        "seed",
+    }
     assert "hparams/best_weighted_f1" in acc.Tags()["scalars"]
 
 

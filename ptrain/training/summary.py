@@ -67,30 +67,25 @@ def write_results(
 
 
 def hparams_of(cfg: Config) -> dict:
+    """The HPARAMS tab's columns: a core set (model, learning rate, batch, epochs, precision, seed) and the keys
+    the config's `hparams` names (a sweep adds the keys it varies)."""
     train_cfg = cfg.train
-    return {
+    core = {
         "model": cfg.model.name_or_path or "scratch",
         "learning_rate": train_cfg.learning_rate,
-        "per_device_batch_size": train_cfg.per_device_batch_size,
-        "gradient_accumulation_steps": train_cfg.gradient_accumulation_steps,
+        "batch": train_cfg.per_device_batch_size * train_cfg.gradient_accumulation_steps,  # per process
         "epochs": train_cfg.epochs,
-        "max_steps": train_cfg.max_steps or 0,
-        "warmup_steps": train_cfg.warmup_steps or 0,
-        "warmup_ratio": train_cfg.warmup_ratio or 0.0,
-        "weight_decay": train_cfg.weight_decay,
-        "label_smoothing": train_cfg.label_smoothing,
         "mixed_precision": train_cfg.mixed_precision,
-        "max_length": cfg.data.max_length,
-        "group_by_length": cfg.data.group_by_length,
-        "freeze_encoder": cfg.model.freeze_encoder,
         "seed": train_cfg.seed,
-        **{key: _hparam_value(config_value(cfg, key)) for key in cfg.hparams},
     }
+    return {**core, **{key: _hparam_value(config_value(cfg, key)) for key in cfg.hparams}}
 
 
 def _hparam_value(value):
-    """HPARAMS holds numbers, strings and booleans only; anything else is shown as its text."""
-    return value if isinstance(value, (bool, int, float, str)) else str(value)
+    """HPARAMS shows numbers and strings; a boolean as its word (the tab would show 1/0), anything else as text."""
+    if isinstance(value, bool) or value is None:
+        return str(value).lower()
+    return value if isinstance(value, (int, float, str)) else str(value)
 
 
 def summary_metrics(metrics: dict, names: tuple[str, ...]) -> dict[str, float]:
