@@ -21,6 +21,10 @@ def test_the_predictions_file_has_a_row_per_example_and_its_mean_loss_is_the_pri
         (4, pytest.approx(scalar_values(run_dir, "train/loss")[1])),
     ]
     assert [line["step"] for line in stream if "eval/loss" in line] == [4]
+    card = (run_dir / "final" / "README.md").read_text()  # the model card, as the Hub lays it out
+    assert card.startswith("---\nlibrary_name: transformers") and "pipeline_tag: text-classification" in card
+    assert "## Intended uses and limitations" in card and "| validation | " in card
+    assert (run_dir / "best" / "README.md").is_file()
     overrides = tiny_overrides(tmp_path, cache_dir, rows=200)
     out = tmp_path / "predictions.csv"
     result = run_cli(

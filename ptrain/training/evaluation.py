@@ -14,6 +14,7 @@ from ptrain.tasks.user_metrics import add_user_metrics, user_metrics
 from ptrain.training.best import BestRule, record_evaluation
 from ptrain.training.ema import averaged
 from ptrain.training.meter import TrainMeter
+from ptrain.training.model_card import scores_by_set, write_model_card
 from ptrain.training.run import Run
 from ptrain.training.state import LoopState
 
@@ -31,6 +32,7 @@ def evaluate_and_track(run: Run, state: LoopState, meter: TrainMeter) -> EvalRes
         improved = record_evaluation(BestRule.of(run.cfg.train, run.task), state, metrics, step)
         if improved:
             export_model(accelerator, model, data.tokenizer, run.outputs.run_dir / "best")
+            write_model_card(run, run.outputs.run_dir / "best", scores_by_set(metrics), step)
     run.callbacks.dispatch("on_evaluate", run, state)
     if accelerator.is_main_process:
         track_evaluation(run.task, run.outputs.tracker, result, context, step)

@@ -29,6 +29,7 @@ from ptrain.training.ema import WeightAverage, averaged
 from ptrain.training.evaluation import evaluate_and_track, score_split
 from ptrain.training.loop import fit
 from ptrain.training.meter import TrainMeter
+from ptrain.training.model_card import scores_by_set, write_model_card
 from ptrain.training.optim import StepPlan, build_optimizer, build_scheduler, plan_steps
 from ptrain.training.precision import resolve_config_precision
 from ptrain.training.preemption import EXIT_CODES, Preemption
@@ -159,6 +160,8 @@ def finish(run: Run, state: LoopState, wall_seconds: float) -> None:
     with averaged(run.optim.ema):
         export_model(accelerator, run.optim.model, run.data.tokenizer, run_dir / "final")
         test = score_test_split(run) if "test" in run.data.splits.tokenized else None
+    scores = {**scores_by_set(state.last), **({"test": test} if test else {})}
+    write_model_card(run, run_dir / "final", scores, state.global_step)
     write_results(run, state, test, wall_seconds, raw_final=score_raw_weights(run))
     run.outputs.tracker.close()
     run.callbacks.dispatch("on_train_end", run, state)
