@@ -185,7 +185,7 @@ def run_predict(args: argparse.Namespace) -> int:
 CONFIG_COMMANDS = {"check": run_check, "train": run_train, "eval": run_eval, "bench": run_bench}
 
 
-EXPERIMENT_COMMANDS = ("sweep", "runs")
+EXPERIMENT_COMMANDS = ("sweep", "runs", "report")
 
 
 def add_experiment_commands(commands) -> None:
@@ -203,6 +203,9 @@ def add_experiment_commands(commands) -> None:
     sub.add_argument("dir", nargs="?", default="runs", help="a folder of runs, e.g. runs/NAME/SWEEP (default runs)")
     sub.add_argument("--sort", help="column to sort by, e.g. best_weighted_f1 or final_loss (best first)")
     sub.add_argument("--format", default="table", choices=["table", "csv", "json"])
+    sub = commands.add_parser("report", help="RUN/report.md and its PNGs: data, curves, confusions, examples")
+    sub.add_argument("run", help="a run folder, e.g. runs/emotion/20261121-120000")
+    sub.add_argument("--model", default="best", choices=["best", "final"], help="the export to score (default best)")
 
 
 def run_experiment_command(args: argparse.Namespace) -> int:
@@ -212,6 +215,11 @@ def run_experiment_command(args: argparse.Namespace) -> int:
         return sweep(args.config, args.grid, args.seeds, args.sweep_id, args.launcher)
     from pathlib import Path
 
+    if args.command == "report":
+        from ptrain.experiments.report import write_report
+
+        print(f"ptrain: report written to {write_report(Path(args.run), args.model)}")
+        return 0
     from ptrain.experiments.runs_table import render, runs_report
 
     print(render(runs_report(Path(args.dir), args.sort), args.format))

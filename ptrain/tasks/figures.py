@@ -45,3 +45,38 @@ def scatter_figure(gold: torch.Tensor, predicted: torch.Tensor):
     ax.set_ylabel("predicted")
     fig.tight_layout()
     return fig
+
+
+def label_counts_figure(label_counts: dict[str, dict[str, int]]):
+    """Rows per label, one bar group per label and one bar per split; shares on top of each bar."""
+    splits = list(label_counts)
+    names = list(dict.fromkeys(name for counts in label_counts.values() for name in counts))
+    width = 0.8 / max(len(splits), 1)
+    fig, ax = plt.subplots(figsize=(1.5 + 1.1 * len(names), 4))
+    for i, split in enumerate(splits):
+        counts = [label_counts[split].get(name, 0) for name in names]
+        total = max(sum(counts), 1)
+        positions = [j + (i - (len(splits) - 1) / 2) * width for j in range(len(names))]
+        bars = ax.bar(positions, counts, width, label=split)
+        ax.bar_label(bars, [f"{c / total:.0%}" for c in counts], fontsize=7)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_ylabel("rows")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def length_figure(lengths: dict[str, list[int]], max_length: int):
+    """Token lengths before truncation per split (normalised histograms); the dashed line is data.max_length."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    longest = max(max(values) for values in lengths.values())
+    bins = range(0, longest + 2, max(1, (longest + 1) // 60))
+    for split, values in lengths.items():
+        cut = sum(value > max_length for value in values) / max(len(values), 1)
+        ax.hist(values, bins=bins, density=True, histtype="step", linewidth=1.5, label=f"{split} ({cut:.1%} cut)")
+    ax.axvline(max_length, color="grey", linestyle="--", linewidth=1)
+    ax.set_xlabel(f"tokens per row (dashed: data.max_length {max_length})")
+    ax.set_ylabel("share of rows")
+    ax.legend()
+    fig.tight_layout()
+    return fig

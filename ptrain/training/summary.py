@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from ptrain.bench.hardware import describe_hardware, hardware_line
 from ptrain.config import Config, config_value, to_yaml
+from ptrain.data.summary import summarise_data
 from ptrain.data.tokenize import Splits
 from ptrain.outputs.atomic import write_json
+from ptrain.tasks.figures import label_counts_figure, length_figure
 from ptrain.training.best import metric_for_best
 from ptrain.training.run import Run
 from ptrain.training.state import LoopState
@@ -32,6 +35,21 @@ def announce(run: Run, state: LoopState) -> None:
         acc.print(f"ptrain: warning: {precision.warning}")
     if state.global_step == 0:
         run.outputs.tracker.text("config", "    " + to_yaml(run.cfg).replace("\n", "\n    "))
+        track_data(run)
+
+
+def track_data(run: Run) -> None:
+    """The data before training, in TensorBoard: data/label_counts and data/token_lengths (IMAGES), data/summary
+    (TEXT: rows, lengths and the share data.max_length cuts, per split)."""
+    tracker, splits = run.outputs.tracker, run.data.splits
+    if tracker.writer is None:
+        return
+    summary = summarise_data(run.cfg, splits.raw, run.data.tokenizer, splits.label_names, run.task.stratified)
+    if summary.label_counts:
+        tracker.figure("data/label_counts", label_counts_figure(summary.label_counts), 0)
+    if summary.lengths:
+        tracker.figure("data/token_lengths", length_figure(summary.lengths, summary.max_length), 0)
+        tracker.text("data/summary", "\n\n".join(summary.lines()), 0)
 
 
 def write_results(
@@ -51,6 +69,7 @@ def write_results(
         "nonfinite_skips": state.nonfinite_skips,
         "wall_seconds": wall_seconds,
         "mixed_precision": run.cfg.train.mixed_precision,
+        "hardware": hardware_line(describe_hardware(run.runtime.accelerator.device)),
     }
     accelerator, run_dir = run.runtime.accelerator, run.outputs.run_dir
     if not accelerator.is_main_process:
