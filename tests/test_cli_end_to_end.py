@@ -53,6 +53,8 @@ def test_training_loss_falls_and_dashboards_are_written(trained):
     assert "eval/highest_loss_examples/text_summary" in texts and "config/text_summary" in texts
     table = acc.Tensors("eval/highest_loss_examples/text_summary")[-1].tensor_proto.string_val[0].decode()
     assert table.startswith("| loss | gold | predicted | text |") and table.count("\n") >= 20
+    texts = [line.rsplit(" | ", 1)[1].removesuffix(" |") for line in table.splitlines()[2:]]
+    assert max(len(piece) for text in texts for piece in text.split("<br>")) <= 70  # narrow columns stay narrow
 
 
 def test_hparams_tab_holds_hyperparameters_and_metrics(trained):

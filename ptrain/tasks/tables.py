@@ -3,11 +3,20 @@ text-head tasks (highest-loss examples, largest errors, per-label scores)."""
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterable
 
 import torch
 
 SEPARATORS = {"l": "---", "r": "---:"}  # r: numbers, right-aligned
+# A long text cell is broken into lines of this many characters: unbroken, it claims the whole table width and
+# TensorBoard's text tab (which breaks words anywhere) squeezes the narrow columns to "lo ss" and "go ld".
+TEXT_LINE = 70
+
+
+def wrapped(text: str, width: int = TEXT_LINE) -> str:
+    """The text as lines of at most `width` characters (a markdown_table with line_break="<br>" shows them)."""
+    return "\n".join(textwrap.wrap(text, width)) or text
 
 
 def cell(text: str, line_break: str = " ") -> str:
@@ -37,11 +46,11 @@ def highest_loss_table(details: dict, texts: list[str], label_names: list[str], 
             f"{details['losses'][i]:.3f}",
             label_names[int(details["labels"][i])],
             label_names[int(details["predictions"][i])],
-            texts[int(details["rows"][i])],
+            wrapped(texts[int(details["rows"][i])]),
         ]
         for i in order
     )
-    return markdown_table(["loss", "gold", "predicted", "text"], rows, align="rlll")
+    return markdown_table(["loss", "gold", "predicted", "text"], rows, align="rlll", line_break="<br>")
 
 
 def largest_errors_table(details: dict, texts: list[str], count: int) -> str:
@@ -52,11 +61,11 @@ def largest_errors_table(details: dict, texts: list[str], count: int) -> str:
             f"{errors[i]:.3f}",
             f"{details['labels'][i]:.3f}",
             f"{details['predictions'][i]:.3f}",
-            texts[int(details["rows"][i])],
+            wrapped(texts[int(details["rows"][i])]),
         ]
         for i in torch.argsort(errors, descending=True)[:count].tolist()
     )
-    return markdown_table(["abs error", "gold", "predicted", "text"], rows, align="rrrl")
+    return markdown_table(["abs error", "gold", "predicted", "text"], rows, align="rrrl", line_break="<br>")
 
 
 def per_label_table(scores: dict[str, torch.Tensor], support: torch.Tensor, label_names: list[str]) -> str:
