@@ -221,3 +221,16 @@ def test_csv_output_holds_the_entity_list_as_json(tmp_path):
 
     (row,) = csv.DictReader((tmp_path / "out.csv").open())
     assert json.loads(row["entities"]) == entities
+
+
+def test_the_predictions_file_gives_spans_per_sentence_and_the_printed_loss(trained, tmp_path):
+    out = tmp_path / "predictions.jsonl"
+    args = [str(CONFIGS / "tiny_ner.yaml"), "--model", str(trained / "final"), "--predictions", str(out)]
+    result = run_cli("eval", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = json.loads(result.stdout[result.stdout.index("{") :])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 200 and set(rows[0]) == {"text", "gold", "predicted", "loss", "labelled_words"}
+    weighted = sum(r["loss"] * r["labelled_words"] for r in rows) / sum(r["labelled_words"] for r in rows)
+    assert weighted == pytest.approx(printed["loss"], rel=1e-5)
+    assert any(r["gold"] != "(none)" and ":" in r["gold"] for r in rows)  # TYPE: words spans

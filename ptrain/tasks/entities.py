@@ -122,11 +122,12 @@ def worst_sentences_table(details: dict, words: list[list[str]], count: int) -> 
     rows = []
     for i in order:
         sentence = words[details["rows"][i]]
-        gold, pred = (_spans(tags, sentence) for tags in (details["gold"][i], details["predicted"][i]))
+        gold, pred = (entity_spans(tags, sentence) for tags in (details["gold"][i], details["predicted"][i]))
         rows.append([f"{details['losses'][i]:.3f}", gold, pred, " ".join(sentence)])
     return markdown_table(["loss", "gold entities", "predicted entities", "sentence"], rows, align="rlll")
 
 
-def _spans(tags: list[str], words: list[str]) -> str:
+def entity_spans(tags: list[str], words: list[str]) -> str:
+    """`TYPE: words; TYPE: words` of a sentence's BIO tags, or (none)."""
     spans = "; ".join(f"{kind}: {' '.join(words[start : end + 1])}" for kind, start, end in get_entities(tags))
     return spans or "(none)"

@@ -19,6 +19,7 @@ from ptrain.tasks.entities import (
     align_to_subtokens,
     check_word_columns,
     entity_scores,
+    entity_spans,
     entity_types,
     report_table,
     tag_names,
@@ -104,6 +105,25 @@ class TokenClassification(Task):
         ordered = {key: metrics[key] for key in self.metrics} | metrics
         return EvalResult(ordered, tokens, time.perf_counter() - start, details)
 
+    def prediction_rows(self, result: EvalResult, context: EvalContext) -> list[dict]:
+        """Per sentence: its words, gold and predicted entity spans, the mean loss per labelled word and the
+        labelled-word count (the loss column's mean weighted by the counts is the printed loss)."""
+        details, words = result.details, context.raw[context.cfg.data.text_column]
+        order = sorted(range(len(details["rows"])), key=details["rows"].__getitem__)
+        rows = []
+        for i in order:
+            sentence = words[details["rows"][i]]
+            rows.append(
+                {
+                    "text": " ".join(sentence),
+                    "gold": entity_spans(details["gold"][i], sentence),
+                    "predicted": entity_spans(details["predicted"][i], sentence),
+                    "loss": details["losses"][i],
+                    "labelled_words": details["counts"][i],
+                }
+            )
+        return rows
+
     def track(self, tracker, result: EvalResult, context: EvalContext, step: int) -> None:
         tracker.text("eval/entity_report", report_table(result.details["report"]), step)
         count = context.cfg.train.highest_loss_examples
@@ -139,7 +159,7 @@ def _sentences(batches: list[torch.Tensor]) -> list:
 def word_sequences(parts: dict, names: list[str], context: EvalContext) -> dict:
     """Gold and predicted tag names per sentence (one per word), mean loss per word and the raw row of each."""
     gold_rows = context.raw[context.cfg.data.label_column] if context.raw is not None else None
-    details: dict[str, list] = {"gold": [], "predicted": [], "losses": [], "rows": parts["rows"]}
+    details: dict[str, list] = {"gold": [], "predicted": [], "losses": [], "counts": [], "rows": parts["rows"]}
     for predicted, labels, loss, count, row in zip(
         *(parts[k] for k in ("predicted", "labels", "losses", "counts", "rows"))
     ):
@@ -152,4 +172,5 @@ def word_sequences(parts: dict, names: list[str], context: EvalContext) -> dict:
         details["gold"].append(gold)
         details["predicted"].append(words_predicted + [OUTSIDE] * (len(gold) - len(words_predicted)))
         details["losses"].append(loss / max(count, 1))
+        details["counts"].append(count)
     return details

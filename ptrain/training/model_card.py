@@ -58,7 +58,7 @@ def _result(task, split: str, metrics: dict[str, float]) -> dict:
     return {
         "task": {"type": task.pipeline or task.name},
         "dataset": {"name": split, "type": split},
-        "metrics": [{"type": name, "value": round(value, 4)} for name, value in metrics.items()],
+        "metrics": [{"type": name, "value": round(float(value), 4)} for name, value in metrics.items()],
     }
 
 
