@@ -46,6 +46,7 @@ class Task:
     reads_word_lists: bool = False  # trains on data.format=conll rows (a list of words and tags per row)
     recipe: str = "loop"  # how `ptrain train` trains it: the optimizer loop, or "linear_probe" (ptrain.training)
     problem_types: tuple[str | None, ...] | None = None  # config.problem_type values of its exports (None: any)
+    peft_task_type: str | None = None  # model.lora wraps its model as this peft TaskType; None: model.lora is refused
 
     def options(self, cfg) -> Any:
         """The task's section of a config (an instance of Options)."""
