@@ -119,7 +119,7 @@ def prepare_optimisation(
     cfg: Config, task: Task, data: RunData, plan: StepPlan, accelerator: Accelerator
 ) -> Optimisation:
     """Model, optimizer and schedule, prepared by Accelerate, and the task's loss."""
-    model = load_model(cfg, task, data, accelerator)
+    model = load_model(cfg, task, data, accelerator.distributed_type)
     if cfg.train.gradient_checkpointing:
         enable_gradient_checkpointing(plain_model(model))
     if cfg.train.fast_paths:  # on the model inside LoRA's wrapper: its adapters run inside the patched layers
@@ -133,12 +133,13 @@ def prepare_optimisation(
     return Optimisation(model=model, optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn, plan=plan, ema=ema)
 
 
-def load_model(cfg: Config, task: Task, data: RunData, accelerator: Accelerator):
-    """The task's model; with model.lora, wrapped in trainable LoRA adapters over its frozen weights."""
+def load_model(cfg: Config, task: Task, data: RunData, distributed_type: str = "NO"):
+    """The task's model; with model.lora, wrapped in trainable LoRA adapters over its frozen weights (refused under
+    a sharding `distributed_type`, Accelerate's word for the launch)."""
     model = task.load_model(cfg, data.splits.label_names, data.tokenizer)
     if cfg.model.lora is None:
         return model
-    return add_lora(model, cfg.model.lora, task.peft_task_type, accelerator.distributed_type)
+    return add_lora(model, cfg.model.lora, task.peft_task_type, distributed_type)
 
 
 def stop_for_preemption(run: Run, state: LoopState, meter: TrainMeter) -> int:
