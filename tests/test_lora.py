@@ -22,7 +22,8 @@ from sklearn.metrics import f1_score
 from transformers import AutoModelForSequenceClassification, BertConfig, BertModel, pipeline
 
 from ptrain.config import LoraSettings, TrainConfig
-from ptrain.errors import ConfigError
+from ptrain.errors import ConfigError, ModelError
+from ptrain.inference.exports import load_exported
 from ptrain.model.fast_paths import apply_fast_paths
 from ptrain.model.loading import enable_gradient_checkpointing
 from ptrain.model.lora import add_lora, plain_model
@@ -100,6 +101,8 @@ def test_only_adapters_and_head_train_and_final_is_the_merged_plain_model(lora_r
     inputs = {"input_ids": torch.tensor([[101, 1045, 2514, 3407, 102]]), "attention_mask": torch.ones(1, 5, dtype=int)}
     with torch.no_grad():
         torch.testing.assert_close(merged(**inputs).logits, adapted(**inputs).logits, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ModelError, match="a LoRA adapter without its base model; point --model at the merged"):
+        load_exported(str(adapter))  # ptrain eval/predict --model RUN/adapter
 
 
 def test_pipeline_on_final_reproduces_ptrain_eval(lora_run):
