@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from accelerate.utils import DistributedType
 from safetensors.torch import load_file
 from sklearn.metrics import f1_score
 from transformers import AutoModelForSequenceClassification, BertConfig, BertModel, pipeline
@@ -199,7 +200,7 @@ def test_lora_config_defaults_and_refusals():
         load_config(CONFIGS / "tiny.yaml", ["model.lora.target_modules=[]"])
 
 
-def test_target_modules_the_model_lacks_are_refused_in_one_line():
+def test_missing_or_unsupported_targets_and_sharded_launches_are_refused_in_one_line():
     with pytest.raises(ConfigError) as refused:
         add_lora(tiny_bert(), LoraSettings(target_modules=["query", "nonexistent"]), "SEQ_CLS")
     assert str(refused.value) == (
@@ -208,3 +209,5 @@ def test_target_modules_the_model_lacks_are_refused_in_one_line():
     )
     with pytest.raises(ConfigError, match=r"model.lora.target_modules \['LayerNorm'\]: Target module LayerNorm"):
         add_lora(tiny_bert(), LoraSettings(target_modules=["LayerNorm"]), "SEQ_CLS")  # not a layer LoRA adapts
+    with pytest.raises(ConfigError, match="model.lora is not supported under FSDP "):
+        add_lora(tiny_bert(), LoraSettings(), "SEQ_CLS", DistributedType.FSDP)  # the export needs whole weights

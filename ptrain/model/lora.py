@@ -22,9 +22,10 @@ def add_lora(model: torch.nn.Module, settings: LoraSettings, task_type: str, dis
     train."""
     import peft
 
-    if str(distributed_type).rpartition(".")[2] in SHARDED_LAUNCHES:
+    launch = str(distributed_type).rpartition(".")[2]  # "DistributedType.FSDP" or "FSDP"
+    if launch in SHARDED_LAUNCHES:
         raise ConfigError(
-            f"model.lora is not supported under {distributed_type} (the merged export needs whole weights); "
+            f"model.lora is not supported under {launch} (the merged export needs whole weights); "
             "launch with plain data parallelism (accelerate launch --multi_gpu) or remove model.lora"
         )
     targets = target_modules(model, settings)
