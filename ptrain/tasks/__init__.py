@@ -63,7 +63,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
 
 
 def check_task_config(cfg: Config, task: Task, path: Path) -> None:
-    """The rules every task shares: its metric for best, and the data formats it reads."""
+    """The rules every task shares: its metric for best, LoRA, and the data formats it reads."""
     metric = cfg.train.metric_for_best
     named_set, _, name = (metric or "").rpartition("/")
     if named_set and named_set not in cfg.data.eval_files:
@@ -78,6 +78,9 @@ def check_task_config(cfg: Config, task: Task, path: Path) -> None:
         )
     if task.recipe != "loop" and (cfg.train.loss or cfg.train.callbacks):
         raise ConfigError(f"{path}: task {task.name} is not trained by ptrain's loop; remove train.loss/callbacks")
+    if cfg.model.lora is not None and task.peft_task_type is None:
+        adaptable = ", ".join(name for name, other in TASKS.items() if other.peft_task_type)
+        raise ConfigError(f"{path}: model.lora is not supported for task {cfg.task}; remove it (LoRA: {adaptable})")
     if cfg.data.format == "conll" and not task.reads_word_lists:
         readers = ", ".join(name for name, other in TASKS.items() if other.reads_word_lists)
         raise ConfigError(f"{path}: data.format=conll gives word and tag lists; use task: {readers}")

@@ -49,6 +49,7 @@ class Task:
     stratified: bool = False  # seeded samples and k-fold keep each label's share (single-label classification)
     metric_inputs: tuple[str, ...] = ()  # gathered tensors (evaluate's details) offered to train.metrics functions
     reads_pairs: bool = False  # its models read a text and a second text (data.text_pair_column)
+    peft_task_type: str | None = None  # model.lora wraps its model as this peft TaskType; None: model.lora is refused
 
     def options(self, cfg) -> Any:
         """The task's section of a config (an instance of Options)."""

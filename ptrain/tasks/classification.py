@@ -31,6 +31,7 @@ class TextTask(Task):
     reads_pairs = True
     uses_label_names = True
     auto_class = AutoModelForSequenceClassification
+    peft_task_type = "SEQ_CLS"
 
     def columns(self, cfg) -> list[tuple[str, str]]:
         wanted = [("data.text_column", cfg.data.text_column), ("data.label_column", cfg.data.label_column)]

@@ -43,6 +43,7 @@ class LinearProbe(TextTask):
     auto_class = AutoModel
     recipe = "linear_probe"
     Options = LinearProbeOptions
+    peft_task_type = None  # the encoder stays frozen: nothing for adapters to train
     moved_keys = {
         "model.pooling": "pooling",
         "train.probe_regularization_c": "regularization_c",

@@ -36,6 +36,7 @@ class TokenClassification(Task):
     pipeline = "token-classification"
     uses_label_names = True
     auto_class = AutoModelForTokenClassification
+    peft_task_type = "TOKEN_CLS"
     reads_word_lists = True  # data.format=conll
 
     def check(self, cfg, path) -> None:

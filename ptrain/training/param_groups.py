@@ -7,6 +7,8 @@ head_learning_rate, else learning_rate), `top` (base-model parameters above the 
 module, or its nn.Embedding children). The top layer and `top` take learning_rate, each layer below it one more
 factor of layer_lr_decay, the embeddings one more than the lowest layer. Biases and LayerNorm weights (1-D
 parameters) get no weight decay in every part; each group is named after its part for TensorBoard.
+With model.lora the parts are read from the model inside peft's wrapper: the adapters belong to the layer they
+adapt, the trained copy of the task head (peft's modules_to_save) to `head`; frozen parameters join no group.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import torch
 
 from ptrain.config import TrainConfig
 from ptrain.errors import ConfigError
+from ptrain.model.lora import plain_model
 
 
 def parameter_groups(model: torch.nn.Module, train: TrainConfig) -> list[dict]:
-    parts = model_parts(model) if train.layer_lr_decay or train.head_learning_rate else None
+    parts = model_parts(plain_model(model)) if train.layer_lr_decay or train.head_learning_rate else None
     groups: dict[tuple[str, bool], dict] = {}
     for param in model.parameters():
         if not param.requires_grad:

@@ -16,6 +16,7 @@ from ptrain.data.splits import EVAL_SET_PREFIX, load_raw_splits
 from ptrain.data.tokenize import Splits, tokenize_splits
 from ptrain.model.fast_paths import apply_fast_paths
 from ptrain.model.loading import build_model, enable_gradient_checkpointing, load_tokenizer
+from ptrain.model.lora import add_lora, plain_model
 from ptrain.outputs.atomic import write_text
 from ptrain.outputs.export import export_model
 from ptrain.outputs.run_dir import create_run_dir, running_marker
@@ -125,11 +126,11 @@ def prepare_optimisation(
     cfg: Config, task: Task, data: RunData, plan: StepPlan, accelerator: Accelerator
 ) -> Optimisation:
     """Model, optimizer and schedule, prepared by Accelerate, and the task's loss."""
-    model = build_model(cfg, task.load_model, data.splits.label_names, data.tokenizer)  # or model.builder's
+    model = load_model(cfg, task, data, accelerator.distributed_type)
     if cfg.train.gradient_checkpointing:
-        enable_gradient_checkpointing(model)
-    if cfg.train.fast_paths:
-        apply_fast_paths(model, accelerator.device)
+        enable_gradient_checkpointing(plain_model(model))
+    if cfg.train.fast_paths:  # on the model inside LoRA's wrapper: its adapters run inside the patched layers
+        apply_fast_paths(plain_model(model), accelerator.device)
     model, optimizer = accelerator.prepare(model, build_optimizer(model, cfg.train))
     scheduler = accelerator.prepare(build_scheduler(optimizer, plan, accelerator.num_processes))
     loss_fn = with_user_loss(cfg.train, task.build_loss(cfg, data.splits)).to(accelerator.device)
@@ -137,6 +138,15 @@ def prepare_optimisation(
     if ema is not None:
         accelerator.register_for_checkpointing(ema)  # before any resume loads the state
     return Optimisation(model=model, optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn, plan=plan, ema=ema)
+
+
+def load_model(cfg: Config, task: Task, data: RunData, distributed_type: str = "NO"):
+    """The task's model (or model.builder's); with model.lora, wrapped in trainable LoRA adapters over its frozen
+    weights (refused under a sharding `distributed_type`, Accelerate's word for the launch)."""
+    model = build_model(cfg, task.load_model, data.splits.label_names, data.tokenizer)
+    if cfg.model.lora is None:
+        return model
+    return add_lora(model, cfg.model.lora, task.peft_task_type, distributed_type)
 
 
 def stop_for_preemption(run: Run, state: LoopState, meter: TrainMeter) -> int:
@@ -152,13 +162,14 @@ def stop_for_preemption(run: Run, state: LoopState, meter: TrainMeter) -> int:
 
 
 def finish(run: Run, state: LoopState, wall_seconds: float) -> None:
-    """Final evaluation if the last step was not scored, final/ export, test scores, metrics.json."""
+    """Final evaluation if the last step was not scored, final/ export (and adapter/ with model.lora), test scores,
+    metrics.json."""
     accelerator, run_dir = run.runtime.accelerator, run.outputs.run_dir
     meter = TrainMeter(accelerator.device)
     if state.last_eval_step != state.global_step:
         evaluate_and_track(run, state, meter)
     with averaged(run.optim.ema):
-        export_model(accelerator, run.optim.model, run.data.tokenizer, run_dir / "final")
+        export_model(accelerator, run.optim.model, run.data.tokenizer, run_dir / "final", run_dir / "adapter")
         test = score_test_split(run) if "test" in run.data.splits.tokenized else None
     scores = {**scores_by_set(state.last), **({"test": test} if test else {})}
     write_model_card(run, run_dir / "final", scores, state.global_step)

@@ -20,14 +20,13 @@ def announce(run: Run, state: LoopState) -> None:
     global_batch = train_cfg.per_device_batch_size * train_cfg.gradient_accumulation_steps * acc.num_processes
     sizes = ", ".join(f"{split} {len(ds):,}" for split, ds in splits.tokenized.items())
     cached = [split for split, hit in splits.cache_hits.items() if hit]
-    trainable = sum(p.numel() for p in run.optim.model.parameters() if p.requires_grad)
     dropped = "".join(f"; dropped {n:,} {split} rows with an empty text" for split, n in splits.dropped.items() if n)
     acc.print(
         f"ptrain: {acc.num_processes} process(es) on {acc.device.type}, precision {precision.describe()}, "
         f"per-device batch {train_cfg.per_device_batch_size} x accumulation {train_cfg.gradient_accumulation_steps} "
         f"x {acc.num_processes} = global batch {global_batch}\n"
         f"ptrain: rows {sizes}; tokenization cache reused for {cached or 'none'}; "
-        f"task {run.task.name}{_label_count(splits)}; {trainable:,} trainable parameters{dropped}\n"
+        f"task {run.task.name}{_label_count(splits)}; {_trainable(run.optim.model)}{dropped}\n"
         f"ptrain: {plan.steps_per_epoch} optimizer steps per epoch, {plan.total_steps} in total "
         f"({plan.epochs} epoch(s)), warmup {plan.warmup_steps}\nptrain: run folder {run.outputs.run_dir}"
     )
@@ -109,6 +108,16 @@ def _hparam_value(value):
 
 def summary_metrics(metrics: dict, names: tuple[str, ...]) -> dict[str, float]:
     return {f"hparams/{kind}_{name}": metrics[kind][name] for kind in ("best", "final") for name in names}
+
+
+def _trainable(model) -> str:
+    """The start line's "147,456 trainable parameters (0.65% of 22.8M)": the share of all the model's parameters
+    (with model.lora: the frozen weights, the adapters and peft's trained copy of the head, as peft counts them)."""
+    total = trainable = 0
+    for param in model.parameters():
+        total += param.numel()
+        trainable += param.numel() if param.requires_grad else 0
+    return f"{trainable:,} trainable parameters ({trainable / max(total, 1):.2%} of {total / 1e6:,.1f}M)"
 
 
 def _label_count(splits: Splits) -> str:
