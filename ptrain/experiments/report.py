@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 from torchmetrics.functional.classification import (
-    multiclass_confusion_matrix,
     multiclass_f1_score,
     multiclass_precision,
     multiclass_recall,
@@ -29,6 +28,7 @@ from ptrain.inference.evaluate import Scored, score_export
 from ptrain.outputs.atomic import swap_folder, write_text
 from ptrain.tasks import load_config
 from ptrain.tasks.figures import confusion_figure, label_counts_figure, length_figure
+from ptrain.tasks.tables import markdown_table
 from ptrain.training.best import metric_for_best
 
 EXAMPLES = 10  # rows in each examples table
@@ -65,15 +65,16 @@ def _data_section(scored: Scored, figures: Path) -> str:
     context = scored.context
     summary = summarise_data(context.cfg, scored.raw, context.tokenizer, context.label_names, True)
     names = context.label_names
-    rows = ["| split | rows | " + " | ".join(names) + " | cut at max_length |", "|---" * (len(names) + 3) + "|"]
+    rows = []
     for split, counts in summary.label_counts.items():
         total = sum(counts.values())
-        cells = " | ".join(f"{counts[n]:,} ({counts[n] / max(total, 1):.0%})" for n in names)
-        rows.append(f"| {split} | {total:,} | {cells} | {summary.truncated_share(split):.1%} |")
+        shares = [f"{counts[n]:,} ({counts[n] / max(total, 1):.0%})" for n in names]
+        rows.append([split, f"{total:,}", *shares, f"{summary.truncated_share(split):.1%}"])
+    table = markdown_table(["split", "rows", *names, "cut at max_length"], rows)
     counts_png = save(label_counts_figure(summary.label_counts), figures / "label_counts.png")
     lengths_png = save(length_figure(summary.lengths, summary.max_length), figures / "token_lengths.png")
     return (
-        "## Data\n\n" + "\n".join(rows) + f"\n\n![label counts per split](report/{counts_png})\n\n"
+        f"## Data\n\n{table}\n\n![label counts per split](report/{counts_png})\n\n"
         f"![token lengths per split](report/{lengths_png})\n\n" + "\n".join(f"- {line}" for line in summary.lines())
     )
 
@@ -98,20 +99,14 @@ def _scores_section(scored: Scored, figures: Path) -> str:
     }
     support = torch.bincount(gold, minlength=k).tolist()
     metrics = " | ".join(f"{name} {value:.4f}" for name, value in scored.result.metrics.items())
-    table = ["| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
-    table += [
-        f"| {n} | {per_class['precision'][i]:.3f} | {per_class['recall'][i]:.3f} | {per_class['f1'][i]:.3f} | "
-        f"{support[i]:,} |"
-        for i, n in enumerate(names)
-    ]
-    confusion_png = save(
-        confusion_figure(multiclass_confusion_matrix(preds, gold, k), names), figures / "confusion.png"
-    )
+    rows = [[n, *(f"{per_class[kind][i]:.3f}" for kind in per_class), f"{support[i]:,}"] for i, n in enumerate(names)]
+    table = markdown_table(["class", "precision", "recall", "F1", "support"], rows)
+    confusion_png = save(confusion_figure(details["confusion"], names), figures / "confusion.png")  # evaluate's
     per_class_png = save(per_class_figure(names, per_class), figures / "per_class.png")
     return (
         f"## Validation scores\n\n{metrics}\n\n### Confusion matrix\n\nRows are the gold labels, normalised to 1; "
         f"each cell also gives its count.\n\n![confusion matrix](report/{confusion_png})\n\n"
-        f"### Per class\n\n" + "\n".join(table) + f"\n\n![per-class precision, recall and F1](report/{per_class_png})"
+        f"### Per class\n\n{table}\n\n![per-class precision, recall and F1](report/{per_class_png})"
     )
 
 
@@ -123,25 +118,24 @@ def _examples_section(scored: Scored) -> str:
         if row["gold"] != row["predicted"]:
             pairs.setdefault((row["gold"], row["predicted"]), []).append(row)
     confused = sorted(pairs.items(), key=lambda item: len(item[1]), reverse=True)[:5]
-    lines = [
-        f"| {gold} → {pred} | {len(examples)} | {_cell(examples[0]['text'])} |" for (gold, pred), examples in confused
+    pair_rows = [
+        [f"{gold} → {pred}", len(examples), _short(examples[0]["text"])] for (gold, pred), examples in confused
     ]
     return (
         f"## Examples\n\n### Highest loss (label noise shows here)\n\n{_examples_table(by_loss[:EXAMPLES])}\n\n"
         f"### Lowest loss\n\n{_examples_table(by_loss[::-1][:EXAMPLES])}\n\n"
-        "### Most confused pairs\n\n| gold → predicted | rows | an example |\n|---|---|---|\n" + "\n".join(lines)
+        "### Most confused pairs\n\n" + markdown_table(["gold → predicted", "rows", "an example"], pair_rows)
     )
 
 
 def _examples_table(rows: list[dict]) -> str:
-    lines = ["| loss | gold | predicted | text |", "|---:|---|---|---|"]
-    lines += [f"| {r['loss']:.3f} | {r['gold']} | {r['predicted']} | {_cell(r['text'])} |" for r in rows]
-    return "\n".join(lines)
+    cells = [[f"{r['loss']:.3f}", r["gold"], r["predicted"], _short(r["text"])] for r in rows]
+    return markdown_table(["loss", "gold", "predicted", "text"], cells, align="rlll")
 
 
-def _cell(text: str) -> str:
-    """A Markdown table cell: pipes escaped, one line, at most 160 characters."""
-    text = " ".join(str(text).split()).replace("|", "\\|")
+def _short(text: str) -> str:
+    """One line of at most 160 characters (markdown_table escapes the pipes)."""
+    text = " ".join(str(text).split())
     return text if len(text) <= 160 else text[:157] + "..."
 
 

@@ -13,6 +13,7 @@ import yaml
 
 from ptrain.config import data_path
 from ptrain.outputs.atomic import write_text
+from ptrain.tasks.tables import markdown_table
 
 
 def write_model_card(run, folder: Path, scores: dict[str, dict[str, float]], step: int) -> None:
@@ -105,7 +106,7 @@ def _hyperparameters(cfg) -> str:
 
 def _results(scores: dict[str, dict[str, float]]) -> str:
     names = list(dict.fromkeys(name for metrics in scores.values() for name in metrics))
-    rows = [f"| split | {' | '.join(names)} |", "|---" * (len(names) + 1) + "|"]
-    for split, metrics in scores.items():
-        rows.append(f"| {split} | " + " | ".join(f"{metrics[n]:.4f}" if n in metrics else "-" for n in names) + " |")
-    return "\n".join(rows)
+    rows = [
+        [split, *(f"{metrics[n]:.4f}" if n in metrics else "-" for n in names)] for split, metrics in scores.items()
+    ]
+    return markdown_table(["split", *names], rows)
