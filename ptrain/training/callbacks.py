@@ -14,7 +14,7 @@ view.request_save() (a resumable checkpoint of this step). Processes agree: one 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 
@@ -40,11 +40,11 @@ class RunView:
     run_dir: Path
     is_main_process: bool  # write files from the main process only
     checkpoint: Path | None = None  # on_checkpoint: the checkpoint folder
-    _requests: Requests = field(default_factory=Requests, repr=False)
-    _caller: list[str] = field(default_factory=list, repr=False)
+    _requests: Requests = field(default_factory=Requests, repr=False)  # shared by the views of one event
+    _caller: str = field(default="", repr=False)  # the callback this view was given to
 
     def request_stop(self) -> None:
-        self._requests.stop_by = self._requests.stop_by or self._caller[-1]
+        self._requests.stop_by = self._requests.stop_by or self._caller
 
     def request_save(self) -> None:
         self._requests.save = True
@@ -61,7 +61,7 @@ class Callbacks:
         handlers = [(ref, getattr(obj, event)) for ref, obj in self.objects if hasattr(obj, event)]
         if not handlers:
             return
-        accelerator, caller = run.runtime.accelerator, []
+        accelerator = run.runtime.accelerator
         view = RunView(
             event=event,
             step=state.global_step,
@@ -70,11 +70,9 @@ class Callbacks:
             run_dir=run.outputs.run_dir,
             is_main_process=accelerator.is_main_process,
             checkpoint=checkpoint,
-            _caller=caller,
         )
         for reference, handler in handlers:
-            caller.append(reference)
-            handler(view)
+            handler(replace(view, _caller=reference))
         stop, save = agreed(accelerator, view._requests)
         if stop and event != "on_train_end" and not state.stop:
             state.stop = state.early_stopped = True
