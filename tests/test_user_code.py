@@ -15,7 +15,7 @@ from ptrain.model.loading import build_model
 from ptrain.tasks import load_config
 from ptrain.training.precision import resolve_config_precision
 from ptrain.training.resume import check_same_config
-from tests.conftest import CONFIGS, run_cli, scalar_values, tiny_overrides
+from tests.conftest import CONFIGS, run_cli, scalar_values, tiny_overrides, train_tiny
 
 
 def write(path: Path, source: str) -> Path:
@@ -23,19 +23,10 @@ def write(path: Path, source: str) -> Path:
     return path
 
 
-def train(config: Path, tmp_path: Path, cache: Path, **extra: str) -> Path:
-    overrides = tiny_overrides(tmp_path, cache, rows=200, **extra)
-    result = run_cli("train", str(config), *overrides)
-    assert result.returncode == 0, result.stderr[-3000:]
-    name = yaml.safe_load(config.read_text()).get("name", "tiny")
-    (run_dir,) = (tmp_path / "runs" / name).iterdir()
-    return run_dir
-
-
 def test_the_shipped_focal_loss_metric_and_callback_train_tiny_and_the_run_keeps_its_code(tmp_path, cache_dir):
     config = CONFIGS / "tiny_user_code.yaml"
     extra = {"train.epochs": "1", "train.eval_every_steps": "3", "train.metric_for_best": "balanced_accuracy"}
-    run_dir = train(config, tmp_path, cache_dir, **extra)
+    run_dir = train_tiny(tmp_path, cache_dir, config=config, **extra)
     evaluations = [json.loads(line) for line in (run_dir / "eval_log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in evaluations] == [3, 6, 7]  # the callback's file: one line per evaluation
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -65,10 +56,8 @@ def test_a_summed_loss_of_the_user_keeps_the_window_normalisation(tmp_path, cach
         """,
     )
     extra = {"train.max_steps": "6", "train.log_every_steps": "2", "train.gradient_accumulation_steps": "2"}
-    plain = train(CONFIGS / "tiny.yaml", tmp_path / "plain", cache_dir, **extra)
-    user = train(
-        CONFIGS / "tiny.yaml", tmp_path / "user", cache_dir, **extra, **{"train.loss": tmp_path / "ce.py:summed_ce"}
-    )
+    plain = train_tiny(tmp_path / "plain", cache_dir, **extra)
+    user = train_tiny(tmp_path / "user", cache_dir, **extra, **{"train.loss": f"{tmp_path / 'ce.py'}:summed_ce"})
     for tag in ("train/loss", "eval/loss"):
         assert scalar_values(user, tag) == pytest.approx(scalar_values(plain, tag), rel=1e-6, abs=1e-6)
 
@@ -118,7 +107,7 @@ def test_callbacks_see_every_event_and_may_save_and_stop_and_a_builder_makes_the
         "train.eval_every_steps": "3",
         "train.checkpoint_at_epoch_end": "false",
     }
-    run_dir = train(CONFIGS / "tiny.yaml", tmp_path, cache_dir, **extra)
+    run_dir = train_tiny(tmp_path, cache_dir, **extra)
     events = [tuple(json.loads(line)[:3]) for line in (run_dir / "events.jsonl").read_text().splitlines()]
     assert events == [
         ("start", 0, None),
