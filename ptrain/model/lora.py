@@ -92,7 +92,9 @@ def head_modules(model: torch.nn.Module) -> list[str]:
 
 def plain_model(model: torch.nn.Module) -> torch.nn.Module:
     """The transformers model inside a LoRA model (what fast paths patch and parameter groups read), else `model`."""
-    peft = sys.modules.get("peft")  # a model wrapped by peft means peft is imported
-    if peft is not None and isinstance(model, peft.PeftModel):
-        return model.get_base_model()
-    return model
+    return model.get_base_model() if is_peft_model(model) else model
+
+
+def is_peft_model(model) -> bool:
+    peft = sys.modules.get("peft")  # a model wrapped by peft means peft is imported; runs without LoRA never do
+    return peft is not None and isinstance(model, peft.PeftModel)

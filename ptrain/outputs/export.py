@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import copy
 import shutil
-import sys
 from pathlib import Path
 
+from ptrain.model.lora import is_peft_model
 from ptrain.outputs.atomic import swap_folder
 
 
@@ -38,8 +38,3 @@ def save_folder(model, tokenizer, out_dir: Path, **save_options) -> None:
     model.save_pretrained(tmp, **save_options)
     tokenizer.save_pretrained(tmp)
     swap_folder(tmp, out_dir)
-
-
-def is_peft_model(model) -> bool:
-    peft = sys.modules.get("peft")  # never imported by runs without model.lora
-    return peft is not None and isinstance(model, peft.PeftModel)
