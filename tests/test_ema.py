@@ -31,12 +31,14 @@ def test_the_average_is_checkpointed_with_the_run(tmp_path):
     accelerator = Accelerator(cpu=True)
     model = accelerator.prepare(torch.nn.Linear(4, 4))
     ema = WeightAverage(model, decay=0.9)
-    accelerator.register_for_checkpointing(ema)
+    ema.checkpoint_with(accelerator)
     with torch.no_grad():
         model.weight.mul_(3.0)
     ema.update()
     saved = [s.clone() for s in ema.shadow]
     accelerator.save_state(str(tmp_path / "checkpoint"))
+    assert (tmp_path / "checkpoint" / "ema.safetensors").is_file()
+    assert not list((tmp_path / "checkpoint").glob("custom_checkpoint_*"))  # no pickle to unpickle on resume
     ema.update()
     accelerator.load_state(str(tmp_path / "checkpoint"))
     assert all(torch.equal(s, v) for s, v in zip(ema.shadow, saved))
@@ -49,3 +51,11 @@ def test_a_run_scores_the_average_and_keeps_the_raw_weights_final_score(tmp_path
     assert metrics["final"]["step"] == metrics["final_raw"]["step"] == 6
     assert metrics["final"]["loss"] != metrics["final_raw"]["loss"]  # two different sets of weights scored
     assert (run_dir / "final" / "model.safetensors").is_file() and (run_dir / "best").is_dir()
+
+
+def test_a_checkpoint_from_before_ema_safetensors_still_resumes_without_unpickling_code(tmp_path):
+    ema = WeightAverage(torch.nn.Linear(2, 2), decay=0.9)
+    torch.save({"decay": 0.9, "shadow": [s + 1.0 for s in ema.shadow]}, tmp_path / "custom_checkpoint_0.pkl")
+    expected = [s + 1.0 for s in ema.shadow]
+    ema.load(tmp_path)  # torch.load(weights_only=True): tensors and a float only
+    assert all(torch.equal(s, e) for s, e in zip(ema.shadow, expected))

@@ -136,7 +136,7 @@ def prepare_optimisation(
     loss_fn = with_user_loss(cfg.train, task.build_loss(cfg, data.splits)).to(accelerator.device)
     ema = WeightAverage(model, cfg.train.ema_decay) if cfg.train.ema_decay else None
     if ema is not None:
-        accelerator.register_for_checkpointing(ema)  # before any resume loads the state
+        ema.checkpoint_with(accelerator)  # before any resume loads the state
     return Optimisation(model=model, optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn, plan=plan, ema=ema)
 
 
