@@ -3,6 +3,7 @@ own checks are the task's: ptrain.tasks); `ptrain check CONFIG` runs only these 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -58,6 +59,25 @@ def _check_model(cfg: Config, path: Path) -> None:
                 resolve_model_path(name)
             except ModelError as err:
                 raise ConfigError(f"{path}: model.{key}: {err}") from None
+            if not model.trust_remote_code:
+                _refuse_remote_code(path, key, resolve_model_path(name))
+
+
+def _refuse_remote_code(path: Path, key: str, folder: str) -> None:
+    """A model folder whose config names its own Python classes (auto_map) would need that code run: refused here,
+    in one line and before any run folder, unless model.trust_remote_code is set (transformers refuses it too,
+    with a traceback and after the run folder exists)."""
+    for name in ("config.json", "tokenizer_config.json"):
+        try:
+            auto_map = json.loads((Path(folder) / name).read_text()).get("auto_map")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if auto_map:
+            classes = ", ".join(sorted({str(v) for v in auto_map.values()}))
+            raise ConfigError(
+                f"{path}: model.{key}: {folder}/{name} names its own code ({classes}), which ptrain runs only with "
+                "model.trust_remote_code=true; read that code first, or use a model folder without auto_map"
+            )
 
 
 def _check_data_files(cfg: Config, path: Path) -> None:

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import pyarrow as pa
 from datasets import DatasetDict
 
 from ptrain.config import Config
@@ -72,18 +74,37 @@ def tokenize_splits(cfg: Config, raw: DatasetDict, tokenizer, task: Encodes, lab
         encode = task.encoder(cfg, tokenizer, label_names, ds, split)
         key = hashlib.sha256(f"{ds._fingerprint}\x1f{settings}".encode()).hexdigest()[:24]
         cache_file = cache_dir / f"{key}.arrow"
-        hits[split] = cache_file.is_file()
-        tokenized[split] = ds.map(
+        tokenized[split], hits[split] = _map_cached(ds, encode, cache_file, key, split)
+    return Splits(raw=raw, tokenized=DatasetDict(tokenized), label_names=label_names, cache_hits=hits)
+
+
+def _map_cached(ds, encode, cache_file: Path, key: str, split: str):
+    """ds.map through the cache file. `datasets` writes it under a temporary name and renames it when complete, so
+    a killed write leaves no entry; an entry damaged afterwards (truncated, overwritten) is written again.
+    Returns the tokenized split and whether it was read from the cache."""
+
+    def run(reuse: bool):
+        return ds.map(
             encode,
             batched=True,
             with_indices=True,
             remove_columns=ds.column_names,
             cache_file_name=str(cache_file),
-            load_from_cache_file=True,
+            load_from_cache_file=reuse,
             new_fingerprint=key,
             desc=f"tokenizing {split}",
         )
-    return Splits(raw=raw, tokenized=DatasetDict(tokenized), label_names=label_names, cache_hits=hits)
+
+    if not cache_file.is_file():
+        return run(reuse=False), False
+    try:
+        return run(reuse=True), True
+    except (OSError, ValueError, pa.ArrowException) as err:
+        print(
+            f"ptrain: warning: tokenization cache {cache_file} is unreadable ({err}); tokenizing again", file=sys.stderr
+        )
+        cache_file.unlink(missing_ok=True)
+        return run(reuse=False), False
 
 
 def _tokenizer_hash(tokenizer) -> str:

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
 import torch
 from accelerate.utils import set_seed
-from safetensors.torch import save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torchmetrics.functional.classification import multiclass_confusion_matrix
@@ -127,17 +130,31 @@ def cached_features(
         cfg.train.mixed_precision,
         FEATURES_VERSION,
     ]
-    path = cache_dir / f"features-{hashlib.sha256(chr(31).join(parts).encode()).hexdigest()[:24]}.pt"
-    if path.is_file():
-        saved = torch.load(path)
-        return (saved["features"], saved["labels"]), True, 0.0
+    path = cache_dir / f"features-{hashlib.sha256(chr(31).join(parts).encode()).hexdigest()[:24]}.safetensors"
+    saved = read_features(path)
+    if saved is not None:
+        return saved, True, 0.0
     collator = get_task(cfg.task).collator(cfg, tokenizer, accelerator.device)
     loader = accelerator.prepare(batching.eval_loader(cfg, tokenized, collator))  # device placement, exact gathering
     features, labels, seconds, _ = encode(encoder, loader, accelerator, cfg.linear_probe.pooling)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with written_through(path) as tmp:
-        torch.save({"features": features, "labels": labels}, tmp)
+    # Tensors only (no pickle), under a name of this process until complete: a killed or concurrent write is
+    # never read as a cache entry.
+    with written_through(path, path.with_name(f"{path.name}.{os.getpid()}.tmp")) as tmp:
+        save_file({"features": features.contiguous(), "labels": labels.contiguous()}, tmp)
     return (features, labels), False, seconds
+
+
+def read_features(path: Path) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """A cache entry's (features, labels), or None when there is none or it cannot be read (then re-encoded)."""
+    if not path.is_file():
+        return None
+    try:
+        saved = load_file(path)
+        return saved["features"], saved["labels"]
+    except (OSError, KeyError, SafetensorError) as err:
+        print(f"ptrain: warning: feature cache {path} is unreadable ({err}); encoding again", file=sys.stderr)
+        return None
 
 
 def model_identity(cfg: Config) -> str:
