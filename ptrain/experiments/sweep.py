@@ -132,7 +132,13 @@ def sweep(config: str, args: list[str], seeds: str | None, sweep_id: str | None,
 
 
 def run_points(
-    config: str, fixed: list[str], keys: list[str], points: list[Point], sweep_dir: Path, prefix: list[str], stop
+    config: str,
+    fixed: list[str],
+    keys: list[str],
+    points: list[Point],
+    sweep_dir: Path,
+    prefix: list[str],
+    stop: StopRequest,
 ) -> tuple[list[str], int | None]:
     """Every point in turn. A point another process trains (a second `ptrain sweep` of this grid, started on
     another GPU or by mistake) is left to it, and waited for at the end. Returns the names of the failed points,
@@ -183,16 +189,16 @@ def run_point(
     """One point as its own process, claimed for this sweep while it trains: skipped when finished, resumed when
     it has a checkpoint. None when another process has claimed it."""
     point_dir = sweep_dir / point.name
-    if not (point_dir / "metrics.json").is_file():
-        try:
-            claim = acquire(claim_file(point_dir), f"sweep point {point_dir}")
-        except RunInUseError as err:
-            print(f"ptrain: [{label}] {point.name}: trained by {describe(err.owner)}; left to it")
-            return None
-        with claim:
-            return train_point(config, [*fixed, *point.overrides], keys, point_dir, prefix, label, stop)
-    print(f"ptrain: [{label}] {point.name}: finished before, skipped")
-    return 0
+    if (point_dir / "metrics.json").is_file():
+        print(f"ptrain: [{label}] {point.name}: finished before, skipped")
+        return 0
+    try:
+        claim = acquire(claim_file(point_dir), f"sweep point {point_dir}")
+    except RunInUseError as err:
+        print(f"ptrain: [{label}] {point.name}: trained by {describe(err.owner)}; left to it")
+        return None
+    with claim:
+        return train_point(config, [*fixed, *point.overrides], keys, point_dir, prefix, label, stop)
 
 
 def claim_file(point_dir: Path) -> Path:
@@ -202,9 +208,15 @@ def claim_file(point_dir: Path) -> Path:
 
 
 def train_point(
-    config: str, overrides: list[str], keys: list[str], point_dir: Path, prefix: list[str], label: str, stop
+    config: str,
+    overrides: list[str],
+    keys: list[str],
+    point_dir: Path,
+    prefix: list[str],
+    label: str,
+    stop: StopRequest,
 ) -> int:
-    """`ptrain train` of a claimed point; its exit code (0 also when it finished before the claim)."""
+    """`ptrain train` of a claimed point; its exit code (0 also when another sweep finished it before the claim)."""
     if (point_dir / "metrics.json").is_file():
         print(f"ptrain: [{label}] {point_dir.name}: finished before, skipped")
         return 0

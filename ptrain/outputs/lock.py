@@ -138,7 +138,7 @@ def describe(owner: dict) -> str:
     text = f"process {owner.get('pid')} on host {owner.get('host')}"
     if owner.get("started"):
         text += f" since {owner['started']}"
-    command = owner.get("command", "")
+    command = str(owner.get("command", "")).replace("\n", " ")  # the refusal stays one line
     if command:
         text += f" ({command if len(command) <= COMMAND_CHARS else command[:COMMAND_CHARS] + '...'})"
     return text
