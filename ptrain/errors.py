@@ -37,3 +37,11 @@ class LaunchError(PtrainError):
 
 class SweepError(PtrainError):
     """A sweep grid or a runs listing the user asked for cannot be made; the message says what to change."""
+
+
+class RunInUseError(PtrainError):
+    """A live process trains in the run folder (or runs the sweep point); `owner` is its marker (pid, host, ...)."""
+
+    def __init__(self, message: str, owner: dict | None = None):
+        super().__init__(message)
+        self.owner = owner or {}

@@ -227,15 +227,17 @@ def test_a_fixed_run_dir_is_used_refused_when_taken_and_resumed_from(tmp_path):
     from types import SimpleNamespace
 
     from ptrain.errors import ConfigError
-    from ptrain.outputs.run_dir import create_run_dir
+    from ptrain.outputs.run_dir import claim_run_dir
     from ptrain.training.checkpoint import REQUIRED_FILES, resolve_resume
 
     main_process = SimpleNamespace(is_main_process=True, num_processes=1)
     point = tmp_path / "sweep" / "lr-0.1"
-    assert create_run_dir(main_process, str(tmp_path), "tiny", str(point)) == point and point.is_dir()
+    run_dir, lock = claim_run_dir(main_process, str(tmp_path), "tiny", str(point))
+    lock.release()
+    assert run_dir == point and point.is_dir()
     (point / "config.yaml").write_text("name: tiny\n")
     with pytest.raises(ConfigError, match="already holds a run; continue it with train.resume=auto"):
-        create_run_dir(main_process, str(tmp_path), "tiny", str(point))
+        claim_run_dir(main_process, str(tmp_path), "tiny", str(point))
     assert resolve_resume("auto", str(tmp_path), "tiny", str(point)) is None
     checkpoint = point / "checkpoints" / "step-00000007"
     checkpoint.mkdir(parents=True)

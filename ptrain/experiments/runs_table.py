@@ -6,8 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import socket
 import statistics
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import yaml
 from ptrain.config import NOT_HYPERPARAMETERS, SEED_KEY, flatten_config
 from ptrain.config.user_code import metric_name
 from ptrain.errors import SweepError
+from ptrain.outputs.lock import holder
 from ptrain.outputs.run_dir import RUNNING
 from ptrain.tasks import TASKS
 from ptrain.training.best import lower_is_better
@@ -84,23 +83,9 @@ def run_row(folder: Path, root: Path, config: dict, varied: list[str], columns: 
 def status_of(folder: Path, metrics: dict | None) -> str:
     if metrics:
         return "finished"
-    marker = _read_json(folder / RUNNING)
-    if marker and _alive(marker):
+    if holder(folder / RUNNING) is not None:
         return "running"
     return "resumable" if latest_complete(folder) is not None else "failed"
-
-
-def _alive(marker: dict) -> bool:
-    """A process on another machine cannot be checked here: it counts as running."""
-    if marker.get("host") != socket.gethostname():
-        return True
-    try:
-        os.kill(int(marker["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _read_json(path: Path) -> dict | None:

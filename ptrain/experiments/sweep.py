@@ -1,12 +1,14 @@
 """`ptrain sweep CONFIG key=v1,v2 ... [--seeds 0,1]`: the grid (cartesian product), one point after another,
 each a `ptrain train` process of its own in output_dir/name/<sweep-id>/<point>/. A failed point does not stop
-the sweep; running the same command again skips finished points and resumes checkpointed ones."""
+the sweep; running the same command again skips finished points and resumes checkpointed ones. Sweeps of one
+grid running at once share its points: each point is claimed by one of them."""
 
 from __future__ import annotations
 
 import hashlib
 import itertools
 import json
+import os
 import re
 import shlex
 import shutil
@@ -18,8 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ptrain.config import SEED_KEY, to_yaml
-from ptrain.errors import SweepError
-from ptrain.outputs.atomic import write_json
+from ptrain.errors import RunInUseError, SweepError
+from ptrain.outputs.atomic import written_through
+from ptrain.outputs.lock import acquire, describe, holder
+from ptrain.outputs.run_dir import RUNNING
 from ptrain.tasks import load_config
 from ptrain.training.checkpoint import latest_complete
 from ptrain.training.preemption import EXIT_CODES, Preemption
@@ -27,6 +31,7 @@ from ptrain.training.preemption import EXIT_CODES, Preemption
 SWEEP_FILE = "sweep.json"
 LOG_FILE = "train.log"
 SET_BY_SWEEP = ("run_dir", "hparams", "train.resume")
+WAIT_SECONDS = 1.0  # between looks at a point another sweep trains
 
 
 @dataclass(frozen=True)
@@ -106,23 +111,13 @@ def sweep(config: str, args: list[str], seeds: str | None, sweep_id: str | None,
     prefix = shlex.split(launcher) if launcher else [sys.executable]
     print(f"ptrain: sweep {sweep_dir}: {len(points)} points ({' x '.join(f'{len(v)} {k}' for k, v in axes.items())})")
     stop = StopRequest().install()
-    failed = []
     try:
-        for number, point in enumerate(points, 1):
-            code = (
-                0
-                if stop.received
-                else run_point(
-                    config, fixed, list(axes), point, sweep_dir / point.name, prefix, f"{number}/{len(points)}", stop
-                )
-            )
-            if code in EXIT_CODES.values() or stop.received:
-                print("ptrain: sweep stopped; run the same command again to continue it", file=sys.stderr)
-                return code or EXIT_CODES[stop.received]
-            if code != 0:
-                failed.append(point.name)
+        failed, stopped_code = run_points(config, fixed, list(axes), points, sweep_dir, prefix, stop)
     finally:
         stop.uninstall()
+    if stopped_code is not None:
+        print("ptrain: sweep stopped; run the same command again to continue it", file=sys.stderr)
+        return stopped_code
     print(
         f"ptrain: sweep done: {len(points) - len(failed)} of {len(points)} points finished; "
         f"table: ptrain runs {sweep_dir}"
@@ -136,16 +131,49 @@ def sweep(config: str, args: list[str], seeds: str | None, sweep_id: str | None,
     return 0
 
 
+def run_points(
+    config: str,
+    fixed: list[str],
+    keys: list[str],
+    points: list[Point],
+    sweep_dir: Path,
+    prefix: list[str],
+    stop: StopRequest,
+) -> tuple[list[str], int | None]:
+    """Every point in turn. A point another process trains (a second `ptrain sweep` of this grid, started on
+    another GPU or by mistake) is left to it, and waited for at the end. Returns the names of the failed points,
+    and the exit code when a signal stopped the sweep."""
+    failed, elsewhere = [], []
+    for number, point in enumerate(points, 1):
+        label = f"{number}/{len(points)}"
+        code = 0 if stop.received else run_point(config, fixed, keys, point, sweep_dir, prefix, label, stop)
+        if code is None:
+            elsewhere.append((label, point))
+        elif code in EXIT_CODES.values() or stop.received:
+            return failed, code or EXIT_CODES[stop.received]
+        elif code != 0:
+            failed.append(point.name)
+    for label, point in elsewhere:
+        code = wait_for_point(point, sweep_dir, label, stop)
+        if stop.received:
+            return failed, EXIT_CODES[stop.received]
+        if code != 0:
+            failed.append(point.name)
+    return failed, None
+
+
 def record_sweep(sweep_dir: Path, spec: dict, points: list[Point]) -> None:
-    """sweep.json holds the grid; a folder that holds another grid is refused, never mixed."""
+    """sweep.json holds the grid; a folder that holds another grid is refused, never mixed. Two sweeps that start
+    at once each write their own temporary file; the grid renamed into place last is the one both compare with."""
     path = sweep_dir / SWEEP_FILE
-    if path.is_file():
-        saved = json.loads(path.read_text())
-        if {k: saved.get(k) for k in spec} != spec:
-            raise SweepError(f"{sweep_dir} holds a different sweep ({path}); choose another --id")
-        return
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    write_json(path, {**spec, "points": [{"name": p.name, "overrides": list(p.overrides)} for p in points]})
+    if not path.is_file():
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        points_list = [{"name": p.name, "overrides": list(p.overrides)} for p in points]
+        with written_through(path, path.with_name(f"{SWEEP_FILE}.{os.getpid()}.tmp")) as tmp:
+            tmp.write_text(json.dumps({**spec, "points": points_list}, indent=2))
+    saved = json.loads(path.read_text())
+    if {k: saved.get(k) for k in spec} != spec:
+        raise SweepError(f"{sweep_dir} holds a different sweep ({path}); choose another --id")
 
 
 def run_point(
@@ -153,22 +181,56 @@ def run_point(
     fixed: list[str],
     keys: list[str],
     point: Point,
+    sweep_dir: Path,
+    prefix: list[str],
+    label: str,
+    stop: StopRequest,
+) -> int | None:
+    """One point as its own process, claimed for this sweep while it trains: skipped when finished, resumed when
+    it has a checkpoint. None when another process has claimed it."""
+    point_dir = sweep_dir / point.name
+    if (point_dir / "metrics.json").is_file():
+        print(f"ptrain: [{label}] {point.name}: finished before, skipped")
+        return 0
+    try:
+        claim = acquire(claim_file(point_dir), f"sweep point {point_dir}")
+    except RunInUseError as err:
+        print(f"ptrain: [{label}] {point.name}: trained by {describe(err.owner)}; left to it")
+        return None
+    with claim:
+        return train_point(config, [*fixed, *point.overrides], keys, point_dir, prefix, label, stop)
+
+
+def claim_file(point_dir: Path) -> Path:
+    """SWEEP/<point>.lock: held by the sweep that trains the point (outside the point's folder, which a failed
+    attempt's retry deletes)."""
+    return point_dir.with_name(point_dir.name + ".lock")
+
+
+def train_point(
+    config: str,
+    overrides: list[str],
+    keys: list[str],
     point_dir: Path,
     prefix: list[str],
     label: str,
     stop: StopRequest,
 ) -> int:
-    """One point as its own process: skipped when finished, resumed when it has a checkpoint."""
+    """`ptrain train` of a claimed point; its exit code (0 also when another sweep finished it before the claim)."""
     if (point_dir / "metrics.json").is_file():
-        print(f"ptrain: [{label}] {point.name}: finished before, skipped")
+        print(f"ptrain: [{label}] {point_dir.name}: finished before, skipped")
         return 0
     extra = [f"run_dir={point_dir}", f"hparams={json.dumps(keys)}"]
     if latest_complete(point_dir) is not None:
         extra.append("train.resume=auto")
     elif point_dir.exists():
+        owner = holder(point_dir / RUNNING)
+        if owner is not None:  # a `ptrain train run_dir=POINT` started by hand: its folder is not deleted
+            print(f"ptrain: [{label}] {point_dir.name}: in use by {describe(owner)}; not started", file=sys.stderr)
+            return 1
         shutil.rmtree(point_dir)  # an attempt that failed before its first checkpoint: nothing to keep
     point_dir.mkdir(parents=True, exist_ok=True)
-    command = [*prefix, "-m", "ptrain", "train", config, *fixed, *point.overrides, *extra]
+    command = [*prefix, "-m", "ptrain", "train", config, *overrides, *extra]
     started = time.perf_counter()
     with open(point_dir / LOG_FILE, "a") as log:
         log.write(f"$ {shlex.join(command)}\n")
@@ -184,8 +246,30 @@ def run_point(
     if code in EXIT_CODES.values():
         outcome = f"stopped by a signal (exit {code}); the next run of the sweep continues it"
     resumed = " (resumed)" if "train.resume=auto" in extra else ""
-    print(f"ptrain: [{label}] {point.name}{resumed}: {outcome} in {time.perf_counter() - started:.0f}s")
+    print(f"ptrain: [{label}] {point_dir.name}{resumed}: {outcome} in {time.perf_counter() - started:.0f}s")
     return code
+
+
+def wait_for_point(point: Point, sweep_dir: Path, label: str, stop: StopRequest) -> int:
+    """A point another process claimed: wait until it lets go, then report what it left. It is not trained again
+    here (a failed point is retried by the next run of the sweep, as after a sweep of one's own)."""
+    point_dir = sweep_dir / point.name
+    owner = holder(claim_file(point_dir))
+    if owner is not None:
+        print(f"ptrain: [{label}] {point.name}: waiting for {describe(owner)} to finish it")
+    while owner is not None and not stop.received:
+        time.sleep(WAIT_SECONDS)
+        owner = holder(claim_file(point_dir))
+    if (point_dir / "metrics.json").is_file():
+        print(f"ptrain: [{label}] {point.name}: finished by another process")
+        return 0
+    if not stop.received:
+        print(
+            f"ptrain: [{label}] {point.name}: not finished by the other process ({point_dir / LOG_FILE} says why); "
+            "run the sweep again to continue it",
+            file=sys.stderr,
+        )
+    return 1
 
 
 class StopRequest(Preemption):

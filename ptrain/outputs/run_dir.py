@@ -1,58 +1,72 @@
-"""Run folders: runs/<name>/<timestamp>/ made once for all processes, and the marker of a run in progress."""
+"""Run folders: runs/<name>/<timestamp>/ (or a fixed `run_dir`, or a resumed run's folder), made and locked once
+for all processes before anything is written into them."""
 
 from __future__ import annotations
 
-import os
-import socket
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from accelerate.utils import broadcast_object_list
 
-from ptrain.errors import ConfigError
-from ptrain.outputs.atomic import write_json
+from ptrain.errors import ConfigError, PtrainError
+from ptrain.outputs.lock import RunLock, acquire
+
+RUNNING = "running.json"  # held (lock.py) while a process trains in the folder: its pid, host, start and command
 
 
-def create_run_dir(accelerator, output_dir: str, name: str, fixed: str | None = None) -> Path:
-    """runs/<name>/<timestamp>/ (or the fixed folder `run_dir`), made by the main process; every process gets
-    the same path."""
-    path = [None]
+def claim_run_dir(
+    accelerator, output_dir: str, name: str, fixed: str | None = None, resumed: Path | None = None
+) -> tuple[Path, RunLock]:
+    """The run folder and its lock, taken by the main process: `resumed` (a resumed run's folder), the fixed
+    `run_dir`, or a new runs/<name>/<timestamp>/. Every process gets the same folder or the same one-line error
+    (the others would otherwise wait for the main process in a collective until the launcher kills them)."""
+    outcome: list = [None, None]  # folder, error
+    lock = None
     if accelerator.is_main_process:
-        run_dir = Path(fixed) if fixed else _new_timestamp_dir(Path(output_dir) / name)
-        if fixed and (run_dir / "config.yaml").exists():
-            raise ConfigError(
-                f"run_dir {fixed} already holds a run; continue it with train.resume=auto, or choose another folder"
-            )
         try:
-            run_dir.mkdir(parents=True, exist_ok=bool(fixed))
+            run_dir, lock = _claim(output_dir, name, fixed, resumed)
+            outcome[0] = str(run_dir)
+        except PtrainError as err:
+            if accelerator.num_processes == 1:
+                raise
+            outcome[1] = err
+    if accelerator.num_processes > 1:
+        broadcast_object_list(outcome)
+    if outcome[1] is not None:
+        raise outcome[1]
+    run_dir = Path(outcome[0])
+    return run_dir, lock or RunLock(run_dir / RUNNING)
+
+
+def _claim(output_dir: str, name: str, fixed: str | None, resumed: Path | None) -> tuple[Path, RunLock]:
+    if resumed is not None:
+        run_dir = resumed
+    else:
+        run_dir = Path(fixed) if fixed else Path(output_dir) / name
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if not fixed:
+                run_dir = _new_timestamp_dir(run_dir)
         except OSError as err:
             raise ConfigError(f"output_dir {output_dir}: cannot create {run_dir} ({err.strerror})") from None
-        path = [str(run_dir)]
-    if accelerator.num_processes > 1:
-        broadcast_object_list(path)
-    return Path(path[0])
+    lock = acquire(run_dir / RUNNING, f"run folder {run_dir}")
+    if fixed and resumed is None and (run_dir / "config.yaml").exists():
+        lock.release()
+        raise ConfigError(
+            f"run_dir {fixed} already holds a run; continue it with train.resume=auto, or choose another folder"
+        )
+    return run_dir, lock
 
 
 def _new_timestamp_dir(base: Path) -> Path:
+    """base/<timestamp>/, or <timestamp>-2, -3, ...: mkdir fails for all but one of the runs that start in the
+    same second (a check for the name first would let two of them take it)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dir, n = base / stamp, 1
-    while run_dir.exists():
-        n += 1
-        run_dir = base / f"{stamp}-{n}"
-    return run_dir
-
-
-RUNNING = "running.json"  # present while a process trains in the folder; `ptrain runs` checks its pid
-
-
-@contextmanager
-def running_marker(run_dir: Path, enabled: bool):
-    """Mark the run folder as in use by this process (main process only) until training returns or raises."""
-    if enabled:
-        write_json(run_dir / RUNNING, {"pid": os.getpid(), "host": socket.gethostname()})
-    try:
-        yield
-    finally:
-        if enabled:
-            (run_dir / RUNNING).unlink(missing_ok=True)
+    run_dir, number = base / stamp, 1
+    while True:
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            number += 1
+            run_dir = base / f"{stamp}-{number}"

@@ -26,7 +26,7 @@ from ptrain.data.tokenize import DEFAULT_CACHE_DIR
 from ptrain.errors import ConfigError
 from ptrain.model.sources import resolve_model_path
 from ptrain.outputs.atomic import swap_folder, write_json, write_text, written_through
-from ptrain.outputs.run_dir import create_run_dir, running_marker
+from ptrain.outputs.run_dir import claim_run_dir
 from ptrain.outputs.tracking import Tracker
 from ptrain.tasks import get_task
 from ptrain.tasks.classification import label_scores
@@ -49,9 +49,9 @@ def train_probe(cfg: Config) -> int:
     set_seed(cfg.train.seed)
     task = get_task(cfg.task)
     tokenizer, splits = load_data(cfg, task, accelerator)
-    run_dir = create_run_dir(accelerator, cfg.output_dir, cfg.name, cfg.run_dir)
-    write_text(run_dir / "config.yaml", to_yaml(cfg))
-    with running_marker(run_dir, True):
+    run_dir, lock = claim_run_dir(accelerator, cfg.output_dir, cfg.name, cfg.run_dir)
+    with lock:  # no other process trains in the folder until the end (or an error)
+        write_text(run_dir / "config.yaml", to_yaml(cfg))
         encoder = task.load_model(cfg, splits.label_names, tokenizer).to(accelerator.device)
         features, hits, encode_seconds = encode_splits(cfg, encoder, tokenizer, splits.tokenized, accelerator)
         if precision.warning:

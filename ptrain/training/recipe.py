@@ -19,7 +19,7 @@ from ptrain.model.loading import build_model, enable_gradient_checkpointing, loa
 from ptrain.model.lora import add_lora, plain_model
 from ptrain.outputs.atomic import write_text
 from ptrain.outputs.export import export_model
-from ptrain.outputs.run_dir import create_run_dir, running_marker
+from ptrain.outputs.run_dir import claim_run_dir
 from ptrain.outputs.tracking import Tracker
 from ptrain.tasks import Task, get_task
 from ptrain.tasks.loss import with_user_loss
@@ -45,7 +45,7 @@ def train(cfg: Config) -> int:
     started = time.perf_counter()
     run, checkpoint = setup(cfg)
     accelerator = run.runtime.accelerator
-    with running_marker(run.outputs.run_dir, accelerator.is_main_process):
+    with run.outputs.lock:  # released on return, on errors and after SIGTERM / SIGINT
         state, meter = restore(accelerator, checkpoint) if checkpoint else (LoopState(), TrainMeter(accelerator.device))
         announce(run, state)
         run.callbacks.dispatch("on_train_start", run, state)
@@ -70,22 +70,25 @@ def setup(cfg: Config, track: bool = True) -> tuple[Run, Checkpoint | None]:
     task = get_task(cfg.task)
     data = prepare_data(cfg, task, accelerator)
     plan = plan_steps(len(data.train_loader), cfg.train)
-    run_dir = checkpoint.run_dir if checkpoint else create_run_dir(accelerator, cfg.output_dir, cfg.name, cfg.run_dir)
-    if accelerator.is_main_process and not checkpoint:
-        write_text(run_dir / "config.yaml", to_yaml(with_copied_code(cfg, run_dir)))  # user code: copies in code/
-    optim = prepare_optimisation(cfg, task, data, plan, accelerator)
-    # A resumed run hides the events it logged after its checkpoint: one step axis, no duplicates.
-    purge_step = checkpoint.step + 1 if checkpoint else None
-    tracker = Tracker(run_dir, track and accelerator.is_main_process, purge_step=purge_step)
-    run = Run(
-        cfg=cfg,
-        task=task,
-        runtime=Runtime(accelerator=accelerator, preemption=Preemption(), precision=precision),
-        data=data,
-        optim=optim,
-        outputs=RunOutputs(run_dir=run_dir, tracker=tracker),
-        callbacks=Callbacks(cfg.train.callbacks),
-    )
+    # No other process may train in the folder: refused here before anything is written into it.
+    resumed = checkpoint.run_dir if checkpoint else None
+    run_dir, lock = claim_run_dir(accelerator, cfg.output_dir, cfg.name, cfg.run_dir, resumed)
+    with lock.released_on_error():  # until train() holds it
+        if accelerator.is_main_process and not checkpoint:
+            write_text(run_dir / "config.yaml", to_yaml(with_copied_code(cfg, run_dir)))  # user code: copies in code/
+        optim = prepare_optimisation(cfg, task, data, plan, accelerator)
+        # A resumed run hides the events it logged after its checkpoint: one step axis, no duplicates.
+        purge_step = checkpoint.step + 1 if checkpoint else None
+        tracker = Tracker(run_dir, track and accelerator.is_main_process, purge_step=purge_step)
+        run = Run(
+            cfg=cfg,
+            task=task,
+            runtime=Runtime(accelerator=accelerator, preemption=Preemption(), precision=precision),
+            data=data,
+            optim=optim,
+            outputs=RunOutputs(run_dir=run_dir, tracker=tracker, lock=lock),
+            callbacks=Callbacks(cfg.train.callbacks),
+        )
     return run, checkpoint
 
 

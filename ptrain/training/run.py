@@ -15,6 +15,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ptrain.config import Config
 from ptrain.data.tokenize import Splits
+from ptrain.outputs.lock import RunLock
 from ptrain.outputs.tracking import Tracker
 from ptrain.tasks import Task
 from ptrain.training.callbacks import Callbacks
@@ -56,6 +57,7 @@ class Optimisation:
 class RunOutputs:
     run_dir: Path
     tracker: Tracker
+    lock: RunLock  # the run folder's (outputs/lock.py), held by the main process from setup to the end
 
 
 @dataclass(frozen=True, kw_only=True)
