@@ -37,3 +37,9 @@ class LaunchError(PtrainError):
 
 class SweepError(PtrainError):
     """A sweep grid or a runs listing the user asked for cannot be made; the message says what to change."""
+
+
+class OutputError(PtrainError):
+    """A file of the run could not be written (a full disk, a read-only folder); not a usage error: exit code 1."""
+
+    exit_code = 1
