@@ -90,7 +90,7 @@ def assert_stopped_in_one_line(result: subprocess.CompletedProcess, failed: str,
     assert "Traceback" not in result.stderr and "Exception" not in result.stderr
     (line,) = ptrain_lines(result.stderr + result.stdout)
     assert line.startswith(f"ptrain: error: {failed}") and "No space left on device" in line, line
-    assert f"the run continues from the intact checkpoint {resumable}" in line, line
+    assert f"a resume continues from the intact checkpoint {resumable}" in line, line
     assert "free space (or fix the folder), then continue with: ptrain train " in line and line.endswith(
         "train.resume=auto"
     )

@@ -107,6 +107,14 @@ def unmarked_folders(run_dir: Path) -> list[Path]:
     ]
 
 
+def remove_unmarked(run_dir: Path) -> list[Path]:
+    """Remove the checkpoint folders never marked complete; the ones removed."""
+    removed = unmarked_folders(run_dir)
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    return removed
+
+
 def complete_checkpoints(run_dir: Path) -> list[Checkpoint]:
     """Marked checkpoints whose meta.json reads, oldest first by the step in their metadata (files not checked)."""
     found = []

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import pickle
 import shlex
-import shutil
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -25,9 +24,9 @@ from ptrain.training.checkpoint import (
     checkpoint_problems,
     complete_checkpoints,
     read_meta,
+    remove_unmarked,
     resolve_resume,
     save_checkpoint,
-    unmarked_folders,
 )
 from ptrain.training.meter import TrainMeter
 from ptrain.training.run import Run
@@ -121,9 +120,8 @@ def checkpoint_run(run: Run, state: LoopState, meter: TrainMeter) -> Path | None
         if run.cfg.train.on_checkpoint_error == "stop" or state.interrupted_by:
             raise
         state.last_checkpoint_step = previous
-        accelerator.print(
-            f"ptrain: warning: {err}; training goes on (train.on_checkpoint_error=warn), {resumable(run_dir)}"
-        )
+        if accelerator.is_main_process:
+            print(f"ptrain: warning: {err}; training goes on (train.on_checkpoint_error=warn); {resumable(run_dir)}")
         return None
     run.callbacks.dispatch("on_checkpoint", run, state, checkpoint=path)
     return path
@@ -150,17 +148,8 @@ def resumable(run_dir: Path) -> str:
     """Which checkpoint a resume of this run starts from: the newest intact one (checked, newest first)."""
     for checkpoint in reversed(complete_checkpoints(run_dir)):
         if not checkpoint_problems(checkpoint.path):
-            return f"the run continues from the intact checkpoint {checkpoint.path} (step {checkpoint.step})"
+            return f"a resume continues from the intact checkpoint {checkpoint.path} (step {checkpoint.step})"
     return "no intact checkpoint was written before: a resume starts a new run"
-
-
-def remove_unmarked(run_dir: Path) -> list[Path]:
-    """Checkpoint folders renamed but never marked complete (an interrupted write): removed."""
-    removed = unmarked_folders(run_dir)
-    for path in removed:
-        with suppress(OSError):
-            shutil.rmtree(path)
-    return removed
 
 
 def resume_command() -> str:
