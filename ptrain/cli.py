@@ -1,4 +1,4 @@
-"""`ptrain <command> ...`: train, check, eval, predict, generate, bench, sweep, runs.
+"""`ptrain <command> ...`: train, check, eval, predict, generate, bench, sweep, runs, report, check-run.
 User mistakes print one line and exit 2."""
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_command(args)
     except PtrainError as err:
         print(f"ptrain: error: {err}", file=sys.stderr)
-        return USAGE_EXIT
+        return getattr(err, "exit_code", USAGE_EXIT)  # OutputError (a full disk): 1
     except BrokenPipeError:  # `ptrain runs | head`: the reader left; that is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
         return 0
@@ -185,7 +185,7 @@ def run_predict(args: argparse.Namespace) -> int:
 CONFIG_COMMANDS = {"check": run_check, "train": run_train, "eval": run_eval, "bench": run_bench}
 
 
-EXPERIMENT_COMMANDS = ("sweep", "runs", "report")
+EXPERIMENT_COMMANDS = ("sweep", "runs", "report", "check-run")
 
 
 def add_experiment_commands(commands) -> None:
@@ -206,6 +206,8 @@ def add_experiment_commands(commands) -> None:
     sub = commands.add_parser("report", help="RUN/report.md and its PNGs: data, curves, confusions, examples")
     sub.add_argument("run", help="a run folder, e.g. runs/emotion/20261121-120000")
     sub.add_argument("--model", default="best", choices=["best", "final"], help="the export to score (default best)")
+    sub = commands.add_parser("check-run", help="verify every checkpoint and export of RUN against its manifest")
+    sub.add_argument("run", help="a run folder, e.g. runs/emotion/20261121-120000")
 
 
 def run_experiment_command(args: argparse.Namespace) -> int:
@@ -215,6 +217,10 @@ def run_experiment_command(args: argparse.Namespace) -> int:
         return sweep(args.config, args.grid, args.seeds, args.sweep_id, args.launcher)
     from pathlib import Path
 
+    if args.command == "check-run":
+        from ptrain.experiments.check_run import check_run
+
+        return check_run(Path(args.run))
     if args.command == "report":
         from ptrain.experiments.report import write_report
 

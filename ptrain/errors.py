@@ -45,3 +45,9 @@ class RunInUseError(PtrainError):
     def __init__(self, message: str, owner: dict | None = None):
         super().__init__(message)
         self.owner = owner or {}
+
+
+class OutputError(PtrainError):
+    """A file of the run could not be written (a full disk, a read-only folder); not a usage error: exit code 1."""
+
+    exit_code = 1

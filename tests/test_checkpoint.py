@@ -9,8 +9,9 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 
-from ptrain.errors import CheckpointError
+from ptrain.errors import OutputError
 from ptrain.training.checkpoint import complete_checkpoints, latest_complete, save_checkpoint
+from ptrain.training.resume import resumable
 
 
 @pytest.fixture
@@ -38,11 +39,11 @@ def test_a_full_disk_during_a_write_keeps_the_previous_checkpoint(accelerator, t
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(accelerator, "save_state", fill_the_disk)
-    with pytest.raises(CheckpointError) as info:
+    with pytest.raises(OutputError) as info:  # exit code 1; the run's stop line adds resumable() and the command
         save_checkpoint(accelerator, tmp_path, meta(20), keep=2, best_step=None)
     message = str(info.value)
     assert "checkpoint at step 20 could not be written" in message and "No space left on device" in message
-    assert "step-00000010 is still valid" in message and "train.resume=auto" in message
+    assert "intact checkpoint " in resumable(tmp_path) and "step-00000010 (step 10)" in resumable(tmp_path)
     assert latest_complete(tmp_path).step == 10
     assert not list((tmp_path / "checkpoints").glob("*.tmp"))
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from ptrain.outputs.integrity import manifest
 from tests.conftest import CONFIGS, REPO, run_cli, tiny_overrides
 
 # 300 rows, batch 32, accumulation 2: 10 micro-batches = 5 optimizer steps per epoch, 15 in all.
@@ -142,7 +143,7 @@ def test_damaged_or_unsafe_checkpoints_are_refused_in_one_line(uninterrupted, ca
     (run_dir,) = (out / "runs" / "tiny").iterdir()
     newest = sorted((run_dir / "checkpoints").iterdir())[-1]
     (newest / "optimizer.bin").unlink()
-    result = run_cli("train", *overrides(out, cache_dir), "train.resume=auto")
+    result = run_cli("train", *overrides(out, cache_dir), f"train.resume={newest}")  # auto would take an older one
     assert result.returncode == 2 and "is damaged (missing optimizer.bin)" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
@@ -151,7 +152,10 @@ def test_damaged_or_unsafe_checkpoints_are_refused_in_one_line(uninterrupted, ca
             return os.system, (f"touch {tmp_path / 'pwned'}",)
 
     torch.save(Exploit(), newest / "optimizer.bin")
-    result = run_cli("train", *overrides(out, cache_dir), "train.resume=auto")
+    meta = json.loads((newest / "meta.json").read_text())
+    meta["files"] = manifest(newest, exclude=["meta.json", "complete"])  # who plants a file can rewrite this too
+    (newest / "meta.json").write_text(json.dumps(meta))
+    result = run_cli("train", *overrides(out, cache_dir), f"train.resume={newest}")
     assert result.returncode == 2 and "could not be loaded" in result.stderr
     assert not (tmp_path / "pwned").exists()
 

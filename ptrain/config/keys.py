@@ -10,7 +10,16 @@ from ptrain.config.schema import Config
 # Where files live, how they are read, and what HPARAMS shows may change between an interrupted run and its
 # resume, and between the runs of one table; none of them changes what is trained.
 NOT_HYPERPARAMETERS = frozenset(
-    {"train.resume", "output_dir", "run_dir", "hparams", "data.data_dir", "data.cache_dir", "data.num_workers"}
+    {
+        "train.resume",
+        "train.on_checkpoint_error",
+        "output_dir",
+        "run_dir",
+        "hparams",
+        "data.data_dir",
+        "data.cache_dir",
+        "data.num_workers",
+    }
 )
 SEED_KEY = "train.seed"
 

@@ -160,6 +160,8 @@ class TrainConfig(Strict):
     checkpoint_at_epoch_end: bool = True
     keep_checkpoints: int = Field(2, gt=0)  # newest kept, plus the one taken at the best evaluation
     resume: str | None = None  # "auto" (newest checkpoint of this config name) or a run/checkpoint folder
+    # a periodic checkpoint that cannot be written (a full disk): stop (exit 1, resumable) or warn and go on
+    on_checkpoint_error: Literal["stop", "warn"] = "stop"
     eval_at_start: bool = False  # also evaluate before the first step (the "before" figure of a fine-tune)
     nonfinite: Literal["skip", "stop"] = "skip"  # a non-finite loss or gradient norm: drop the step, or stop
     max_consecutive_nonfinite: int = Field(5, gt=0)  # stop after this many skipped steps in a row

@@ -1,5 +1,6 @@
-"""The export of a trained model: save_pretrained of the unwrapped model and its tokenizer, swapped in atomically. A
-LoRA model (peft) is exported merged, as the plain model pipeline() loads, and its adapter alone beside it."""
+"""The export of a trained model: save_pretrained of the unwrapped model and its tokenizer, with a manifest of its
+files, swapped in atomically. A LoRA model (peft) is exported merged, as the plain model pipeline() loads, and its
+adapter alone beside it. A failed write (a full disk) leaves the previous export in place."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import copy
 import shutil
 from pathlib import Path
 
+from ptrain.errors import OutputError
 from ptrain.model.lora import is_peft_model
-from ptrain.outputs.atomic import swap_folder
+from ptrain.outputs.agreement import raise_if_any_failed
+from ptrain.outputs.atomic import WRITE_ERRORS, swap_folder, write_failed
+from ptrain.outputs.integrity import write_export_manifest
 
 
 def export_model(accelerator, model, tokenizer, out_dir: Path, adapter_dir: Path | None = None) -> None:
@@ -16,25 +20,35 @@ def export_model(accelerator, model, tokenizer, out_dir: Path, adapter_dir: Path
     model is saved merged (merge_and_unload of a copy: the trained model keeps its adapters and its weights); with
     `adapter_dir`, its adapters and trained head alone (peft's save_pretrained) go there too.
 
-    Every process must call this: get_state_dict gathers shards under FSDP and ZeRO-3.
+    Every process must call this: get_state_dict gathers shards under FSDP and ZeRO-3. A write that fails raises
+    the same OutputError on every process.
     """
-    unwrapped = accelerator.unwrap_model(model)
-    if is_peft_model(unwrapped):  # whole weights on every process: LoRA refuses sharded launches
-        if accelerator.is_main_process:
-            save_folder(copy.deepcopy(unwrapped).merge_and_unload(), tokenizer, out_dir)
-            if adapter_dir is not None:
-                save_folder(unwrapped, tokenizer, adapter_dir)
-    else:
-        state_dict = accelerator.get_state_dict(model)
-        if accelerator.is_main_process:
-            save_folder(unwrapped, tokenizer, out_dir, state_dict=state_dict)
-    accelerator.wait_for_everyone()
+    unwrapped, error = accelerator.unwrap_model(model), None
+    try:
+        if is_peft_model(unwrapped):  # whole weights on every process: LoRA refuses sharded launches
+            if accelerator.is_main_process:
+                save_folder(copy.deepcopy(unwrapped).merge_and_unload(), tokenizer, out_dir)
+                if adapter_dir is not None:
+                    save_folder(unwrapped, tokenizer, adapter_dir)
+        else:
+            state_dict = accelerator.get_state_dict(model)
+            if accelerator.is_main_process:
+                save_folder(unwrapped, tokenizer, out_dir, state_dict=state_dict)
+    except OutputError as err:
+        error = err
+    raise_if_any_failed(accelerator, error)  # in place of a barrier: no process waits for one that failed
 
 
 def save_folder(model, tokenizer, out_dir: Path, **save_options) -> None:
-    """save_pretrained of the model and the tokenizer into out_dir.tmp, then swapped in for out_dir."""
+    """save_pretrained of the model and the tokenizer into out_dir.tmp, with its manifest (written last), then
+    swapped in for out_dir. A failed write removes out_dir.tmp and raises an OutputError naming out_dir."""
     tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, **save_options)
-    tokenizer.save_pretrained(tmp)
-    swap_folder(tmp, out_dir)
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp, **save_options)
+        tokenizer.save_pretrained(tmp)
+        write_export_manifest(tmp)
+        swap_folder(tmp, out_dir)
+    except WRITE_ERRORS as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise write_failed(out_dir, err) from None

@@ -1,16 +1,19 @@
 """TensorBoard on the main process only (a no-op elsewhere): scalars, figures, text tables, HPARAMS and the
-custom-scalars layout."""
+custom-scalars layout. A write that fails (a full disk) is an OutputError naming the file."""
 
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
-from ptrain.outputs.atomic import write_text
+from ptrain.outputs.atomic import write_failed, write_text
 
 STREAM = "metrics.jsonl"
 
@@ -24,26 +27,48 @@ class Tracker:
     does its events."""
 
     def __init__(self, run_dir: Path, enabled: bool, purge_step: int | None = None):
-        self.writer = SummaryWriter(str(run_dir), purge_step=purge_step) if enabled else None
-        self.stream = open_stream(run_dir / STREAM, purge_step) if enabled else None
-        if self.writer:
+        self.writer = self.stream = None
+        self.events = run_dir / "events.out.tfevents.*"  # this writer's own file once it exists
+        self.lines = run_dir / STREAM
+        if not enabled:
+            return
+        hush_event_writer_thread()
+        earlier = set(run_dir.glob(self.events.name))
+        with self.writing(run_dir):
+            self.writer = SummaryWriter(str(run_dir), purge_step=purge_step)
+            self.events = next(iter(set(run_dir.glob(self.events.name)) - earlier), self.events)
             self.writer.add_custom_scalars(LAYOUT)
+        with self.writing(self.lines):
+            self.stream = open_stream(self.lines, purge_step)
+
+    @contextmanager
+    def writing(self, path: Path) -> Iterator[None]:
+        """An OSError in the block (TensorBoard's writer raises its thread's at its next call) is an OutputError
+        naming `path`."""
+        try:
+            yield
+        except OSError as err:
+            raise write_failed(Path(err.filename) if err.filename else path, err) from None
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         if self.writer:
-            for tag, value in values.items():
-                self.writer.add_scalar(tag, value, step)
+            with self.writing(self.events):
+                for tag, value in values.items():
+                    self.writer.add_scalar(tag, value, step)
             line = {"step": step, "time": round(time.time(), 3), **{k: float(v) for k, v in values.items()}}
-            self.stream.write(json.dumps(line) + "\n")
-            self.stream.flush()
+            with self.writing(self.lines):
+                self.stream.write(json.dumps(line) + "\n")
+                self.stream.flush()
 
     def text(self, tag: str, markdown: str, step: int = 0) -> None:
         if self.writer:
-            self.writer.add_text(tag, markdown, step)
+            with self.writing(self.events):
+                self.writer.add_text(tag, markdown, step)
 
     def figure(self, tag: str, figure, step: int) -> None:
         if self.writer:
-            self.writer.add_figure(tag, figure, step, close=True)
+            with self.writing(self.events):
+                self.writer.add_figure(tag, figure, step, close=True)
         else:
             import matplotlib.pyplot as plt
 
@@ -52,7 +77,8 @@ class Tracker:
     def embedding(self, vectors, metadata: list[list[str]], header: list[str], tag: str, step: int = 0) -> None:
         """Vectors with per-row metadata columns for the PROJECTOR tab (PCA / t-SNE / UMAP maps)."""
         if self.writer:
-            self.writer.add_embedding(vectors, metadata=metadata, metadata_header=header, tag=tag, global_step=step)
+            with self.writing(self.events):
+                self.writer.add_embedding(vectors, metadata=metadata, metadata_header=header, tag=tag, global_step=step)
 
     def hparams(self, values: dict, metrics: dict[str, float], step: int) -> None:
         """Fill the HPARAMS tab in this run's own event file (add_hparams would start a sub-run).
@@ -63,14 +89,43 @@ class Tracker:
             return
         experiment, session_start, session_end = hparams(values, metrics)
         file_writer = self.writer._get_file_writer()
-        for summary in (experiment, session_start, session_end):
-            file_writer.add_summary(summary)
+        with self.writing(self.events):
+            for summary in (experiment, session_start, session_end):
+                file_writer.add_summary(summary)
         self.scalars(metrics, step)
 
     def close(self) -> None:
+        """Flush and close: a write error TensorBoard's thread met since the last call is raised here."""
         if self.writer:
-            self.writer.close()
-            self.stream.close()
+            with self.writing(self.events):
+                self.writer.flush()
+                self.writer.close()
+            with self.writing(self.lines):
+                self.stream.close()
+
+    def abandon(self) -> None:
+        """Close after a failed write, quietly: the error was reported once already."""
+        for handle in (self.writer, self.stream):
+            if handle is not None:
+                with suppress(OSError):
+                    handle.close()
+
+
+def hush_event_writer_thread() -> None:
+    """TensorBoard writes events in a thread; a write error (a full disk) kills it and threading prints its
+    traceback, and the writer raises the same error again, in the training thread, at its next call (add_*, flush,
+    close), where Tracker reports it in one line. So the thread's own report is dropped: only that one."""
+    previous = threading.excepthook
+    if getattr(previous, "ptrain_hushed", False):
+        return
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        from_writer = type(args.thread).__module__ == "tensorboard.summary.writer.event_file_writer"
+        if not (from_writer and isinstance(args.exc_value, OSError)):
+            previous(args)
+
+    hook.ptrain_hushed = True
+    threading.excepthook = hook
 
 
 def open_stream(path: Path, purge_step: int | None):

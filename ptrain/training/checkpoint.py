@@ -1,8 +1,10 @@
-"""Resumable checkpoints: written atomically, found through their metadata, pruned only after a good write.
+"""Resumable checkpoints: written atomically with a manifest of their files, verified before they are trusted, pruned
+only after a good write and never down to no intact one.
 
-A checkpoint folder holds Accelerate's state (model as safetensors, optimizer, scheduler, grad scaler, the
-RNG states of every process) and `meta.json` (ptrain's loop state and meter). It is written as `NAME.tmp`,
-flushed, renamed to NAME, then marked by an empty `complete` file: only marked folders are resumed from.
+A checkpoint folder holds Accelerate's state (model as safetensors, optimizer, scheduler, grad scaler, the RNG states
+of every process) and `meta.json` (ptrain's loop state and meter, and the size and sha256 of every other file). It is
+written as `NAME.tmp`, flushed, renamed to NAME, then marked by an empty `complete` file: only marked folders whose
+files match their manifest are resumed from.
 """
 
 from __future__ import annotations
@@ -11,15 +13,19 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ptrain.errors import CheckpointError
-from ptrain.outputs.atomic import move_folder
+from ptrain.errors import CheckpointError, OutputError
+from ptrain.outputs.agreement import on_every_process
+from ptrain.outputs.atomic import move_folder, write_reason
+from ptrain.outputs.integrity import manifest, problems
 
 CHECKPOINTS = "checkpoints"
 META = "meta.json"
 MARKER = "complete"
+FILES = "files"  # meta.json's manifest: {relative path: {"bytes", "sha256"}} of every file but meta.json and MARKER
 REQUIRED_FILES = ("model.safetensors", "optimizer.bin", "scheduler.bin", META)
 
 
@@ -38,43 +44,85 @@ class Checkpoint:
 
 
 def save_checkpoint(accelerator, run_dir: Path, meta: dict, keep: int, best_step: int | None) -> Path:
-    """Every process writes its part; the main process publishes the folder and prunes old ones."""
+    """Every process writes its part; the main process records the manifest, publishes the folder and prunes old
+    ones. A write that fails on any process (a full disk) fails on every one (OutputError) and leaves no trace."""
     step = meta["loop"]["global_step"]
     final = run_dir / CHECKPOINTS / f"step-{step:08d}"
     tmp = final.with_name(final.name + ".tmp")
+    main, files = accelerator.is_main_process, {}
+
+    def failed(err: BaseException) -> OutputError:
+        return OutputError(f"checkpoint at step {step} could not be written to {final} ({write_reason(final, err)})")
+
+    steps = (
+        (lambda: _fresh_folder(tmp)) if main else None,
+        lambda: accelerator.save_state(str(tmp)),
+        (lambda: files.update(_publish(tmp, final, meta))) if main else None,  # main process only
+    )
     try:
-        if accelerator.is_main_process:
+        for action in steps:
+            on_every_process(accelerator, action, failed)
+    except OutputError:
+        if main:
             shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp))
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            (tmp / META).write_text(json.dumps({**meta, "created": time.time()}, indent=2))
-            _fsync_tree(tmp)
-            move_folder(tmp, final)
-            (final / MARKER).touch()
-            _fsync_dir(final.parent)
-    except OSError as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        previous = latest_complete(run_dir)
-        kept = f"the previous checkpoint {previous.path} is still valid" if previous else "no earlier checkpoint exists"
-        raise CheckpointError(
-            f"checkpoint at step {step} could not be written to {final} ({err.strerror or err}); {kept}. "
-            "Free space (or fix the folder), then continue with train.resume=auto"
-        ) from None
-    if accelerator.is_main_process:
-        prune(run_dir, keep, best_step)
+            if final.is_dir() and not (final / MARKER).is_file():  # renamed, never marked
+                shutil.rmtree(final, ignore_errors=True)
+        raise
+    if main:  # the bytes were hashed as written; their sizes after the rename say nothing was lost on the way
+        prune(run_dir, keep, best_step, written=None if problems(final, files, hash_files=False) else final)
     accelerator.wait_for_everyone()
     return final
 
 
+def _fresh_folder(tmp: Path) -> None:
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+
+
+def _publish(tmp: Path, final: Path, meta: dict) -> dict:
+    """Manifest (files flushed to disk as they are hashed) and meta.json, then the rename and the marker."""
+    files = manifest(tmp, fsync=True)
+    with open(tmp / META, "w") as handle:
+        handle.write(json.dumps({**meta, "created": time.time(), FILES: files}, indent=2))
+        handle.flush()
+        os.fsync(handle.fileno())
+    _fsync_dir(tmp)
+    move_folder(tmp, final)
+    (final / MARKER).touch()
+    _fsync_dir(final.parent)
+    return files
+
+
+def marked_folders(run_dir: Path) -> list[Path]:
+    """The run's checkpoint folders marked complete, by name (= by step); their files not checked."""
+    return sorted(p for p in (run_dir / CHECKPOINTS).glob("*") if p.is_dir() and (p / MARKER).is_file())
+
+
+def unmarked_folders(run_dir: Path) -> list[Path]:
+    """Checkpoint folders renamed but never marked (a write interrupted at its last moment): not resumable."""
+    return [
+        p
+        for p in sorted((run_dir / CHECKPOINTS).glob("*"))
+        if p.is_dir() and not p.name.endswith(".tmp") and not (p / MARKER).is_file()
+    ]
+
+
+def remove_unmarked(run_dir: Path) -> list[Path]:
+    """Remove the checkpoint folders never marked complete; the ones removed."""
+    removed = unmarked_folders(run_dir)
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    return removed
+
+
 def complete_checkpoints(run_dir: Path) -> list[Checkpoint]:
-    """Marked checkpoints of one run, oldest first by the step in their metadata."""
+    """Marked checkpoints whose meta.json reads, oldest first by the step in their metadata (files not checked)."""
     found = []
-    for path in (run_dir / CHECKPOINTS).glob("*"):
-        if path.is_dir() and (path / MARKER).is_file():
+    for path in marked_folders(run_dir):
+        try:
             found.append(Checkpoint(path, read_meta(path)))
+        except CheckpointError:
+            continue  # damaged: checkpoint_problems says so; never resumed, never pruned
     return sorted(found, key=lambda c: c.step)
 
 
@@ -84,62 +132,102 @@ def latest_complete(run_dir: Path) -> Checkpoint | None:
 
 
 def read_meta(path: Path) -> dict:
+    meta, reason = _load_meta(path)
+    if meta is None:
+        raise CheckpointError(f"checkpoint {path} is damaged ({reason}); resume from another one or delete it")
+    return meta
+
+
+def _load_meta(path: Path) -> tuple[dict | None, str]:
+    """meta.json with its step, or None and why not."""
     try:
-        return json.loads((path / META).read_text())
-    except (OSError, ValueError) as err:
-        raise CheckpointError(
-            f"checkpoint {path} is damaged ({META}: {err}); resume from another one or delete it"
-        ) from None
+        meta = json.loads((path / META).read_text())
+        if not isinstance(meta["loop"]["global_step"], int):
+            raise TypeError("loop.global_step is not a number")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return None, f"{META}: {err.strerror if isinstance(err, OSError) else f'{type(err).__name__}: {err}'}"
+    return meta, ""
 
 
-def prune(run_dir: Path, keep: int, best_step: int | None) -> None:
-    """Keep the newest `keep` checkpoints and the one taken at the best evaluation's step."""
+def checkpoint_problems(path: Path) -> list[str]:
+    """What is wrong with a checkpoint folder, empty when it is intact: an unreadable meta.json, a missing file, a
+    file whose size or sha256 differs from the manifest. One written before manifests were recorded (no `files` in
+    its meta.json) is checked for its required files only."""
+    missing = [f"missing {name}" for name in (*REQUIRED_FILES, MARKER) if not (path / name).is_file()]
+    meta, reason = _load_meta(path)
+    if meta is None:
+        return missing or [reason]
+    return list(dict.fromkeys(missing + problems(path, meta.get(FILES, {}))))  # a required file listed: once
+
+
+def prune(run_dir: Path, keep: int, best_step: int | None, written: Path | None = None) -> None:
+    """Keep the newest `keep` checkpoints and the one taken at the best evaluation's step, and never delete the last
+    intact one. `written`, the checkpoint just written and found whole, is kept and makes that certain at no cost;
+    without it, the kept ones are verified newest first and, if none is intact, the newest intact older one is kept
+    too (hashing stops at the first intact checkpoint)."""
     found = complete_checkpoints(run_dir)
-    for old in found[:-keep] if keep else found:
-        if old.step != best_step:
+    kept = [c.path for c in found[-keep:]] + [c.path for c in found if c.step == best_step]
+    if written is not None:
+        kept.append(written)
+    elif not any(not checkpoint_problems(path) for path in sorted(set(kept), reverse=True)):
+        older = [c.path for c in reversed(found) if c.path not in kept]
+        kept += next(([path] for path in older if not checkpoint_problems(path)), [])
+    for old in found:
+        if old.path not in kept:
             shutil.rmtree(old.path, ignore_errors=True)
     for stale in (run_dir / CHECKPOINTS).glob("*.tmp"):  # left by a crash during a write
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def resolve_resume(resume: str, output_dir: str, name: str, run_dir: str | None = None) -> Checkpoint | None:
-    """`auto`: the newest complete checkpoint of any run of this config name (of `run_dir` when the config fixes
-    it); else a checkpoint or run folder."""
+def resolve_resume(
+    resume: str, output_dir: str, name: str, run_dir: str | None = None, warn: Callable[[str], None] = print
+) -> Checkpoint | None:
+    """`auto`: the newest intact checkpoint of any run of this config name (of `run_dir` when the config fixes it);
+    a run folder: its newest intact one (damaged newer ones are named in one `warn` line); a checkpoint folder:
+    that one, refused when damaged."""
     if resume == "auto":
         runs = [Path(run_dir)] if run_dir else [run for run in (Path(output_dir) / name).glob("*") if run.is_dir()]
-        candidates = [c for run in runs for c in complete_checkpoints(run)]
-        newest = max(candidates, key=lambda c: c.meta["created"], default=None)
-        if newest is not None:
-            check_complete(newest)
-        return newest
+        return newest_intact([path for run in runs for path in marked_folders(run)], warn)
     path = Path(resume).expanduser()
     if (path / META).is_file() or (path / MARKER).is_file():
-        checkpoint = Checkpoint(path, read_meta(path))
-    elif path.is_dir() and latest_complete(path) is not None:
-        checkpoint = latest_complete(path)
-    else:
+        found = checkpoint_problems(path)
+        if found:
+            raise CheckpointError(
+                f"checkpoint {path} is damaged ({', '.join(found)}); resume from an intact one "
+                f"(`ptrain check-run {path.parent.parent}` lists them; train.resume=auto takes the newest)"
+            )
+        return Checkpoint(path, read_meta(path))
+    if path.is_dir() and marked_folders(path):
+        return newest_intact(marked_folders(path), warn)
+    raise CheckpointError(
+        f"train.resume={resume}: no complete checkpoint there; give a run folder or a checkpoint folder"
+    )
+
+
+def newest_intact(paths: list[Path], warn: Callable[[str], None]) -> Checkpoint | None:
+    """The newest (by creation time) of `paths` whose files are intact; the damaged ones newer than it are named in
+    one `warn` line. None when `paths` is empty; CheckpointError when every one is damaged."""
+    damaged = []
+    for path in sorted(paths, key=_created, reverse=True):
+        found = checkpoint_problems(path)
+        if not found:
+            if damaged:
+                named = "; ".join(f"checkpoint {p} is damaged ({', '.join(why)})" for p, why in damaged)
+                warn(f"ptrain: warning: {named}; resuming from the older {path}")
+            return Checkpoint(path, read_meta(path))
+        damaged.append((path, found))
+    if damaged:
+        named = "; ".join(f"{p} ({', '.join(why)})" for p, why in damaged)
         raise CheckpointError(
-            f"train.resume={resume}: no complete checkpoint there; give a run folder or a checkpoint folder"
+            f"train.resume: every checkpoint is damaged: {named}; remove train.resume to start a new run"
         )
-    check_complete(checkpoint)
-    return checkpoint
+    return None
 
 
-def check_complete(checkpoint: Checkpoint) -> None:
-    missing = [name for name in (*REQUIRED_FILES, MARKER) if not (checkpoint.path / name).is_file()]
-    if missing:
-        raise CheckpointError(
-            f"checkpoint {checkpoint.path} is damaged (missing {', '.join(missing)}); "
-            "resume from an earlier checkpoint with train.resume=PATH, or delete this one"
-        )
-
-
-def _fsync_tree(folder: Path) -> None:
-    for path in folder.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-    _fsync_dir(folder)
+def _created(path: Path) -> float:
+    meta, _ = _load_meta(path)
+    created = (meta or {}).get("created")
+    return float(created) if isinstance(created, (int, float)) else float("inf")  # unreadable: checked first
 
 
 def _fsync_dir(folder: Path) -> None:

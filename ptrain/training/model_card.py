@@ -13,6 +13,7 @@ import yaml
 
 from ptrain.config import data_path
 from ptrain.outputs.atomic import write_text
+from ptrain.outputs.integrity import add_to_export_manifest
 from ptrain.tasks.tables import markdown_table
 
 
@@ -21,6 +22,7 @@ def write_model_card(run, folder: Path, scores: dict[str, dict[str, float]], ste
     its metrics."""
     if run.runtime.accelerator.is_main_process:
         write_text(folder / "README.md", model_card(run, scores, step))
+        add_to_export_manifest(folder, ["README.md"])
 
 
 def scores_by_set(metrics: dict[str, float]) -> dict[str, dict[str, float]]:

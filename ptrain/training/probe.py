@@ -26,6 +26,7 @@ from ptrain.data.tokenize import DEFAULT_CACHE_DIR
 from ptrain.errors import ConfigError
 from ptrain.model.sources import resolve_model_path
 from ptrain.outputs.atomic import swap_folder, write_json, write_text, written_through
+from ptrain.outputs.integrity import write_export_manifest
 from ptrain.outputs.run_dir import claim_run_dir
 from ptrain.outputs.tracking import Tracker
 from ptrain.tasks import get_task
@@ -218,6 +219,7 @@ def export_probe(cfg: Config, encoder, tokenizer, weight, bias, names: list[str]
     encoder.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     save_file({"weight": weight.contiguous(), "bias": bias.contiguous()}, str(tmp / HEAD_FILE))
+    write_export_manifest(tmp)  # sizes and sha256 of every file: `ptrain check-run` verifies the export
     swap_folder(tmp, out_dir)
 
 

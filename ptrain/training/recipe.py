@@ -34,7 +34,7 @@ from ptrain.training.model_card import scores_by_set, write_model_card
 from ptrain.training.optim import StepPlan, build_optimizer, build_scheduler, plan_steps
 from ptrain.training.precision import resolve_config_precision
 from ptrain.training.preemption import EXIT_CODES, Preemption
-from ptrain.training.resume import checkpoint_run, find_resume, restore, resume_command
+from ptrain.training.resume import checkpoint_run, find_resume, restore, resume_command, stop_resumably
 from ptrain.training.run import Optimisation, Run, RunData, RunOutputs, Runtime
 from ptrain.training.state import LoopState
 from ptrain.training.summary import announce, write_results
@@ -45,7 +45,7 @@ def train(cfg: Config) -> int:
     started = time.perf_counter()
     run, checkpoint = setup(cfg)
     accelerator = run.runtime.accelerator
-    with run.outputs.lock:  # released on return, on errors and after SIGTERM / SIGINT
+    with run.outputs.lock, stop_resumably(run):  # the lock is released on return, on errors and after signals
         state, meter = restore(accelerator, checkpoint) if checkpoint else (LoopState(), TrainMeter(accelerator.device))
         announce(run, state)
         run.callbacks.dispatch("on_train_start", run, state)

@@ -1,4 +1,5 @@
-"""Resuming: find the checkpoint to continue from, check the config matches, checkpoint a run and restore it."""
+"""Resuming: find the checkpoint to continue from, check the config matches, checkpoint a run and restore it; a run
+whose files cannot be written (a full disk) stops saying which checkpoint it continues from, and how."""
 
 from __future__ import annotations
 
@@ -6,15 +7,27 @@ import pickle
 import shlex
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
 from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
 
 from ptrain.config import NOT_HYPERPARAMETERS, Config, flatten_config
 from ptrain.config.references import comparable_references
-from ptrain.errors import CheckpointError, ConfigError, first_line
-from ptrain.training.checkpoint import Checkpoint, resolve_resume, save_checkpoint
+from ptrain.errors import CheckpointError, ConfigError, OutputError, first_line
+from ptrain.outputs.leftovers import remove_leftovers
+from ptrain.training.checkpoint import (
+    Checkpoint,
+    checkpoint_problems,
+    complete_checkpoints,
+    read_meta,
+    remove_unmarked,
+    resolve_resume,
+    save_checkpoint,
+)
 from ptrain.training.meter import TrainMeter
 from ptrain.training.run import Run
 from ptrain.training.state import LoopState
@@ -23,7 +36,7 @@ from ptrain.training.state import LoopState
 def find_resume(cfg: Config, accelerator: Accelerator) -> Checkpoint | None:
     if cfg.train.resume is None:
         return None
-    checkpoint = resolve_resume(cfg.train.resume, cfg.output_dir, cfg.name, cfg.run_dir)
+    checkpoint = agreed_checkpoint(cfg, accelerator)
     if checkpoint is None:
         accelerator.print(
             f"ptrain: train.resume=auto: no checkpoint of '{cfg.name}' under {cfg.run_dir or cfg.output_dir}; "
@@ -31,6 +44,26 @@ def find_resume(cfg: Config, accelerator: Accelerator) -> Checkpoint | None:
         )
     else:
         check_same_config(cfg, checkpoint.run_dir)
+    return checkpoint
+
+
+def agreed_checkpoint(cfg: Config, accelerator: Accelerator) -> Checkpoint | None:
+    """The main process picks the checkpoint (verifying its files: each is read once, not once per process) and
+    says so; every process gets its choice, or its refusal."""
+    choice: list[str | None] = [None, None]  # the checkpoint folder, or the error that refuses the resume
+    checkpoint = None
+    if accelerator.is_main_process:
+        try:
+            checkpoint = resolve_resume(cfg.train.resume, cfg.output_dir, cfg.name, cfg.run_dir, accelerator.print)
+            choice[0] = str(checkpoint.path) if checkpoint else None
+        except CheckpointError as err:
+            choice[1] = str(err)
+    if accelerator.num_processes > 1:
+        broadcast_object_list(choice)
+    if choice[1] is not None:
+        raise CheckpointError(choice[1])
+    if checkpoint is None and choice[0] is not None:
+        checkpoint = Checkpoint(Path(choice[0]), read_meta(Path(choice[0])))
     return checkpoint
 
 
@@ -51,6 +84,10 @@ def check_same_config(cfg: Config, run_dir: Path) -> None:
 def restore(accelerator: Accelerator, checkpoint: Checkpoint) -> tuple[LoopState, TrainMeter]:
     """Model, optimizer, scheduler, scaler and every process's RNG (Accelerate), then loop state and meter."""
     started = time.perf_counter()
+    if accelerator.is_main_process:  # the run folder is this process's now: clear what interrupted writes left
+        removed = remove_leftovers(checkpoint.run_dir) + remove_unmarked(checkpoint.run_dir)
+        if removed:
+            accelerator.print(f"ptrain: cleared what interrupted writes left: {', '.join(map(str, removed))}")
     try:  # Accelerate unpickles with weights_only=True: a file with code in it is refused, not run
         accelerator.load_state(str(checkpoint.path))
     except (RuntimeError, ValueError, OSError, pickle.UnpicklingError) as err:
@@ -69,16 +106,50 @@ def restore(accelerator: Accelerator, checkpoint: Checkpoint) -> tuple[LoopState
     return state, meter
 
 
-def checkpoint_run(run: Run, state: LoopState, meter: TrainMeter) -> Path:
+def checkpoint_run(run: Run, state: LoopState, meter: TrainMeter) -> Path | None:
     """A resumable checkpoint of this step: model, optimizer, scheduler and RNG states, the loop state and the
-    meter (checkpoint.py writes and prunes it)."""
-    state.last_checkpoint_step = state.global_step
+    meter (checkpoint.py writes and prunes it). With train.on_checkpoint_error=warn, a periodic one that cannot be
+    written (not the one a preemption stops with) is one warning and None."""
+    previous, state.last_checkpoint_step = state.last_checkpoint_step, state.global_step
     meta = {"loop": state.to_dict(), "meter": meter.state_dict(), "total_steps": run.optim.plan.total_steps}
     best_step = state.best.get("step") if state.best else None
     accelerator, run_dir = run.runtime.accelerator, run.outputs.run_dir
-    path = save_checkpoint(accelerator, run_dir, meta, run.cfg.train.keep_checkpoints, best_step)
+    try:
+        path = save_checkpoint(accelerator, run_dir, meta, run.cfg.train.keep_checkpoints, best_step)
+    except OutputError as err:
+        if run.cfg.train.on_checkpoint_error == "stop" or state.interrupted_by:
+            raise
+        state.last_checkpoint_step = previous
+        if accelerator.is_main_process:
+            print(f"ptrain: warning: {err}; training goes on (train.on_checkpoint_error=warn); {resumable(run_dir)}")
+        return None
     run.callbacks.dispatch("on_checkpoint", run, state, checkpoint=path)
     return path
+
+
+@contextmanager
+def stop_resumably(run: Run) -> Iterator[None]:
+    """A file of the run that cannot be written (a full disk: a checkpoint, an export, metrics, TensorBoard events)
+    ends training in one line (exit code 1): what failed, the intact checkpoint the run continues from and the
+    command that continues it."""
+    try:
+        yield
+    except OutputError as err:
+        run.outputs.tracker.abandon()
+        if not run.runtime.accelerator.is_main_process:
+            raise
+        raise OutputError(
+            f"{err}; {resumable(run.outputs.run_dir)}: free space (or fix the folder), then continue with: "
+            f"{resume_command()}"
+        ) from None
+
+
+def resumable(run_dir: Path) -> str:
+    """Which checkpoint a resume of this run starts from: the newest intact one (checked, newest first)."""
+    for checkpoint in reversed(complete_checkpoints(run_dir)):
+        if not checkpoint_problems(checkpoint.path):
+            return f"a resume continues from the intact checkpoint {checkpoint.path} (step {checkpoint.step})"
+    return "no intact checkpoint was written before: a resume starts a new run"
 
 
 def resume_command() -> str:
