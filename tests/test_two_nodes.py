@@ -1,0 +1,305 @@
+"""Two machines simulated on one: `accelerate launch --num_machines 2 --machine_rank R` twice over 127.0.0.1 (CPU,
+gloo), with one output folder or a folder per node (output_dir and data.cache_dir apart, as node-local disks are).
+They train like one process; only the main process writes; each node fills its own cache first; a killed or a
+frozen node ends the survivor in one line; train.resume=auto continues the run (refused when folders are apart)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
+
+import psutil
+import pytest
+import torch
+
+from ptrain.training import lost_peer, nodes
+from ptrain.training.checkpoint import REQUIRED_FILES, Checkpoint
+from ptrain.training.distributed import process_group_settings
+from tests.conftest import CONFIGS, REPO, free_port, run_cli
+
+HOLD = f"train.callbacks={REPO / 'tests' / 'hold_at_checkpoint.py'}:HoldAtCheckpoint"
+# 160 rows, global batch 32 (one process x 32, or two nodes x 16): 5 optimizer steps, a checkpoint every 2. No
+# dropout: each process draws its own masks, and only without them can two processes reach one's metrics.
+SETTINGS = {
+    "data.max_train_rows": "160",
+    "data.max_eval_rows": "100",
+    "train.epochs": "1",
+    "train.checkpoint_every_steps": "2",
+    "model.scratch_config.hidden_dropout_prob": "0",
+    "model.scratch_config.attention_probs_dropout_prob": "0",
+}
+WAIT = 300  # seconds for any launch: a hang fails the test instead of blocking the suite
+
+
+def overrides(folder: Path, per_device_batch_size: int, *extra: str) -> list[str]:
+    """configs/tiny.yaml with SETTINGS, writing to folder/runs and caching in folder/cache."""
+    values = {"output_dir": folder / "runs", "data.cache_dir": folder / "cache", **SETTINGS}
+    values["train.per_device_batch_size"] = per_device_batch_size
+    return [str(CONFIGS / "tiny.yaml"), *(f"{key}={value}" for key, value in values.items()), *extra]
+
+
+class TwoNodes:
+    """Node 0 and node 1 of one launch, each `accelerate launch` with its own arguments and log file."""
+
+    def __init__(self, logs: list[Path], commands: list[list[str]], hold: Path | None):
+        self.logs, self.processes = logs, []
+        for rank, (command, log) in enumerate(zip(commands, logs)):
+            env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+            if hold is not None and rank == 1:
+                env["PTRAIN_TEST_HOLD_FILE"] = str(hold)
+            with open(log, "w") as sink:
+                self.processes.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=sink, stderr=sink))
+
+    def wait(self, rank: int) -> int:
+        try:
+            return self.processes[rank].wait(timeout=WAIT)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"node {rank} still running after {WAIT} s:\n{self.log(rank)[-3000:]}")
+
+    def log(self, rank: int) -> str:
+        return self.logs[rank].read_text()
+
+    def signal(self, rank: int, number: int) -> None:
+        """To the node's launcher and its training processes (each in a session of its own)."""
+        launcher = psutil.Process(self.processes[rank].pid)
+        for process in [launcher, *launcher.children(recursive=True)]:
+            process.send_signal(number)
+
+    def wait_for(self, path: Path) -> None:
+        deadline = time.monotonic() + WAIT
+        while not path.exists():
+            assert all(p.poll() is None for p in self.processes), f"a node ended early:\n{self.log(0)[-3000:]}"
+            assert time.monotonic() < deadline, f"{path} never appeared"
+            time.sleep(0.1)
+
+
+@contextmanager
+def two_nodes(logs: Path, args: list[list[str]], module: str = "ptrain", per_node: int = 1, hold: Path | None = None):
+    """Launch node 0 and node 1 on one free port, logging to LOGS-node0.log and LOGS-node1.log (args: each node's
+    arguments after `-m MODULE`); on leaving, kill whatever still runs."""
+    port = free_port()
+    commands = [
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "2"]
+        + ["--machine_rank", str(rank), "--num_processes", str(2 * per_node)]
+        + ["--main_process_ip", "127.0.0.1", "--main_process_port", str(port), "-m", module, *node_args]
+        for rank, node_args in enumerate(args)
+    ]
+    launched = TwoNodes([logs.with_name(f"{logs.name}-node{rank}.log") for rank in (0, 1)], commands, hold)
+    try:
+        yield launched
+    finally:
+        for rank, process in enumerate(launched.processes):
+            if process.poll() is None:
+                launched.signal(rank, signal.SIGKILL)
+                process.wait()
+
+
+def final_metrics(output_dir: Path) -> dict:
+    (run_dir,) = (output_dir / "tiny").iterdir()
+    return json.loads((run_dir / "metrics.json").read_text())["final"]
+
+
+def error_lines(log: str) -> list[str]:
+    return [line for line in log.splitlines() if line.startswith("ptrain: error: ")]
+
+
+def assert_no_traceback_from_ptrain(log: str) -> None:
+    """The training process's own output; the launcher adds torch elastic's ChildFailedError report after it."""
+    assert not [line for line in log.splitlines() if line.startswith("[rank")], log[-3000:]
+    assert "third_party/gloo" not in log
+
+
+def assert_same_metrics(metrics: dict, reference: dict) -> None:
+    for name, value in reference.items():
+        assert metrics[name] == pytest.approx(value, rel=1e-4), name  # bf16 sums of 16 rows vs 32
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("one_process")
+    result = run_cli("train", *overrides(folder, 32))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ptrain: 5 optimizer steps per epoch, 5 in total" in result.stdout
+    return final_metrics(folder / "runs")
+
+
+@pytest.fixture(scope="module")
+def per_node(tmp_path_factory) -> SimpleNamespace:
+    """A folder per node: node 0 writes node0/, node 1 only its node1/cache."""
+    folder = tmp_path_factory.mktemp("per_node")
+    args = [["train", *overrides(folder / f"node{rank}", 16)] for rank in (0, 1)]
+    with two_nodes(folder / "train", args) as launched:
+        codes = [launched.wait(0), launched.wait(1)]
+    assert codes == [0, 0], launched.log(0)[-3000:] + launched.log(1)[-3000:]
+    return SimpleNamespace(folder=folder, logs=[launched.log(0), launched.log(1)])
+
+
+def test_a_folder_per_node_trains_like_one_process_and_only_the_main_process_writes(per_node, one_process):
+    folder, logs = per_node.folder, per_node.logs
+    assert "per-device batch 16 x accumulation 1 x 2 = global batch 32" in logs[0]
+    assert "ptrain: 5 optimizer steps per epoch, 5 in total" in logs[0]
+    assert_same_metrics(final_metrics(folder / "node0" / "runs"), one_process)
+    (run_dir,) = (folder / "node0" / "runs" / "tiny").iterdir()
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1 and (run_dir / "final" / "model.safetensors").is_file()
+    assert not (folder / "node1" / "runs").exists()  # node 1 writes no run outputs, not even a folder
+    # each node tokenized into its own cache (both cold): the same files
+    assert sorted(p.name for p in (folder / "node1" / "cache").iterdir()) == sorted(
+        p.name for p in (folder / "node0" / "cache").iterdir()
+    )
+    for log in logs:  # said on both nodes at the start: resuming this run will be refused
+        (warning,) = [line for line in log.splitlines() if line.startswith("ptrain: warning: the run folder")]
+        assert f"{run_dir} is on the main node only" in warning and str(folder / "node1" / "runs") in warning
+
+
+def test_a_killed_node_ends_the_survivor_in_one_line_and_resume_auto_completes_the_run(tmp_path, per_node, one_process):
+    """One shared folder. Node 1 is killed (launcher and training process, SIGKILL) right after the checkpoint of
+    step 2; node 0 waits in a collective for it. Both relaunched with train.resume=auto end as the uninterrupted
+    run (folder per node, same processes) ends, to the bit."""
+    args = ["train", *overrides(tmp_path, 16, HOLD)]
+    with two_nodes(tmp_path / "killed", [args, args], hold=tmp_path / "held") as launched:
+        launched.wait_for(tmp_path / "held")
+        killed_at = time.monotonic()
+        launched.signal(1, signal.SIGKILL)
+        code = launched.wait(0)
+        seconds = time.monotonic() - killed_at
+    log = launched.log(0)
+    assert code != 0 and seconds < 60, log[-3000:]
+    (error,) = error_lines(log)
+    assert error.startswith("ptrain: error: lost rank 1 (node 1 of 2) at 127.0.0.1:") and "connection closed" in error
+    assert error.endswith(f"-m ptrain {' '.join(args)} train.resume=auto")
+    assert_no_traceback_from_ptrain(log)
+
+    with two_nodes(tmp_path / "resumed", [[*args, "train.resume=auto"]] * 2) as launched:
+        codes = [launched.wait(0), launched.wait(1)]
+    assert codes == [0, 0], launched.log(0)[-3000:] + launched.log(1)[-3000:]
+    assert "checkpoints/step-00000002 in" in launched.log(0)  # "ptrain: resumed from ..."
+    metrics = final_metrics(tmp_path / "runs")
+    assert metrics == final_metrics(per_node.folder / "node0" / "runs")
+    assert_same_metrics(metrics, one_process)
+
+
+def test_a_frozen_node_ends_the_survivor_at_the_collective_timeout_and_apart_folders_refuse_resume(tmp_path):
+    """A folder per node. Node 1 is stopped (SIGSTOP) after the checkpoint of step 2: node 0 gives up after
+    train.collective_timeout_seconds. Resuming is refused on both nodes: node 1 has no checkpoint to restore."""
+    args = [["train", *overrides(tmp_path / f"node{rank}", 16, HOLD)] for rank in (0, 1)]
+    timeout = ["train.collective_timeout_seconds=10"]
+    with two_nodes(tmp_path / "frozen", [a + timeout for a in args], hold=tmp_path / "held") as launched:
+        launched.wait_for(tmp_path / "held")
+        frozen_at = time.monotonic()
+        launched.signal(1, signal.SIGSTOP)
+        code = launched.wait(0)
+        seconds = time.monotonic() - frozen_at
+    log = launched.log(0)
+    assert code != 0 and 5 < seconds < 60, log[-3000:]  # the timeout's 10 s run from node 0's collective
+    (error,) = error_lines(log)
+    assert error.startswith("ptrain: error: lost rank 1 (node 1 of 2): it did not answer for 10 s"), error
+    assert_no_traceback_from_ptrain(log)
+
+    with two_nodes(tmp_path / "resume", [[*a, "train.resume=auto"] for a in args]) as launched:
+        codes = [launched.wait(0), launched.wait(1)]
+    assert 0 not in codes
+    for rank in (0, 1):
+        (error,) = error_lines(launched.log(rank))
+        assert error.startswith(
+            f"ptrain: error: train.resume: rank 1 (node 1 of 2) finds no checkpoint under {tmp_path / 'node1' / 'runs'}"
+        ), error
+        assert "give every node the same output_dir on a disk they share" in error
+
+
+def test_each_node_fills_its_own_cache_first(tmp_path):
+    """Two nodes of two processes, a cold cache folder per node: the main process tokenizes, then the first
+    process of node 1 into node 1's cache; the second process of each node reads its node's cache."""
+    args = [overrides(tmp_path / f"node{rank}", 16) for rank in (0, 1)]
+    with two_nodes(tmp_path / "caches", args, module="tests.tokenize_probe", per_node=2) as launched:
+        codes = [launched.wait(0), launched.wait(1)]
+    assert codes == [0, 0], launched.log(0)[-3000:] + launched.log(1)[-3000:]
+    lines = sorted(line for rank in (0, 1) for line in launched.log(rank).splitlines() if line.startswith("process "))
+    miss, hit = "{'train': False, 'validation': False}", "{'train': True, 'validation': True}"
+    assert lines == [f"process 0/4 cache hits {miss}", f"process 1/4 cache hits {hit}"] + [
+        f"process 2/4 cache hits {miss}",
+        f"process 3/4 cache hits {hit}",
+    ]
+
+
+GLOO_CLOSED = (
+    "[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed by peer [10.0.0.2]:31645. This "
+    "is typically caused by a remote worker crashing."
+)
+GLOO_TIMEOUT = "[/pytorch/third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:78] Timed out waiting 300000ms for recv"
+
+
+@pytest.fixture
+def two_process_group(monkeypatch):
+    """torch.distributed as a launched rank 0 of 2 (one process per node) sees it."""
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 0)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+
+
+@pytest.mark.parametrize(
+    "err, start",
+    [
+        (RuntimeError(GLOO_CLOSED), "lost rank 1 (node 1 of 2) at 10.0.0.2:31645: its connection closed"),
+        (RuntimeError(GLOO_TIMEOUT), "lost rank 1 (node 1 of 2): it did not answer for 300 s"),
+        (torch.distributed.DistNetworkError("Connection reset by peer"), "lost rank 1 (node 1 of 2): its connection"),
+    ],
+)
+def test_a_lost_peer_is_told_in_one_line(two_process_group, err, start):
+    message = lost_peer.lost_peer_message(err)
+    assert message.startswith(start) and "\n" not in message and message.endswith("train.resume=auto")
+
+
+@pytest.mark.parametrize(
+    "err",
+    [
+        RuntimeError("CUDA out of memory"),
+        RuntimeError("my callback timed out"),  # the words, but not from the process group
+        RuntimeError("[third_party/gloo/gloo/allreduce.cc:42] enforce fail: op.preamble.length <= op.nbytes"),
+        ValueError(GLOO_CLOSED),
+    ],
+)
+def test_other_errors_are_not_taken_for_a_lost_peer(two_process_group, err):
+    assert lost_peer.lost_peer_message(err) is None
+
+
+def test_without_a_process_group_nothing_is_a_lost_peer():
+    assert not torch.distributed.is_initialized()
+    assert lost_peer.lost_peer_message(RuntimeError(GLOO_CLOSED)) is None
+
+
+def test_every_process_must_find_the_same_complete_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    step_2, step_4 = (checkpoint_at(tmp_path / f"step-{step}", step) for step in (2, 4))
+    (step_2.path / "random_states_1.pkl").unlink()
+    views = [nodes.checkpoint_view(step_2, 0, "runs"), nodes.checkpoint_view(step_2, 1, "runs")]
+    assert nodes.disagreement(views) == f"rank 1 (node 1 of 2) cannot read random_states_1.pkl in {step_2.path}"
+    views[1] = nodes.checkpoint_view(step_4, 1, "runs")
+    assert (
+        nodes.disagreement(views) == f"rank 1 (node 1 of 2) finds {step_4.path} (step 4), rank 0 {step_2.path} (step 2)"
+    )
+    views[1] = nodes.checkpoint_view(None, 1, "node1/runs")
+    assert nodes.disagreement(views).startswith("rank 1 (node 1 of 2) finds no checkpoint under node1/runs")
+    assert nodes.disagreement([nodes.checkpoint_view(step_4, rank, "runs") for rank in (0, 1)]) is None
+    assert nodes.disagreement([nodes.checkpoint_view(None, rank, "runs") for rank in (0, 1)]) is None
+
+
+def checkpoint_at(path: Path, step: int) -> Checkpoint:
+    path.mkdir()
+    for name in [*REQUIRED_FILES, "random_states_0.pkl", "random_states_1.pkl"]:
+        (path / name).touch()
+    return Checkpoint(path, {"loop": {"global_step": step}, "created": step})
+
+
+@pytest.mark.parametrize("seconds", [10, 300, 600, 1800])
+def test_the_collective_timeout_reaches_the_process_group(seconds):
+    """Accelerate drops a timeout equal to its default (600 s): that one is sent a microsecond longer."""
+    timeout = process_group_settings(seconds).to_kwargs()["timeout"]
+    assert abs(timeout.total_seconds() - seconds) < 1e-3
