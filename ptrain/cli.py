@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as err:  # a collective that lost another process; anything else propagates
         from ptrain.training.lost_peer import lost_peer_message
 
-        message = lost_peer_message(err)
+        message = lost_peer_message(err, args.command)
         if message is None:
             raise
         print(f"ptrain: error: {message}", file=sys.stderr)

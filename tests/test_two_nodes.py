@@ -173,7 +173,7 @@ def test_a_killed_node_ends_the_survivor_in_one_line_and_resume_auto_completes_t
     assert code != 0 and seconds < 60, log[-3000:]
     (error,) = error_lines(log)
     assert error.startswith("ptrain: error: lost rank 1 (node 1 of 2) at 127.0.0.1:") and "connection closed" in error
-    assert error.endswith(f"-m ptrain {' '.join(args)} train.resume=auto")
+    assert error.endswith(f"accelerate launch ... -m ptrain {' '.join(args)} train.resume=auto")
     assert_no_traceback_from_ptrain(log)
 
     with two_nodes(tmp_path / "resumed", [[*args, "train.resume=auto"]] * 2) as launched:
@@ -187,9 +187,11 @@ def test_a_killed_node_ends_the_survivor_in_one_line_and_resume_auto_completes_t
 
 def test_a_frozen_node_ends_the_survivor_at_the_collective_timeout_and_apart_folders_refuse_resume(tmp_path):
     """A folder per node. Node 1 is stopped (SIGSTOP) after the checkpoint of step 2: node 0 gives up after
-    train.collective_timeout_seconds. Resuming is refused on both nodes: node 1 has no checkpoint to restore."""
+    train.collective_timeout_seconds (20 s: the main process's own work between two collectives, such as its
+    TensorBoard set-up, must fit in it on a loaded machine). Resuming is refused on both nodes: node 1 has no
+    checkpoint to restore."""
     args = [["train", *overrides(tmp_path / f"node{rank}", 16, HOLD)] for rank in (0, 1)]
-    timeout = ["train.collective_timeout_seconds=10"]
+    timeout = ["train.collective_timeout_seconds=20"]
     with two_nodes(tmp_path / "frozen", [a + timeout for a in args], hold=tmp_path / "held") as launched:
         launched.wait_for(tmp_path / "held")
         frozen_at = time.monotonic()
@@ -197,9 +199,9 @@ def test_a_frozen_node_ends_the_survivor_at_the_collective_timeout_and_apart_fol
         code = launched.wait(0)
         seconds = time.monotonic() - frozen_at
     log = launched.log(0)
-    assert code != 0 and 5 < seconds < 60, log[-3000:]  # the timeout's 10 s run from node 0's collective
+    assert code != 0 and 15 < seconds < 80, log[-3000:]  # the timeout's 20 s run from node 0's collective
     (error,) = error_lines(log)
-    assert error.startswith("ptrain: error: lost rank 1 (node 1 of 2): it did not answer for 10 s"), error
+    assert error.startswith("ptrain: error: lost rank 1 (node 1 of 2): it did not answer for 20 s"), error
     assert_no_traceback_from_ptrain(log)
 
     with two_nodes(tmp_path / "resume", [[*a, "train.resume=auto"] for a in args]) as launched:
@@ -214,18 +216,16 @@ def test_a_frozen_node_ends_the_survivor_at_the_collective_timeout_and_apart_fol
 
 
 def test_each_node_fills_its_own_cache_first(tmp_path):
-    """Two nodes of two processes, a cold cache folder per node: the main process tokenizes, then the first
-    process of node 1 into node 1's cache; the second process of each node reads its node's cache."""
-    args = [overrides(tmp_path / f"node{rank}", 16) for rank in (0, 1)]
-    with two_nodes(tmp_path / "caches", args, module="tests.tokenize_probe", per_node=2) as launched:
+    """Two nodes of two processes, a cache folder per node: the main process writes node 0's cache, then the first
+    process of node 1 writes node 1's; the second process of each node reads its node's (tokenization uses the
+    same caches_first: test_distributed checks that on one node)."""
+    args = [[str(tmp_path / f"node{rank}")] for rank in (0, 1)]
+    with two_nodes(tmp_path / "caches", args, module="tests.cache_order_probe", per_node=2) as launched:
         codes = [launched.wait(0), launched.wait(1)]
     assert codes == [0, 0], launched.log(0)[-3000:] + launched.log(1)[-3000:]
     lines = sorted(line for rank in (0, 1) for line in launched.log(rank).splitlines() if line.startswith("process "))
-    miss, hit = "{'train': False, 'validation': False}", "{'train': True, 'validation': True}"
-    assert lines == [f"process 0/4 cache hits {miss}", f"process 1/4 cache hits {hit}"] + [
-        f"process 2/4 cache hits {miss}",
-        f"process 3/4 cache hits {hit}",
-    ]
+    assert lines == [f"process {rank}/4 cache hit {rank % 2 == 1}" for rank in range(4)]
+    assert (tmp_path / "node1" / "cache.txt").read_text() == "written by process 2"
 
 
 GLOO_CLOSED = (
@@ -255,6 +255,12 @@ def two_process_group(monkeypatch):
 def test_a_lost_peer_is_told_in_one_line(two_process_group, err, start):
     message = lost_peer.lost_peer_message(err)
     assert message.startswith(start) and "\n" not in message and message.endswith("train.resume=auto")
+
+
+def test_other_commands_are_told_to_start_again():
+    assert lost_peer.how_to_continue("eval", {}) == (
+        "Start every node's launch command again (torchrun ... -m ptrain eval ...)"
+    )
 
 
 @pytest.mark.parametrize(
