@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -70,12 +70,14 @@ class TwoNodes:
         """To the node's launcher and its training processes (each in a session of its own)."""
         launcher = psutil.Process(self.processes[rank].pid)
         for process in [launcher, *launcher.children(recursive=True)]:
-            process.send_signal(number)
+            with suppress(psutil.NoSuchProcess):  # ended meanwhile
+                process.send_signal(number)
 
     def wait_for(self, path: Path) -> None:
         deadline = time.monotonic() + WAIT
         while not path.exists():
-            assert all(p.poll() is None for p in self.processes), f"a node ended early:\n{self.log(0)[-3000:]}"
+            ended = [rank for rank, p in enumerate(self.processes) if p.poll() is not None]
+            assert not ended, f"node {ended} ended early:\n{self.log(ended[0])[-3000:]}"
             assert time.monotonic() < deadline, f"{path} never appeared"
             time.sleep(0.1)
 
@@ -97,7 +99,8 @@ def two_nodes(logs: Path, args: list[list[str]], module: str = "ptrain", per_nod
     finally:
         for rank, process in enumerate(launched.processes):
             if process.poll() is None:
-                launched.signal(rank, signal.SIGKILL)
+                with suppress(psutil.NoSuchProcess):
+                    launched.signal(rank, signal.SIGKILL)
                 process.wait()
 
 
