@@ -10,8 +10,10 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager, suppress
+from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,8 +21,8 @@ import psutil
 import pytest
 import torch
 
-from ptrain.training import lost_peer, nodes
-from ptrain.training.checkpoint import REQUIRED_FILES, Checkpoint
+from ptrain.training import lost_peer, node_resume
+from ptrain.training.checkpoint import REQUIRED_FILES
 from ptrain.training.distributed import process_group_settings
 from tests.conftest import CONFIGS, REPO, free_port, run_cli
 
@@ -83,9 +85,12 @@ class TwoNodes:
 
 
 @contextmanager
-def two_nodes(logs: Path, args: list[list[str]], module: str = "ptrain", per_node: int = 1, hold: Path | None = None):
+def two_nodes(
+    logs: Path, args: list[list[str]], module: str = "ptrain", per_node: int = 1, hold: Path | None = None, mount=None
+):
     """Launch node 0 and node 1 on one free port, logging to LOGS-node0.log and LOGS-node1.log (args: each node's
-    arguments after `-m MODULE`); on leaving, kill whatever still runs."""
+    arguments after `-m MODULE`); mount: (bind_mount_prefix(), OWN, OVER) starts node 1 with folder OWN mounted
+    over OVER. On leaving, kill whatever still runs."""
     port = free_port()
     commands = [
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "2"]
@@ -93,6 +98,9 @@ def two_nodes(logs: Path, args: list[list[str]], module: str = "ptrain", per_nod
         + ["--main_process_ip", "127.0.0.1", "--main_process_port", str(port), "-m", module, *node_args]
         for rank, node_args in enumerate(args)
     ]
+    if mount:
+        prefix, own, over = mount
+        commands[1] = [*prefix, str(own), str(over), *commands[1]]
     launched = TwoNodes([logs.with_name(f"{logs.name}-node{rank}.log") for rank in (0, 1)], commands, hold)
     try:
         yield launched
@@ -102,6 +110,20 @@ def two_nodes(logs: Path, args: list[list[str]], module: str = "ptrain", per_nod
                 with suppress(psutil.NoSuchProcess):
                     launched.signal(rank, signal.SIGKILL)
                 process.wait()
+
+
+@cache
+def bind_mount_prefix() -> list[str] | None:
+    """How to start a command in a mount namespace of its own with one folder bind-mounted over another (then
+    `PREFIX OWN OVER COMMAND...`): as root, or through a user namespace; None where neither is allowed."""
+    mount_then_run = 'mount --bind "$1" "$2" && shift 2 && exec "$@"'
+    for flags in (["--mount"], ["--user", "--map-root-user", "--mount"]):
+        prefix = ["unshare", *flags, "--propagation", "private", "sh", "-c", mount_then_run, "sh"]
+        with tempfile.TemporaryDirectory() as own, tempfile.TemporaryDirectory() as over:
+            with suppress(OSError, subprocess.SubprocessError):
+                if subprocess.run([*prefix, own, over, "true"], capture_output=True, timeout=60).returncode == 0:
+                    return prefix
+    return None
 
 
 def final_metrics(output_dir: Path) -> dict:
@@ -141,14 +163,15 @@ def per_node(tmp_path_factory) -> SimpleNamespace:
     with two_nodes(folder / "train", args) as launched:
         codes = [launched.wait(0), launched.wait(1)]
     assert codes == [0, 0], launched.log(0)[-3000:] + launched.log(1)[-3000:]
-    return SimpleNamespace(folder=folder, logs=[launched.log(0), launched.log(1)])
+    metrics = final_metrics(folder / "node0" / "runs")
+    return SimpleNamespace(folder=folder, logs=[launched.log(0), launched.log(1)], metrics=metrics)
 
 
 def test_a_folder_per_node_trains_like_one_process_and_only_the_main_process_writes(per_node, one_process):
     folder, logs = per_node.folder, per_node.logs
     assert "per-device batch 16 x accumulation 1 x 2 = global batch 32" in logs[0]
     assert "ptrain: 5 optimizer steps per epoch, 5 in total" in logs[0]
-    assert_same_metrics(final_metrics(folder / "node0" / "runs"), one_process)
+    assert_same_metrics(per_node.metrics, one_process)
     (run_dir,) = (folder / "node0" / "runs" / "tiny").iterdir()
     assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1 and (run_dir / "final" / "model.safetensors").is_file()
     assert not (folder / "node1" / "runs").exists()  # node 1 writes no run outputs, not even a folder
@@ -156,9 +179,7 @@ def test_a_folder_per_node_trains_like_one_process_and_only_the_main_process_wri
     assert sorted(p.name for p in (folder / "node1" / "cache").iterdir()) == sorted(
         p.name for p in (folder / "node0" / "cache").iterdir()
     )
-    for log in logs:  # said on both nodes at the start: resuming this run will be refused
-        (warning,) = [line for line in log.splitlines() if line.startswith("ptrain: warning: the run folder")]
-        assert f"{run_dir} is on the main node only" in warning and str(folder / "node1" / "runs") in warning
+    assert not [line for log in logs for line in log.splitlines() if "cannot see the run folder" in line]
 
 
 def test_a_killed_node_ends_the_survivor_in_one_line_and_resume_auto_completes_the_run(tmp_path, per_node, one_process):
@@ -184,38 +205,57 @@ def test_a_killed_node_ends_the_survivor_in_one_line_and_resume_auto_completes_t
     assert codes == [0, 0], launched.log(0)[-3000:] + launched.log(1)[-3000:]
     assert "checkpoints/step-00000002 in" in launched.log(0)  # "ptrain: resumed from ..."
     metrics = final_metrics(tmp_path / "runs")
-    assert metrics == final_metrics(per_node.folder / "node0" / "runs")
+    assert metrics == per_node.metrics
     assert_same_metrics(metrics, one_process)
 
 
-def test_a_frozen_node_ends_the_survivor_at_the_collective_timeout_and_apart_folders_refuse_resume(tmp_path):
-    """A folder per node. Node 1 is stopped (SIGSTOP) after the checkpoint of step 2: node 0 gives up after
+def test_a_frozen_node_ends_the_survivor_at_the_collective_timeout_and_resume_needs_a_shared_folder(tmp_path, per_node):
+    """Node 1 is stopped (SIGSTOP) after the checkpoint of step 2: node 0 gives up after
     train.collective_timeout_seconds (20 s: the main process's own work between two collectives, such as its
-    TensorBoard set-up, must fit in it on a loaded machine). Resuming is refused on both nodes: node 1 has no
-    checkpoint to restore."""
-    args = [["train", *overrides(tmp_path / f"node{rank}", 16, HOLD)] for rank in (0, 1)]
+    TensorBoard set-up, must fit in it on a loaded machine). Each node has a disk of its own: node 1 runs in a
+    mount namespace where its disk is mounted at the path of node 0's, so it does not see the run's checkpoints,
+    and train.resume=auto is refused on both nodes (said at the start too). Where no mount namespace can be
+    made, the folders are apart by path only: node 1 then reads node 0's checkpoint, and the resume completes."""
+    prefix, disk, node1_disk = bind_mount_prefix(), tmp_path / "disk", tmp_path / "node1_disk"
+    if prefix:
+        disk.mkdir(), node1_disk.mkdir()
+        args = [["train", *overrides(disk, 16, HOLD)]] * 2
+    else:
+        args = [["train", *overrides(tmp_path / f"node{rank}", 16, HOLD)] for rank in (0, 1)]
+    mount = (prefix, node1_disk, disk) if prefix else None
     timeout = ["train.collective_timeout_seconds=20"]
-    with two_nodes(tmp_path / "frozen", [a + timeout for a in args], hold=tmp_path / "held") as launched:
+    with two_nodes(tmp_path / "frozen", [a + timeout for a in args], hold=tmp_path / "held", mount=mount) as launched:
         launched.wait_for(tmp_path / "held")
         frozen_at = time.monotonic()
         launched.signal(1, signal.SIGSTOP)
         code = launched.wait(0)
         seconds = time.monotonic() - frozen_at
     log = launched.log(0)
-    assert code != 0 and 15 < seconds < 80, log[-3000:]  # the timeout's 20 s run from node 0's collective
+    assert code != 0 and 15 < seconds < 80, log[-3000:]  # the 20 s run from node 0's collective, before the stop
     (error,) = error_lines(log)
     assert error.startswith("ptrain: error: lost rank 1 (node 1 of 2): it did not answer for 20 s"), error
     assert_no_traceback_from_ptrain(log)
 
-    with two_nodes(tmp_path / "resume", [[*a, "train.resume=auto"] for a in args]) as launched:
-        codes = [launched.wait(0), launched.wait(1)]
-    assert 0 not in codes
+    with two_nodes(tmp_path / "resume", [[*a, "train.resume=auto"] for a in args], mount=mount) as resumed:
+        codes = [resumed.wait(0), resumed.wait(1)]
+    if not prefix:
+        assert codes == [0, 0] and final_metrics(tmp_path / "node0" / "runs") == per_node.metrics
+        pytest.skip("no mount namespace here (root or user namespaces): node-local disks not simulated")
+    (run_dir,) = (disk / "runs" / "tiny").iterdir()
     for rank in (0, 1):
-        (error,) = error_lines(launched.log(rank))
+        (warning,) = [line for line in launched.log(rank).splitlines() if line.startswith("ptrain: warning: ")]
+        assert warning.startswith(f"ptrain: warning: rank 1 (node 1 of 2) cannot see the run folder {run_dir}:")
+        (error,) = error_lines(resumed.log(rank))
         assert error.startswith(
-            f"ptrain: error: train.resume: rank 1 (node 1 of 2) finds no checkpoint under {tmp_path / 'node1' / 'runs'}"
+            f"ptrain: error: train.resume: rank 1 (node 1 of 2) cannot read {run_dir}/checkpoints/step-00000002, "
+            "the checkpoint rank 0 resumes;"
         ), error
-        assert "give every node the same output_dir on a disk they share" in error
+        assert error.endswith("give every node the same output_dir on a disk they share")
+    assert codes[0] != 0 and codes[1] != 0
+    written = {path.name for path in node1_disk.rglob("*")}  # node 1's disk: its own cache, no run outputs
+    assert any(name.endswith(".arrow") for name in written)
+    assert not written & {"metrics.json", "config.yaml", "model.safetensors", "final", "best", "running.json"}
+    assert not [name for name in written if name.startswith("events.out.tfevents")]
 
 
 def test_each_node_fills_its_own_cache_first(tmp_path):
@@ -284,27 +324,14 @@ def test_without_a_process_group_nothing_is_a_lost_peer():
     assert lost_peer.lost_peer_message(RuntimeError(GLOO_CLOSED)) is None
 
 
-def test_every_process_must_find_the_same_complete_checkpoint(tmp_path, monkeypatch):
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
-    step_2, step_4 = (checkpoint_at(tmp_path / f"step-{step}", step) for step in (2, 4))
-    (step_2.path / "random_states_1.pkl").unlink()
-    views = [nodes.checkpoint_view(step_2, 0, "runs"), nodes.checkpoint_view(step_2, 1, "runs")]
-    assert nodes.disagreement(views) == f"rank 1 (node 1 of 2) cannot read random_states_1.pkl in {step_2.path}"
-    views[1] = nodes.checkpoint_view(step_4, 1, "runs")
-    assert (
-        nodes.disagreement(views) == f"rank 1 (node 1 of 2) finds {step_4.path} (step 4), rank 0 {step_2.path} (step 2)"
-    )
-    views[1] = nodes.checkpoint_view(None, 1, "node1/runs")
-    assert nodes.disagreement(views).startswith("rank 1 (node 1 of 2) finds no checkpoint under node1/runs")
-    assert nodes.disagreement([nodes.checkpoint_view(step_4, rank, "runs") for rank in (0, 1)]) is None
-    assert nodes.disagreement([nodes.checkpoint_view(None, rank, "runs") for rank in (0, 1)]) is None
-
-
-def checkpoint_at(path: Path, step: int) -> Checkpoint:
-    path.mkdir()
-    for name in [*REQUIRED_FILES, "random_states_0.pkl", "random_states_1.pkl"]:
-        (path / name).touch()
-    return Checkpoint(path, {"loop": {"global_step": step}, "created": step})
+def test_a_process_must_read_the_whole_checkpoint_and_its_own_rng_state(tmp_path):
+    checkpoint = tmp_path / "step-2"
+    assert node_resume.unreadable(checkpoint, 1) == str(checkpoint)  # on another node's disk
+    checkpoint.mkdir()
+    for name in [*REQUIRED_FILES, "random_states_0.pkl"]:
+        (checkpoint / name).touch()
+    assert node_resume.unreadable(checkpoint, 0) is None
+    assert node_resume.unreadable(checkpoint, 1) == f"random_states_1.pkl in {checkpoint}"  # Accelerate would skip it
 
 
 @pytest.mark.parametrize("seconds", [10, 300, 600, 1800])

@@ -31,11 +31,12 @@ from ptrain.training.evaluation import evaluate_and_track, score_split
 from ptrain.training.loop import fit
 from ptrain.training.meter import TrainMeter
 from ptrain.training.model_card import scores_by_set, write_model_card
-from ptrain.training.nodes import caches_first, one_checkpoint, warn_unless_shared
+from ptrain.training.node_resume import resume_on_every_node, warn_unless_shared
+from ptrain.training.nodes import caches_first
 from ptrain.training.optim import StepPlan, build_optimizer, build_scheduler, plan_steps
 from ptrain.training.precision import resolve_config_precision
 from ptrain.training.preemption import EXIT_CODES, Preemption
-from ptrain.training.resume import checkpoint_run, find_resume, restore, resume_command, stop_resumably
+from ptrain.training.resume import checkpoint_run, restore, resume_command, stop_resumably
 from ptrain.training.run import Optimisation, Run, RunData, RunOutputs, Runtime
 from ptrain.training.state import LoopState
 from ptrain.training.summary import announce, write_results
@@ -67,7 +68,7 @@ def setup(cfg: Config, track: bool = True) -> tuple[Run, Checkpoint | None]:
     cfg, precision = resolve_config_precision(cfg)
     accelerator = build_accelerator(cfg)  # refuses launches whose processes did not join one group
     set_seed(cfg.train.seed)
-    checkpoint = one_checkpoint(accelerator, cfg, find_resume(cfg, accelerator))  # the same on every node, or refused
+    checkpoint = resume_on_every_node(cfg, accelerator)  # train.resume's checkpoint, readable on every node
     task = get_task(cfg.task)
     data = prepare_data(cfg, task, accelerator)
     plan = plan_steps(len(data.train_loader), cfg.train)
@@ -75,7 +76,7 @@ def setup(cfg: Config, track: bool = True) -> tuple[Run, Checkpoint | None]:
     resumed = checkpoint.run_dir if checkpoint else None
     run_dir, lock = claim_run_dir(accelerator, cfg.output_dir, cfg.name, cfg.run_dir, resumed)
     with lock.released_on_error():  # until train() holds it
-        warn_unless_shared(accelerator, cfg, run_dir)
+        warn_unless_shared(accelerator, run_dir)
         if accelerator.is_main_process and not checkpoint:
             write_text(run_dir / "config.yaml", to_yaml(with_copied_code(cfg, run_dir)))  # user code: copies in code/
         optim = prepare_optimisation(cfg, task, data, plan, accelerator)
