@@ -218,7 +218,8 @@ def test_a_frozen_node_ends_the_survivor_at_the_collective_timeout_and_resume_ne
     made, the folders are apart by path only: node 1 then reads node 0's checkpoint, and the resume completes."""
     prefix, disk, node1_disk = bind_mount_prefix(), tmp_path / "disk", tmp_path / "node1_disk"
     if prefix:
-        disk.mkdir(), node1_disk.mkdir()
+        disk.mkdir()
+        node1_disk.mkdir()
         args = [["train", *overrides(disk, 16, HOLD)]] * 2
     else:
         args = [["train", *overrides(tmp_path / f"node{rank}", 16, HOLD)] for rank in (0, 1)]
