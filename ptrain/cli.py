@@ -15,6 +15,7 @@ from ptrain.errors import PtrainError
 from ptrain.training.allocator import keep_freed_memory
 
 USAGE_EXIT = 2
+LOST_PEER_EXIT = 1  # a launched run lost a process: not the user's mistake
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,6 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `ptrain runs | head`: the reader left; that is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
         return 0
+    except RuntimeError as err:  # a collective that lost another process; anything else propagates
+        from ptrain.training.lost_peer import lost_peer_message
+
+        message = lost_peer_message(err, args.command)
+        if message is None:
+            raise
+        print(f"ptrain: error: {message}", file=sys.stderr)
+        return LOST_PEER_EXIT
     finally:
         leave_process_group()
 

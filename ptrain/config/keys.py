@@ -19,6 +19,7 @@ NOT_HYPERPARAMETERS = frozenset(
         "data.data_dir",
         "data.cache_dir",
         "data.num_workers",
+        "train.collective_timeout_seconds",  # how long a launched run waits for a silent process
     }
 )
 SEED_KEY = "train.seed"

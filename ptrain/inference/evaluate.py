@@ -18,6 +18,7 @@ from ptrain.inference.predict import check_output_name, write_rows
 from ptrain.tasks import EvalContext, EvalResult, Task
 from ptrain.tasks.user_metrics import add_user_metrics, user_metrics
 from ptrain.training.distributed import build_accelerator
+from ptrain.training.nodes import caches_first
 from ptrain.training.precision import resolve_config_precision
 
 
@@ -60,7 +61,7 @@ def score_export(cfg: Config, model_dir: str, split: str, needs_rows: bool = Fal
     if precision.warning:
         print(f"ptrain: warning: {precision.warning}", file=sys.stderr)
     accelerator = build_accelerator(cfg)
-    with accelerator.main_process_first():
+    with caches_first(accelerator):  # the main, then the first process of each other node, fill the caches
         raw, _ = load_raw_splits(cfg, task)
         if split not in raw:
             raise DataError(f"no {split} split: set data.{split}_file in the config")

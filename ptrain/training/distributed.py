@@ -1,14 +1,16 @@
-"""The Accelerator for every launch (one process, N CPU processes over gloo, N GPUs, nodes, FSDP, DeepSpeed),
-and the refusal of a launch whose processes did not join one process group (each would silently train alone)."""
+"""The Accelerator for every launch (one process, N CPU processes over gloo, N GPUs, nodes, FSDP, DeepSpeed), with
+the collective timeout that ends a run waiting on a frozen peer; the refusal of a launch whose processes did not join
+one process group (each would silently train alone)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from datetime import timedelta
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration
+from accelerate.utils import DataLoaderConfiguration, InitProcessGroupKwargs
 
 from ptrain.config import Config
 from ptrain.errors import LaunchError
@@ -36,6 +38,7 @@ def build_accelerator(cfg: Config) -> Accelerator:
         cpu=not torch.cuda.is_available(),
         # Host-to-GPU copies of pinned batches overlap the previous step (no effect on CPU).
         dataloader_config=DataLoaderConfiguration(non_blocking=torch.cuda.is_available()),
+        kwargs_handlers=[process_group_settings(cfg.train.collective_timeout_seconds)],
     )
     check_one_group(launched, accelerator.num_processes)
     return accelerator
@@ -72,3 +75,13 @@ def check_one_group(launched: int, joined: int) -> None:
             f"train alone on all the data; launch with: {GROUP_LAUNCH.replace(' N ', f' {launched} ')} "
             "(on GPUs and without them alike)"
         )
+
+
+def process_group_settings(timeout_seconds: float) -> InitProcessGroupKwargs:
+    """The process group's timeout: gloo and NCCL give up on any one collective after it. Accelerate passes the
+    timeout on only when it differs from its own default (600 s), which would leave gloo at torch's 30 minutes, so
+    exactly 600 s goes as 600 s and a microsecond."""
+    settings = InitProcessGroupKwargs(timeout=timedelta(seconds=timeout_seconds))
+    if "timeout" not in settings.to_kwargs():
+        settings.timeout += timedelta(microseconds=1)
+    return settings

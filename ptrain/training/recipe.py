@@ -31,10 +31,12 @@ from ptrain.training.evaluation import evaluate_and_track, score_split
 from ptrain.training.loop import fit
 from ptrain.training.meter import TrainMeter
 from ptrain.training.model_card import scores_by_set, write_model_card
+from ptrain.training.node_resume import resume_on_every_node, warn_unless_shared
+from ptrain.training.nodes import caches_first
 from ptrain.training.optim import StepPlan, build_optimizer, build_scheduler, plan_steps
 from ptrain.training.precision import resolve_config_precision
 from ptrain.training.preemption import EXIT_CODES, Preemption
-from ptrain.training.resume import checkpoint_run, find_resume, restore, resume_command, stop_resumably
+from ptrain.training.resume import checkpoint_run, restore, resume_command, stop_resumably
 from ptrain.training.run import Optimisation, Run, RunData, RunOutputs, Runtime
 from ptrain.training.state import LoopState
 from ptrain.training.summary import announce, write_results
@@ -66,7 +68,7 @@ def setup(cfg: Config, track: bool = True) -> tuple[Run, Checkpoint | None]:
     cfg, precision = resolve_config_precision(cfg)
     accelerator = build_accelerator(cfg)  # refuses launches whose processes did not join one group
     set_seed(cfg.train.seed)
-    checkpoint = find_resume(cfg, accelerator)
+    checkpoint = resume_on_every_node(cfg, accelerator)  # train.resume's checkpoint, readable on every node
     task = get_task(cfg.task)
     data = prepare_data(cfg, task, accelerator)
     plan = plan_steps(len(data.train_loader), cfg.train)
@@ -74,6 +76,7 @@ def setup(cfg: Config, track: bool = True) -> tuple[Run, Checkpoint | None]:
     resumed = checkpoint.run_dir if checkpoint else None
     run_dir, lock = claim_run_dir(accelerator, cfg.output_dir, cfg.name, cfg.run_dir, resumed)
     with lock.released_on_error():  # until train() holds it
+        warn_unless_shared(accelerator, run_dir)
         if accelerator.is_main_process and not checkpoint:
             write_text(run_dir / "config.yaml", to_yaml(with_copied_code(cfg, run_dir)))  # user code: copies in code/
         optim = prepare_optimisation(cfg, task, data, plan, accelerator)
@@ -94,8 +97,9 @@ def setup(cfg: Config, track: bool = True) -> tuple[Run, Checkpoint | None]:
 
 def load_data(cfg: Config, task: Task, accelerator: Accelerator) -> tuple[PreTrainedTokenizerBase, Splits]:
     """Tokenizer and tokenized splits. The main process (trains the tokenizer and) tokenizes first, or reads
-    the caches; the others then read its caches."""
-    with accelerator.main_process_first():
+    the caches; then the first process of each other node (into its node's cache folder, when not shared); the
+    others then read their node's caches."""
+    with caches_first(accelerator):
         raw, dropped = load_raw_splits(cfg, task)
         tokenizer = load_tokenizer(cfg, task, raw["train"])
         splits = tokenize_splits(cfg, raw, tokenizer, task, task.label_names(cfg, raw["train"]))
