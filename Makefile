@@ -30,7 +30,7 @@ format: setup
 	$(BIN)/ruff format ptrain tests
 
 test: setup
-	$(BIN)/python -m pytest -q -n 2  # two workers: the tests wait on subprocesses as much as they compute
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15  # two workers (the tests wait on subprocesses as much as they compute); a module's tests on one worker, so its module fixtures run once
 
 bench: setup
 	$(BIN)/ptrain bench $(CONFIG) --steps 100 --compare-hf
