@@ -21,7 +21,7 @@ import pytest
 
 from ptrain.cli import main
 from ptrain.errors import RunInUseError
-from ptrain.outputs import lock, run_dir
+from ptrain.outputs import agreement, lock, run_dir
 from tests.conftest import CONFIGS, REPO, run_cli, tiny_overrides
 
 HOST = socket.gethostname()
@@ -110,7 +110,7 @@ def test_every_launched_process_gets_the_main_process_refusal(tmp_path, monkeypa
         else:
             sent.append(pickle.dumps(objects))
 
-    monkeypatch.setattr(run_dir, "broadcast_object_list", broadcast)
+    monkeypatch.setattr(agreement, "broadcast_object_list", broadcast)
     ranks = [SimpleNamespace(is_main_process=rank == 0, num_processes=2) for rank in (0, 1)]
     with lock.acquire(tmp_path / run_dir.RUNNING, "run folder x"):  # held by a live process: this one
         for rank in ranks:

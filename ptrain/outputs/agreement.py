@@ -1,14 +1,37 @@
-"""Writes that every process takes part in (checkpoints, exports) fail on every process together: one process's
-full disk raises the same one-line error everywhere, instead of leaving the others waiting at a barrier."""
+"""What every process of a launch must agree on. A decision the main process takes (the run folder, the checkpoint
+to resume) reaches every process, its refusal too; a write that every process takes part in (checkpoints, exports)
+fails on every process together: one process's full disk raises the same one-line error everywhere, instead of
+leaving the others waiting at a barrier."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
-from accelerate.utils import gather_object
+from accelerate.utils import broadcast_object_list, gather_object
 
-from ptrain.errors import OutputError
+from ptrain.errors import OutputError, PtrainError
 from ptrain.outputs.atomic import WRITE_ERRORS
+
+T = TypeVar("T")
+
+
+def decided_by_main(accelerator, decide: Callable[[], T]) -> T | None:
+    """`decide()` on the main process; every process gets what it returned (picklable), or raises the one-line
+    error it raised (a PtrainError), instead of waiting for the main process in a collective that never comes."""
+    outcome: list = [None, None]  # the decision, the error
+    if accelerator.is_main_process:
+        try:
+            outcome[0] = decide()
+        except PtrainError as err:
+            if accelerator.num_processes == 1:
+                raise
+            outcome[1] = err
+    if accelerator.num_processes > 1:
+        broadcast_object_list(outcome)
+    if outcome[1] is not None:
+        raise outcome[1]
+    return outcome[0]
 
 
 def on_every_process(

@@ -6,9 +6,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from accelerate.utils import broadcast_object_list
-
-from ptrain.errors import ConfigError, PtrainError
+from ptrain.errors import ConfigError
+from ptrain.outputs.agreement import decided_by_main
 from ptrain.outputs.lock import RunLock, acquire
 
 RUNNING = "running.json"  # held (lock.py) while a process trains in the folder: its pid, host, start and command
@@ -20,22 +19,15 @@ def claim_run_dir(
     """The run folder and its lock, taken by the main process: `resumed` (a resumed run's folder), the fixed
     `run_dir`, or a new runs/<name>/<timestamp>/. Every process gets the same folder or the same one-line error
     (the others would otherwise wait for the main process in a collective until the launcher kills them)."""
-    outcome: list = [None, None]  # folder, error
-    lock = None
-    if accelerator.is_main_process:
-        try:
-            run_dir, lock = _claim(output_dir, name, fixed, resumed)
-            outcome[0] = str(run_dir)
-        except PtrainError as err:
-            if accelerator.num_processes == 1:
-                raise
-            outcome[1] = err
-    if accelerator.num_processes > 1:
-        broadcast_object_list(outcome)
-    if outcome[1] is not None:
-        raise outcome[1]
-    run_dir = Path(outcome[0])
-    return run_dir, lock or RunLock(run_dir / RUNNING)
+    held: list[RunLock] = []  # the main process's lock (a file descriptor: it stays on that process)
+
+    def claim() -> str:
+        run_dir, lock = _claim(output_dir, name, fixed, resumed)
+        held.append(lock)
+        return str(run_dir)
+
+    run_dir = Path(decided_by_main(accelerator, claim))
+    return run_dir, held[0] if held else RunLock(run_dir / RUNNING)
 
 
 def _claim(output_dir: str, name: str, fixed: str | None, resumed: Path | None) -> tuple[Path, RunLock]:

@@ -10,7 +10,7 @@ from accelerate import Accelerator
 from accelerate.utils import RNG_STATE_NAME, gather_object
 
 from ptrain.config import Config
-from ptrain.errors import CheckpointError, first_line
+from ptrain.errors import CheckpointError
 from ptrain.training.checkpoint import REQUIRED_FILES, Checkpoint
 from ptrain.training.nodes import process_name
 from ptrain.training.resume import find_resume
@@ -19,23 +19,14 @@ SHARED_OUTPUT = "give every node the same output_dir on a disk they share"
 
 
 def resume_on_every_node(cfg: Config, accelerator: Accelerator) -> Checkpoint | None:
-    """find_resume (the main process picks the checkpoint), then every process's check that it reads what it will
-    load from it: the shared state and its own RNG state. When one cannot (its node does not see the main node's
-    output folder), every process refuses in one line, rather than that one failing alone while its peers wait
-    for it, or resuming without its RNG state (Accelerate skips a missing one silently)."""
-    if accelerator.num_processes == 1 or cfg.train.resume is None:
-        return find_resume(cfg, accelerator)
-    try:
-        checkpoint, error = find_resume(cfg, accelerator), None
-    except CheckpointError as err:  # the main's refusal (then every process's), or this process cannot read its pick
-        checkpoint, error = None, err
-    chosen = gather_object([str(checkpoint.path) if checkpoint else None])[0]
-    if chosen is None:  # nothing to resume, or the main process refused: every process alike
-        if error is not None:
-            raise error
-        return None
-    unread = unreadable(Path(chosen), accelerator.process_index) or (first_line(error) if error else None)
-    reports = gather_object([unread])
+    """find_resume (the main process picks the checkpoint, every process gets it), then every process's check that
+    it reads what it will load from it: the shared state and its own RNG state. When one cannot (its node does not
+    see the main node's output folder), every process refuses in one line, rather than that one failing alone
+    while its peers wait for it, or resuming without its RNG state (Accelerate skips a missing one silently)."""
+    checkpoint = find_resume(cfg, accelerator)
+    if checkpoint is None or accelerator.num_processes == 1:
+        return checkpoint
+    reports = gather_object([unreadable(checkpoint.path, accelerator.process_index)])
     for rank, report in enumerate(reports):
         if report:
             raise CheckpointError(

@@ -13,17 +13,16 @@ from pathlib import Path
 
 import yaml
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list
 
 from ptrain.config import NOT_HYPERPARAMETERS, Config, flatten_config
 from ptrain.config.references import comparable_references
 from ptrain.errors import CheckpointError, ConfigError, OutputError, first_line
+from ptrain.outputs.agreement import decided_by_main
 from ptrain.outputs.leftovers import remove_leftovers
 from ptrain.training.checkpoint import (
     Checkpoint,
-    checkpoint_problems,
-    complete_checkpoints,
-    read_meta,
+    marked_folders,
+    newest_intact,
     remove_unmarked,
     resolve_resume,
     save_checkpoint,
@@ -34,36 +33,23 @@ from ptrain.training.state import LoopState
 
 
 def find_resume(cfg: Config, accelerator: Accelerator) -> Checkpoint | None:
+    """train.resume's checkpoint, picked by the main process (its files verified once, not once per process, and
+    the config compared with the run's); every process gets that checkpoint, or the same one-line refusal."""
     if cfg.train.resume is None:
         return None
-    checkpoint = agreed_checkpoint(cfg, accelerator)
+    checkpoint = decided_by_main(accelerator, lambda: pick_checkpoint(cfg, accelerator.print))
     if checkpoint is None:
         accelerator.print(
             f"ptrain: train.resume=auto: no checkpoint of '{cfg.name}' under {cfg.run_dir or cfg.output_dir}; "
             "starting a new run"
         )
-    else:
-        check_same_config(cfg, checkpoint.run_dir)
     return checkpoint
 
 
-def agreed_checkpoint(cfg: Config, accelerator: Accelerator) -> Checkpoint | None:
-    """The main process picks the checkpoint (verifying its files: each is read once, not once per process) and
-    says so; every process gets its choice, or its refusal."""
-    choice: list[str | None] = [None, None]  # the checkpoint folder, or the error that refuses the resume
-    checkpoint = None
-    if accelerator.is_main_process:
-        try:
-            checkpoint = resolve_resume(cfg.train.resume, cfg.output_dir, cfg.name, cfg.run_dir, accelerator.print)
-            choice[0] = str(checkpoint.path) if checkpoint else None
-        except CheckpointError as err:
-            choice[1] = str(err)
-    if accelerator.num_processes > 1:
-        broadcast_object_list(choice)
-    if choice[1] is not None:
-        raise CheckpointError(choice[1])
-    if checkpoint is None and choice[0] is not None:
-        checkpoint = Checkpoint(Path(choice[0]), read_meta(Path(choice[0])))
+def pick_checkpoint(cfg: Config, warn) -> Checkpoint | None:
+    checkpoint = resolve_resume(cfg.train.resume, cfg.output_dir, cfg.name, cfg.run_dir, warn)
+    if checkpoint is not None:
+        check_same_config(cfg, checkpoint.run_dir)
     return checkpoint
 
 
@@ -145,11 +131,14 @@ def stop_resumably(run: Run) -> Iterator[None]:
 
 
 def resumable(run_dir: Path) -> str:
-    """Which checkpoint a resume of this run starts from: the newest intact one (checked, newest first)."""
-    for checkpoint in reversed(complete_checkpoints(run_dir)):
-        if not checkpoint_problems(checkpoint.path):
-            return f"a resume continues from the intact checkpoint {checkpoint.path} (step {checkpoint.step})"
-    return "no intact checkpoint was written before: a resume starts a new run"
+    """Which checkpoint a resume of this run starts from: the one train.resume=auto picks (the newest intact)."""
+    try:
+        checkpoint = newest_intact(marked_folders(run_dir), warn=lambda line: None)
+    except CheckpointError:  # every one damaged
+        checkpoint = None
+    if checkpoint is None:
+        return "no intact checkpoint was written before: a resume starts a new run"
+    return f"a resume continues from the intact checkpoint {checkpoint.path} (step {checkpoint.step})"
 
 
 def resume_command() -> str:
