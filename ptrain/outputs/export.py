@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from ptrain.errors import OutputError
@@ -39,14 +40,19 @@ def export_model(accelerator, model, tokenizer, out_dir: Path, adapter_dir: Path
     raise_if_any_failed(accelerator, error)  # in place of a barrier: no process waits for one that failed
 
 
-def save_folder(model, tokenizer, out_dir: Path, **save_options) -> None:
-    """save_pretrained of the model and the tokenizer into out_dir.tmp, with its manifest (written last), then
-    swapped in for out_dir. A failed write removes out_dir.tmp and raises an OutputError naming out_dir."""
+def save_folder(
+    model, tokenizer, out_dir: Path, add_files: Callable[[Path], None] | None = None, **save_options
+) -> None:
+    """save_pretrained of the model and the tokenizer into out_dir.tmp (and `add_files(tmp)`, files of the caller's
+    own), with its manifest (written last), then swapped in for out_dir. A failed write removes out_dir.tmp and
+    raises an OutputError naming out_dir."""
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     try:
         shutil.rmtree(tmp, ignore_errors=True)
         model.save_pretrained(tmp, **save_options)
         tokenizer.save_pretrained(tmp)
+        if add_files is not None:
+            add_files(tmp)
         write_export_manifest(tmp)
         swap_folder(tmp, out_dir)
     except WRITE_ERRORS as err:

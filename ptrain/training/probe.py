@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -23,8 +22,8 @@ from ptrain.data import batching
 from ptrain.data.tokenize import DEFAULT_CACHE_DIR
 from ptrain.errors import ConfigError
 from ptrain.model.sources import resolve_model_path
-from ptrain.outputs.atomic import swap_folder, write_json, write_text, written_through
-from ptrain.outputs.integrity import write_export_manifest
+from ptrain.outputs.atomic import write_json, write_text, written_through
+from ptrain.outputs.export import save_folder
 from ptrain.outputs.run_dir import claim_run_dir
 from ptrain.outputs.tracking import Tracker
 from ptrain.tasks import get_task
@@ -215,13 +214,8 @@ def export_probe(cfg: Config, encoder, tokenizer, weight, bias, names: list[str]
         cfg.data.max_length,
     )
     config.id2label, config.label2id = dict(enumerate(names)), {name: i for i, name in enumerate(names)}
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)  # a leftover of a killed export
-    encoder.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    save_file({"weight": weight.contiguous(), "bias": bias.contiguous()}, str(tmp / HEAD_FILE))
-    write_export_manifest(tmp)  # sizes and sha256 of every file: `ptrain check-run` verifies the export
-    swap_folder(tmp, out_dir)
+    head = {"weight": weight.contiguous(), "bias": bias.contiguous()}
+    save_folder(encoder, tokenizer, out_dir, add_files=lambda tmp: save_file(head, str(tmp / HEAD_FILE)))
 
 
 def track(cfg, tracker: Tracker, scores, validation, splits, weight, bias, names) -> None:
