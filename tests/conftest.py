@@ -23,6 +23,23 @@ def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("tokenized")
 
 
+@pytest.fixture
+def accelerator():
+    """A fresh one-process CPU Accelerator holding a small model, its AdamW and a constant schedule: enough for
+    save_state / load_state (checkpoint tests call checkpoint.py's functions with it)."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    accelerator = Accelerator(cpu=True)
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    accelerator.prepare(model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0))
+    return accelerator
+
+
 def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """`python -m ptrain ARGS` as a user runs it; returns the finished process (never raises on failure)."""
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}

@@ -5,25 +5,10 @@ from __future__ import annotations
 import errno
 
 import pytest
-import torch
-from accelerate import Accelerator
-from accelerate.state import AcceleratorState, GradientState
 
 from ptrain.errors import OutputError
 from ptrain.training.checkpoint import complete_checkpoints, latest_complete, save_checkpoint
 from ptrain.training.resume import resumable
-
-
-@pytest.fixture
-def accelerator():
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-    accelerator = Accelerator(cpu=True)
-    model = torch.nn.Linear(4, 2)
-    optimizer = torch.optim.AdamW(model.parameters())
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    accelerator.prepare(model, optimizer, scheduler)
-    return accelerator
 
 
 def meta(step: int) -> dict:

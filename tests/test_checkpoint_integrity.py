@@ -14,9 +14,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
-from accelerate import Accelerator
-from accelerate.state import AcceleratorState, GradientState
 
 from ptrain.cli import main
 from ptrain.training.checkpoint import complete_checkpoints, prune, save_checkpoint
@@ -118,17 +115,6 @@ def test_damaged_checkpoints_are_refused_when_named_skipped_by_auto_and_reported
     assert f"ptrain: resumed from {first} in" in resumed.stdout
     code, after = check_run(run_dir)  # rewritten by the resumed run: every checkpoint, best/ and final/
     assert code == 0 and ": damaged" not in after and ": incomplete" not in after, after
-
-
-@pytest.fixture
-def accelerator():
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-    accelerator = Accelerator(cpu=True)
-    model = torch.nn.Linear(4, 2)
-    optimizer = torch.optim.AdamW(model.parameters())
-    accelerator.prepare(model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0))
-    return accelerator
 
 
 def test_pruning_never_deletes_the_last_intact_checkpoint(accelerator, tmp_path):

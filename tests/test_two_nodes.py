@@ -75,6 +75,15 @@ class TwoNodes:
             with suppress(psutil.NoSuchProcess):  # ended meanwhile
                 process.send_signal(number)
 
+    def stop_node_1_when_held(self, held: Path, number: int) -> tuple[int, float]:
+        """Once node 1 holds after its checkpoint (it wrote `held`), send it signal `number`; node 0's exit code
+        and the seconds it took to end after the signal."""
+        self.wait_for(held)
+        sent_at = time.monotonic()
+        self.signal(1, number)
+        code = self.wait(0)
+        return code, time.monotonic() - sent_at
+
     def wait_for(self, path: Path) -> None:
         deadline = time.monotonic() + WAIT
         while not path.exists():
@@ -188,11 +197,7 @@ def test_a_killed_node_ends_the_survivor_in_one_line_and_resume_auto_completes_t
     run (folder per node, same processes) ends, to the bit."""
     args = ["train", *overrides(tmp_path, 16, HOLD)]
     with two_nodes(tmp_path / "killed", [args, args], hold=tmp_path / "held") as launched:
-        launched.wait_for(tmp_path / "held")
-        killed_at = time.monotonic()
-        launched.signal(1, signal.SIGKILL)
-        code = launched.wait(0)
-        seconds = time.monotonic() - killed_at
+        code, seconds = launched.stop_node_1_when_held(tmp_path / "held", signal.SIGKILL)
     log = launched.log(0)
     assert code != 0 and seconds < 60, log[-3000:]
     (error,) = error_lines(log)
@@ -227,11 +232,7 @@ def test_a_frozen_node_ends_the_survivor_at_the_collective_timeout_and_node_loca
     mount = (prefix, node1_disk, disk) if prefix else None
     timeout = ["train.collective_timeout_seconds=20"]
     with two_nodes(tmp_path / "frozen", [a + timeout for a in args], hold=tmp_path / "held", mount=mount) as launched:
-        launched.wait_for(tmp_path / "held")
-        frozen_at = time.monotonic()
-        launched.signal(1, signal.SIGSTOP)
-        code = launched.wait(0)
-        seconds = time.monotonic() - frozen_at
+        code, seconds = launched.stop_node_1_when_held(tmp_path / "held", signal.SIGSTOP)
     log = launched.log(0)
     assert code != 0 and 15 < seconds < 80, log[-3000:]  # the 20 s run from node 0's collective, before the stop
     (error,) = error_lines(log)
