@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from ptrain.model.embedding_grad import reuse_embedding_gradient
 from ptrain.model.fast_dropout import replace_dropout_modules, use_fast_attention
 from ptrain.model.first_token import first_token_last_layer
 
@@ -18,4 +19,6 @@ def apply_fast_paths(model: torch.nn.Module, device: torch.device) -> list[str]:
     if device.type == "cpu":
         if replace_dropout_modules(model) + use_fast_attention(model):
             applied.append("PCG64 dropout masks")
+        if reuse_embedding_gradient(model):
+            applied.append("embedding gradient in reused memory")
     return applied
