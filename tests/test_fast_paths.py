@@ -12,8 +12,10 @@ from accelerate import Accelerator
 from transformers import BertConfig, BertForSequenceClassification
 
 from ptrain.model import fast_dropout
+from ptrain.model.embedding_grad import reuse_embedding_gradient
 from ptrain.model.fast_paths import apply_fast_paths
 from ptrain.model.first_token import first_token_last_layer
+from ptrain.model.packed_linears import packed_linears
 from ptrain.training.gradients import folds_into_optimizer, normalise_and_clip
 
 
@@ -59,7 +61,11 @@ def assert_same(plain, fast) -> None:
 def test_fast_paths_give_the_plain_models_loss_and_gradients():
     plain = tiny_bert()
     fast = copy.deepcopy(plain)
-    assert apply_fast_paths(fast, torch.device("cpu")) == ["[CLS]-only last layer", "PCG64 dropout masks"]
+    assert apply_fast_paths(fast, torch.device("cpu")) == [
+        "[CLS]-only last layer",
+        "PCG64 dropout masks",
+        "embedding gradient in reused memory",
+    ]
     assert fast.config._attn_implementation == "ptrain_sdpa"
     assert_same(loss_and_grads(plain), loss_and_grads(fast))
     plain.eval(), fast.eval()
@@ -143,3 +149,50 @@ def test_folded_normalise_and_clip_updates_as_the_plain_steps(max_grad_norm):
     assert targets == plain_targets == 4.0 and norm == pytest.approx(plain_norm, rel=1e-5)
     for plain_param, param in zip(plain_params, params):
         torch.testing.assert_close(param, plain_param, atol=1e-6, rtol=1e-5)
+
+
+def test_embedding_gradient_is_torchs_bitwise_in_the_same_memory():
+    plain = tiny_bert()
+    fast = copy.deepcopy(plain)
+    assert reuse_embedding_gradient(fast)
+    weight = fast.get_input_embeddings().weight
+    addresses, held = [], None
+    for step in range(4):
+        plain_loss, plain_grads = loss_and_grads(plain)
+        if step == 3:  # a second micro-batch: accumulates into the step's gradient, as torch does
+            plain_loss, plain_grads = loss_and_grads(plain)
+            loss_and_grads(fast)
+        fast_loss, fast_grads = loss_and_grads(fast)
+        assert fast_loss == plain_loss
+        for name, grad in plain_grads.items():
+            assert torch.equal(fast_grads[name], grad), name
+        addresses.append(weight.grad.data_ptr())
+        if step == 1:
+            held = weight.grad  # held by someone else: the next step must not write into it
+            held_copy = held.clone()
+        for model in (plain, fast):
+            with torch.no_grad():
+                for param in model.parameters():
+                    param -= 0.1 * param.grad
+            model.zero_grad(set_to_none=True)
+    assert addresses[1] == addresses[0] and addresses[2] != addresses[1]  # reused, except while held
+    assert torch.equal(held, held_copy)
+    assert plain.get_input_embeddings().padding_idx == 0 and not weight.grad  # the padding row: no gradient
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_packed_linears_compute_the_plain_evaluation(dtype):
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("torch built without oneDNN")
+    model = tiny_bert().eval()
+    inputs = {k: v for k, v in batch().items() if k != "labels"}
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+        plain = model(**inputs).logits.float()
+        with packed_linears(model, torch.device("cpu")):
+            packed = model(**inputs).logits.float()
+            patched = [m for m in model.modules() if "forward" in vars(m)]
+        after = model(**inputs).logits.float()
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2  # the fused GELU rounds once to bf16, not twice
+    torch.testing.assert_close(packed, plain, atol=tolerance, rtol=tolerance)
+    assert len(patched) == 2 * (6 + 1) + 2  # per layer 6 Linears and the fused intermediate; pooler, head
+    assert torch.equal(after, plain) and not any("forward" in vars(m) for m in model.modules())

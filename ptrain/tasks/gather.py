@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 import torch
 
+from ptrain.model.packed_linears import packed_linears
+
 PerBatch = Callable[[dict, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
 
 
@@ -22,7 +24,8 @@ def evaluation_pass(
     model.eval()
     parts: dict[str, list[torch.Tensor]] = {}
     real_tokens = torch.zeros((), device=accelerator.device)
-    with accelerator.autocast():  # one context for the pass: each weight is cast to bf16/fp16 once, not per batch
+    # one context for the pass: each weight is cast to bf16/fp16 (and on the CPU packed for oneDNN) once, not per batch
+    with accelerator.autocast(), packed_linears(model, accelerator.device):
         for batch in loader:
             labels, rows = batch.pop("labels"), batch.pop("idx")
             real_tokens += batch["attention_mask"].sum()

@@ -1,0 +1,87 @@
+"""Evaluation's Linear layers through oneDNN with their weights cast and packed once per pass, GELU fused.
+
+Under CPU autocast each nn.Linear is an addmm whose oneDNN call re-lays-out the weight on every batch, and the
+feed-forward's exact GELU is a separate pass over the largest activation. Inside `packed_linears`, every
+nn.Linear of the model computes through `torch.ops.mkldnn._linear_pointwise` with its weight cast to the pass's
+dtype (bf16 under autocast, else fp32) and reordered once into oneDNN's blocked layout, and a Linear followed by
+an exact GELU (BERT's intermediate layer) applies the GELU inside the same kernel. The products, sums and
+accumulation are the same (bf16 inputs, fp32 accumulation); the fused GELU is applied before the output is
+rounded to bf16 instead of after, so outputs differ by at most that rounding (tests/test_fast_paths.py).
+Leaving the context restores the plain modules; training never runs through here.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from transformers.activations import GELUActivation
+
+_LINEAR = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+
+
+def _pass_dtype(device: torch.device) -> torch.dtype | None:
+    """The dtype the pass's Linear layers compute in, or None where oneDNN packing does not apply."""
+    if device.type != "cpu" or _LINEAR is None or not torch.backends.mkldnn.is_available():
+        return None
+    if not torch.is_autocast_enabled("cpu"):
+        return torch.float32
+    from ptrain.training.precision import cpu_native_bf16
+
+    dtype = torch.get_autocast_dtype("cpu")
+    return dtype if dtype == torch.bfloat16 and cpu_native_bf16() else None
+
+
+class _LastInput:
+    """The last input cast for a packed Linear: the query, key and value projections read the same tensor, so
+    it is cast to the pass's dtype once, not three times (unless it was changed in place in between)."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        self.dtype, self.source, self.version, self.cast = dtype, None, -1, None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x is not self.source or x._version != self.version:
+            self.source, self.version, self.cast = x, x._version, x.to(self.dtype).contiguous()
+        return self.cast
+
+
+def _packed_forward(linear: nn.Linear, inputs: _LastInput, activation: str = "none"):
+    weight = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach().to(inputs.dtype), None)
+    bias = None if linear.bias is None else linear.bias.detach().to(inputs.dtype)
+    algorithm = "none" if activation == "gelu" else ""  # GELU's: the exact (erf) form
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return _LINEAR(inputs(x), weight, bias, activation, [], algorithm)
+
+    return forward
+
+
+def _exact_gelu(module: nn.Module) -> bool:
+    return type(module) is GELUActivation and module.act is nn.functional.gelu
+
+
+@contextmanager
+def packed_linears(model: nn.Module, device: torch.device):
+    """Inside: the model's Linear layers (and Linear + exact GELU pairs, fused) run packed; see the module doc.
+    A no-op off the CPU, with gradients enabled, or under an autocast other than bf16 on a CPU with native bf16."""
+    dtype = _pass_dtype(device)
+    if dtype is None or torch.is_grad_enabled():
+        yield
+        return
+    patched: list[nn.Module] = []
+    inputs = _LastInput(dtype)
+    try:
+        for module in model.modules():
+            dense, act = getattr(module, "dense", None), getattr(module, "intermediate_act_fn", None)
+            if type(dense) is nn.Linear and _exact_gelu(act):
+                module.forward = _packed_forward(dense, inputs, "gelu")
+                patched.append(module)
+        for module in model.modules():
+            if type(module) is nn.Linear:
+                module.forward = _packed_forward(module, inputs)
+                patched.append(module)
+        yield
+    finally:
+        for module in patched:
+            module.__dict__.pop("forward", None)
