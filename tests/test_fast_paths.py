@@ -196,3 +196,22 @@ def test_packed_linears_compute_the_plain_evaluation(dtype):
     torch.testing.assert_close(packed, plain, atol=tolerance, rtol=tolerance)
     assert len(patched) == 2 * (6 + 1) + 2  # per layer 6 Linears and the fused intermediate; pooler, head
     assert torch.equal(after, plain) and not any("forward" in vars(m) for m in model.modules())
+
+
+def test_cpu_evaluation_attention_upcasts_bf16_to_float32():
+    plain = tiny_bert().eval()
+    fast = copy.deepcopy(plain)
+    assert fast_dropout.use_fast_attention(fast)
+    inputs = {k: v for k, v in batch().items() if k != "labels"}
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected, logits = plain(**inputs).logits.float(), fast(**inputs).logits.float()
+    torch.testing.assert_close(logits, expected, atol=2e-2, rtol=2e-2)  # bf16's rounding, float32 attention
+    q, k, v = (torch.randn(2, 4, 5, 8, dtype=torch.bfloat16) for _ in range(3))
+    additive = torch.zeros(2, 1, 5, 5, dtype=torch.bfloat16)
+    additive[1, ..., 3:] = -math.inf
+    out, _ = fast_dropout.attention(fast.bert.encoder.layer[0].attention.self, q, k, v, additive, scaling=0.3)
+    reference = torch.nn.functional.scaled_dot_product_attention(
+        q.float(), k.float(), v.float(), additive.float(), scale=0.3
+    )
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), reference.transpose(1, 2).bfloat16().float())

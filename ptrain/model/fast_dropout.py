@@ -73,6 +73,8 @@ def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=No
     the computation of SDPA's math kernel (which that case runs: q, k, v upcast to float32, each of q and k scaled
     by sqrt(scale), safe softmax, dropout, @ v) with keep_mask's generator. Registered as "ptrain_sdpa"."""
     plain = not (module.training and dropout > 0 and query.device.type == "cpu")
+    if plain and not module.training and query.device.type == "cpu" and query.dtype == torch.bfloat16:
+        return float32_attention(module, query, key, value, attention_mask, scaling, is_causal, **kwargs)
     if plain or getattr(module, "num_key_value_groups", 1) > 1 or kwargs.get("position_bias") is not None:
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
@@ -82,6 +84,20 @@ def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=No
         attention_mask = torch.ones(query.shape[2], key.shape[2], dtype=torch.bool, device=query.device).tril()
     output = math_attention(query, key, value, attention_mask, dropout, scaling)
     return output.transpose(1, 2).contiguous(), None
+
+
+def float32_attention(module, query, key, value, attention_mask, scaling, is_causal, **kwargs):
+    """Evaluation on the CPU under bf16 autocast: SDPA on q, k and v upcast to float32, the output cast back.
+    torch's CPU flash kernel runs its bf16 case 10-28% slower than its float32 one for the short sequences
+    (up to ~36 tokens) of sentence tasks, and as fast beyond; float32 inputs only add precision."""
+    if attention_mask is not None and attention_mask.is_floating_point():
+        attention_mask = attention_mask.float()  # an additive mask takes the inputs' dtype
+    with torch.autocast("cpu", enabled=False):
+        q, k, v = query.float(), key.float(), value.float()
+        output, weights = sdpa_attention_forward(
+            module, q, k, v, attention_mask, scaling=scaling, is_causal=is_causal, **kwargs
+        )
+    return output.to(query.dtype), weights
 
 
 def math_attention(query, key, value, mask, p: float, scaling: float | None) -> torch.Tensor:
