@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
 from ptrain.config import TrainConfig
+from ptrain.data.batching import eval_loader
 from ptrain.data.collate import padding_collator
 from ptrain.errors import ConfigError
 from ptrain.model.loading import resolve_model_path
@@ -37,6 +40,26 @@ def test_collator_pads_to_multiple_of_8_for_mixed_precision_on_gpu_only(tokenize
     assert batch["input_ids"].shape == (2, 16)
     assert (batch["input_ids"][0, 4:] == tokenizer.pad_token_id).all()
     assert padding_collator(tokenizer, "bf16", CPU)(rows)["input_ids"].shape == (2, 12)
+
+
+def test_evaluation_batches_are_read_and_padded_once_then_replayed(tokenizer):
+    from datasets import Dataset
+
+    texts = ["a b", "a b c d e", "a", "a b c", "a b c d e f g"]
+    rows = Dataset.from_list(features(tokenizer, texts))
+    calls = []
+    collate = padding_collator(tokenizer, "no", CPU)
+    cfg = SimpleNamespace(train=SimpleNamespace(eval_batch_size=2), data=SimpleNamespace(num_workers=0))
+    loader = eval_loader(cfg, rows, lambda features: calls.append(len(features)) or collate(features))
+    first = [batch for batch in loader]
+    assert [b["idx"].tolist() for b in first] == [[2, 0], [3, 1], [4]]  # sorted by length, each batch once
+    first[0].pop("labels")  # what the evaluation pass does to its copy
+    second = list(loader)
+    assert calls == [2, 2, 1]  # the second pass collated nothing
+    assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(first, second))
+    assert "labels" in second[0]
+    workers = SimpleNamespace(train=cfg.train, data=SimpleNamespace(num_workers=1))
+    assert isinstance(eval_loader(workers, rows, collate).dataset, Dataset)  # worker processes collate as before
 
 
 def test_no_weight_decay_on_biases_and_layernorm():

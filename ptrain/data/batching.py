@@ -37,14 +37,51 @@ def eval_loader(cfg: Config, ds: Dataset, collator) -> DataLoader:
     """Sorted by length so batches carry little padding; the order does not change the metrics."""
     lengths = [len(ids) for ids in ds["input_ids"]]
     order = sorted(range(len(ds)), key=lengths.__getitem__)
+    rows, collate = _model_columns(ds).select(order), collator
+    if cfg.data.num_workers == 0:  # in-process collation: kept for the next evaluation
+        rows, collate = _Positions(len(rows)), CollatedOnce(rows, collator)
     return DataLoader(
-        _model_columns(ds).select(order),
+        rows,
         batch_size=cfg.train.eval_batch_size,
-        collate_fn=collator,
+        collate_fn=collate,
         num_workers=cfg.data.num_workers,
         pin_memory=torch.cuda.is_available(),
         generator=torch.Generator().manual_seed(0),  # leaves the global RNG (dropout) untouched
     )
+
+
+class _Positions(torch.utils.data.Dataset):
+    """Row positions 0..n-1: the DataLoader batches positions, CollatedOnce reads the rows."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, position: int) -> int:
+        return position
+
+
+class CollatedOnce:
+    """An evaluation loader's collate_fn that reads and pads each batch once and hands out copies after: every
+    evaluation of a run sees the same batches, so later ones skip the Arrow reads and the padding (3-5% of an
+    evaluation pass on MiniLM). Batches are kept until they hold MAX_BYTES in all."""
+
+    MAX_BYTES = 512 * 2**20
+
+    def __init__(self, rows: Dataset, collator) -> None:
+        self.rows, self.collator, self.kept, self.kept_bytes = rows, collator, {}, 0
+
+    def __call__(self, positions: list[int]) -> dict:
+        key = tuple(positions)
+        batch = self.kept.get(key)
+        if batch is None:
+            batch = dict(self.collator(self.rows.__getitems__(positions)))  # what the DataLoader itself reads
+            size = sum(value.nbytes for value in batch.values() if torch.is_tensor(value))
+            if self.kept_bytes + size <= self.MAX_BYTES:
+                self.kept[key], self.kept_bytes = batch, self.kept_bytes + size
+        return dict(batch)  # the pass pops labels and idx from its own copy
 
 
 def _model_columns(ds: Dataset) -> Dataset:
