@@ -42,24 +42,37 @@ def test_collator_pads_to_multiple_of_8_for_mixed_precision_on_gpu_only(tokenize
     assert padding_collator(tokenizer, "bf16", CPU)(rows)["input_ids"].shape == (2, 12)
 
 
+class CountingCollator:
+    same_every_call = True
+
+    def __init__(self, collate):
+        self.collate, self.calls = collate, []
+
+    def __call__(self, features):
+        self.calls.append(len(features))
+        return self.collate(features)
+
+
 def test_evaluation_batches_are_read_and_padded_once_then_replayed(tokenizer):
     from datasets import Dataset
 
-    texts = ["a b", "a b c d e", "a", "a b c", "a b c d e f g"]
-    rows = Dataset.from_list(features(tokenizer, texts))
-    calls = []
-    collate = padding_collator(tokenizer, "no", CPU)
+    rows = Dataset.from_list(features(tokenizer, ["a b", "a b c d e", "a", "a b c", "a b c d e f g"]))
+    collator = CountingCollator(padding_collator(tokenizer, "no", CPU))
     cfg = SimpleNamespace(train=SimpleNamespace(eval_batch_size=2), data=SimpleNamespace(num_workers=0))
-    loader = eval_loader(cfg, rows, lambda features: calls.append(len(features)) or collate(features))
-    first = [batch for batch in loader]
+    loader = eval_loader(cfg, rows, collator)
+    first = list(loader)
     assert [b["idx"].tolist() for b in first] == [[2, 0], [3, 1], [4]]  # sorted by length, each batch once
     first[0].pop("labels")  # what the evaluation pass does to its copy
     second = list(loader)
-    assert calls == [2, 2, 1]  # the second pass collated nothing
+    assert collator.calls == [2, 2, 1]  # the second pass collated nothing
     assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(first, second))
     assert "labels" in second[0]
     workers = SimpleNamespace(train=cfg.train, data=SimpleNamespace(num_workers=1))
-    assert isinstance(eval_loader(workers, rows, collate).dataset, Dataset)  # worker processes collate as before
+    assert isinstance(eval_loader(workers, rows, collator).dataset, Dataset)  # worker processes collate as before
+    calls = []
+    random_order = eval_loader(cfg, rows, lambda batch: calls.append(1) or collator.collate(batch))
+    list(random_order), list(random_order)
+    assert len(calls) == 6  # a collator that does not say it is the same every call: collated every time
 
 
 def test_no_weight_decay_on_biases_and_layernorm():

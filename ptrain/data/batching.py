@@ -5,11 +5,13 @@ from __future__ import annotations
 import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader, RandomSampler
+from transformers import DataCollatorForSeq2Seq, DataCollatorForTokenClassification, DataCollatorWithPadding
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from ptrain.config import Config
 
 MODEL_COLUMNS = ["input_ids", "attention_mask", "token_type_ids", "labels", "idx"]
+PADDING_COLLATORS = (DataCollatorWithPadding, DataCollatorForTokenClassification, DataCollatorForSeq2Seq)
 
 
 def train_loader(cfg: Config, ds: Dataset, collator) -> tuple[DataLoader, torch.Generator]:
@@ -38,7 +40,7 @@ def eval_loader(cfg: Config, ds: Dataset, collator) -> DataLoader:
     lengths = [len(ids) for ids in ds["input_ids"]]
     order = sorted(range(len(ds)), key=lengths.__getitem__)
     rows, collate = _model_columns(ds).select(order), collator
-    if cfg.data.num_workers == 0:  # in-process collation: kept for the next evaluation
+    if cfg.data.num_workers == 0 and same_every_call(collator):  # in-process: kept for the next evaluation
         rows, collate = _Positions(len(rows)), CollatedOnce(rows, collator)
     return DataLoader(
         rows,
@@ -48,6 +50,14 @@ def eval_loader(cfg: Config, ds: Dataset, collator) -> DataLoader:
         pin_memory=torch.cuda.is_available(),
         generator=torch.Generator().manual_seed(0),  # leaves the global RNG (dropout) untouched
     )
+
+
+def same_every_call(collator) -> bool:
+    """Whether a collator pads the same rows to the same batch every time: transformers' padding collators, or
+    one that says so with a true `same_every_call` attribute (the masked-LM collator while its masks are fixed).
+    Any other, a task's own included, is collated afresh at every evaluation."""
+    declared = getattr(collator, "same_every_call", None)
+    return bool(declared) if declared is not None else isinstance(collator, PADDING_COLLATORS)
 
 
 class _Positions(torch.utils.data.Dataset):
@@ -66,7 +76,8 @@ class _Positions(torch.utils.data.Dataset):
 class CollatedOnce:
     """An evaluation loader's collate_fn that reads and pads each batch once and hands out copies after: every
     evaluation of a run sees the same batches, so later ones skip the Arrow reads and the padding (3-5% of an
-    evaluation pass on MiniLM). Batches are kept until they hold MAX_BYTES in all."""
+    evaluation pass on MiniLM). Batches are kept until they hold MAX_BYTES in all. Used only for collators that
+    are the same every call (same_every_call)."""
 
     MAX_BYTES = 512 * 2**20
 
@@ -74,6 +85,8 @@ class CollatedOnce:
         self.rows, self.collator, self.kept, self.kept_bytes = rows, collator, {}, 0
 
     def __call__(self, positions: list[int]) -> dict:
+        if not same_every_call(self.collator):  # e.g. the masked-LM collator outside its evaluation
+            return self.collator(self.rows.__getitems__(positions))
         key = tuple(positions)
         batch = self.kept.get(key)
         if batch is None:

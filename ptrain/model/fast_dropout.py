@@ -73,7 +73,8 @@ def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=No
     the computation of SDPA's math kernel (which that case runs: q, k, v upcast to float32, each of q and k scaled
     by sqrt(scale), safe softmax, dropout, @ v) with keep_mask's generator. Registered as "ptrain_sdpa"."""
     plain = not (module.training and dropout > 0 and query.device.type == "cpu")
-    if plain and not module.training and query.device.type == "cpu" and query.dtype == torch.bfloat16:
+    cpu_bf16_eval = not module.training and query.device.type == "cpu" and query.dtype == torch.bfloat16
+    if cpu_bf16_eval and kwargs.get("position_bias") is None:  # T5's bias joins the mask in the inputs' dtype
         return float32_attention(module, query, key, value, attention_mask, scaling, is_causal, **kwargs)
     if plain or getattr(module, "num_key_value_groups", 1) > 1 or kwargs.get("position_bias") is not None:
         return sdpa_attention_forward(

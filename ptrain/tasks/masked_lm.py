@@ -67,7 +67,7 @@ class MaskedLM(Task):
 
     def evaluate(self, model, loader, accelerator, context: EvalContext) -> EvalResult:
         """Perplexity = exp(summed cross entropy over the masked tokens / masked tokens)."""
-        collator = loader.collate_fn
+        collator = getattr(loader.collate_fn, "collator", loader.collate_fn)  # inside batching.CollatedOnce
         collator.fixed = True  # masks seeded by row: the same tokens are masked at every evaluation
         try:
             return perplexity_result(model, loader, accelerator, TokenLoss(shift=False))
@@ -105,6 +105,11 @@ class MaskingCollator:
         )
         self.padding = DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
         self.fixed = False
+
+    @property
+    def same_every_call(self) -> bool:
+        """Only the fixed (evaluation) masks may be collated once and reused (ptrain/data/batching.py)."""
+        return self.fixed
 
     def __call__(self, examples: list[dict]) -> dict:
         if not self.fixed:

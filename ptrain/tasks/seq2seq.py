@@ -142,6 +142,8 @@ class Seq2SeqCollator:
     inputs: labels shifted right behind the decoder start token, as the model does when given labels (the
     recipe takes the labels out before the forward pass)."""
 
+    same_every_call = True  # evaluation batches may be collated once (ptrain/data/batching.py)
+
     def __init__(self, tokenizer, pad_to_multiple_of: int | None, decoder_start_id: int, pad_id: int):
         self.pad = DataCollatorForSeq2Seq(
             tokenizer, padding="longest", pad_to_multiple_of=pad_to_multiple_of, label_pad_token_id=IGNORE_INDEX
