@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -70,17 +71,21 @@ def time_hf_trainer(run: Run, steps: int, warmup_steps: int, output_dir: Path) -
 
 
 def time_hf_evaluate(trainer, rows, device: torch.device, collator: CountingCollator) -> dict:
-    """Trainer.evaluate on the validation rows, timed on the second call (the first warms up)."""
+    """Trainer.evaluate on the validation rows: a warm-up call, then the median of EVAL_PASSES timed calls."""
+    from ptrain.bench.throughput import EVAL_PASSES
+
     with contextlib.redirect_stdout(io.StringIO()):
         trainer.evaluate(eval_dataset=rows)
-    collator.real_tokens = 0
+    seconds = []
     with PeakMemory(device) as memory, contextlib.redirect_stdout(io.StringIO()):
-        started = time.perf_counter()
-        trainer.evaluate(eval_dataset=rows)
-        seconds = time.perf_counter() - started
+        for _ in range(EVAL_PASSES):
+            collator.real_tokens, started = 0, time.perf_counter()
+            trainer.evaluate(eval_dataset=rows)
+            seconds.append(time.perf_counter() - started)
+    median = statistics.median(seconds)
     return {
-        "tokens_per_second": collator.real_tokens / seconds,
-        "samples_per_second": len(rows) / seconds,
+        "tokens_per_second": collator.real_tokens / median,
+        "samples_per_second": len(rows) / median,
         **memory.report(),
     }
 
