@@ -30,7 +30,7 @@ class CountingCollator:
         return batch
 
 
-def time_hf_trainer(run: Run, steps: int, warmup_steps: int, output_dir: Path) -> dict:
+def time_hf_trainer(run: Run, steps: int, warmup_steps: int, output_dir: Path, eval_passes: int) -> dict:
     from transformers import Trainer, TrainerCallback
 
     clock: dict[int, tuple[float, int]] = {}
@@ -67,18 +67,16 @@ def time_hf_trainer(run: Run, steps: int, warmup_steps: int, output_dir: Path) -
         **memory.report(),
     }
     rows = data.splits.tokenized["validation"].remove_columns(["idx"])
-    return {"train": train, "eval": time_hf_evaluate(trainer, rows, device, collator)}
+    return {"train": train, "eval": time_hf_evaluate(trainer, rows, device, collator, eval_passes)}
 
 
-def time_hf_evaluate(trainer, rows, device: torch.device, collator: CountingCollator) -> dict:
-    """Trainer.evaluate on the validation rows: a warm-up call, then the median of EVAL_PASSES timed calls."""
-    from ptrain.bench.throughput import EVAL_PASSES
-
+def time_hf_evaluate(trainer, rows, device: torch.device, collator: CountingCollator, passes: int) -> dict:
+    """Trainer.evaluate on the validation rows: a warm-up call, then the median of `passes` timed calls."""
     with contextlib.redirect_stdout(io.StringIO()):
         trainer.evaluate(eval_dataset=rows)
     seconds = []
     with PeakMemory(device) as memory, contextlib.redirect_stdout(io.StringIO()):
-        for _ in range(EVAL_PASSES):
+        for _ in range(passes):
             collator.real_tokens, started = 0, time.perf_counter()
             trainer.evaluate(eval_dataset=rows)
             seconds.append(time.perf_counter() - started)

@@ -104,7 +104,7 @@ def bench(cfg: Config, steps: int, warmup_steps: int, compare_hf: bool, profile_
             progress_line(
                 f"HF Trainer: {warmup_steps} warm-up + {steps} timed steps, then evaluation, in {precision.name}"
             )
-            report["hf_trainer"] = time_hf_trainer(run, steps, warmup_steps, Path(tmp) / "hf")
+            report["hf_trainer"] = time_hf_trainer(run, steps, warmup_steps, Path(tmp) / "hf", EVAL_PASSES)
     for side in ("ptrain", "hf_trainer"):
         for phase, stats in report.get(side, {}).items():
             stats["mfu"] = stats["tokens_per_second"] * flops[phase] / peak
