@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from transformers.activations import GELUActivation
 
+from ptrain.training.precision import cpu_native_bf16
+
 _LINEAR = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
 
 
@@ -27,8 +29,6 @@ def _pass_dtype(device: torch.device) -> torch.dtype | None:
         return None
     if not torch.is_autocast_enabled("cpu"):
         return torch.float32
-    from ptrain.training.precision import cpu_native_bf16
-
     dtype = torch.get_autocast_dtype("cpu")
     return dtype if dtype == torch.bfloat16 and cpu_native_bf16() else None
 
@@ -57,8 +57,11 @@ def _packed_forward(linear: nn.Linear, inputs: _LastInput, activation: str = "no
     return forward
 
 
-def _exact_gelu(module: nn.Module) -> bool:
-    return type(module) is GELUActivation and module.act is nn.functional.gelu
+def _fusable(module: nn.Module) -> bool:
+    """A module that is a Linear (`dense`) followed by an exact GELU (`intermediate_act_fn`): BERT's intermediate."""
+    act = getattr(module, "intermediate_act_fn", None)
+    exact_gelu = type(act) is GELUActivation and act.act is nn.functional.gelu
+    return exact_gelu and type(getattr(module, "dense", None)) is nn.Linear
 
 
 @contextmanager
@@ -69,19 +72,20 @@ def packed_linears(model: nn.Module, device: torch.device):
     if dtype is None or torch.is_grad_enabled():
         yield
         return
-    patched: list[nn.Module] = []
-    inputs = _LastInput(dtype)
+    inputs, patched = _LastInput(dtype), []
+    fused = {id(module.dense) for module in model.modules() if _fusable(module)}  # packed inside their pair
     try:
         for module in model.modules():
-            dense, act = getattr(module, "dense", None), getattr(module, "intermediate_act_fn", None)
-            if type(dense) is nn.Linear and _exact_gelu(act):
-                module.forward = _packed_forward(dense, inputs, "gelu")
-                patched.append(module)
-        for module in model.modules():
-            if type(module) is nn.Linear:
+            if "forward" in vars(module):  # already patched on the instance: left as it is
+                continue
+            if type(module) is nn.Linear and id(module) not in fused:
                 module.forward = _packed_forward(module, inputs)
-                patched.append(module)
+            elif _fusable(module):
+                module.forward = _packed_forward(module.dense, inputs, "gelu")
+            else:
+                continue
+            patched.append(module)
         yield
     finally:
         for module in patched:
-            module.__dict__.pop("forward", None)
+            del module.forward
