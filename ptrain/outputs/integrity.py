@@ -11,16 +11,14 @@ from pathlib import Path
 
 from ptrain.outputs.atomic import write_text
 
-CHUNK_BYTES = 1 << 20  # files are hashed a MiB at a time: checkpoints can be many GB
 EXPORT_MANIFEST = "ptrain-manifest.json"  # in an export folder; pipeline() and the Hub ignore the extra file
 
 
 def file_sha256(path: Path, fsync: bool = False) -> str:
-    """The file's sha256 (hex), read in chunks; with `fsync`, the file is also flushed to disk."""
-    digest = hashlib.sha256()
+    """The file's sha256 (hex), read in chunks (checkpoints can be many GB); with `fsync`, the file is also
+    flushed to disk."""
     with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK_BYTES):
-            digest.update(chunk)
+        digest = hashlib.file_digest(handle, "sha256")
         if fsync:
             os.fsync(handle.fileno())
     return digest.hexdigest()
