@@ -11,7 +11,7 @@ import torch
 from accelerate import Accelerator
 from transformers import BertConfig, BertForSequenceClassification
 
-from ptrain.model import fast_dropout
+from ptrain.model import fast_dropout, keep_masks, math_attention
 from ptrain.model.embedding_grad import reuse_embedding_gradient
 from ptrain.model.fast_paths import apply_fast_paths
 from ptrain.model.first_token import first_token_last_layer
@@ -86,20 +86,20 @@ def test_first_token_last_layer_is_exact_with_either_attention(attention):
 
 def test_keep_masks_are_bernoulli_seeded_and_fresh_per_call():
     for p in (0.1, 0.5):
-        mask = fast_dropout.keep_mask((1000, 1000), p)
+        mask = keep_masks.keep_mask((1000, 1000), p)
         assert abs(mask.float().mean().item() - (1 - p)) < 5 * math.sqrt(p * (1 - p) / 1e6)  # 5 sigma
     torch.manual_seed(3)
-    first, second = fast_dropout.keep_mask((7, 5), 0.3), fast_dropout.keep_mask((7, 5), 0.3)
+    first, second = keep_masks.keep_mask((7, 5), 0.3), keep_masks.keep_mask((7, 5), 0.3)
     torch.manual_seed(3)
-    assert torch.equal(fast_dropout.keep_mask((7, 5), 0.3), first)  # torch's seed (and saved RNG state) replays it
+    assert torch.equal(keep_masks.keep_mask((7, 5), 0.3), first)  # torch's seed (and saved RNG state) replays it
     assert not torch.equal(first, second)
-    rows = fast_dropout.keep_mask((200_000,), 0.1)
+    rows = keep_masks.keep_mask((200_000,), 0.1)
     assert abs(rows[:100_000].float().mean() - rows[100_000:].float().mean()) < 0.01  # odd halves of words too
 
 
 def test_fast_dropout_scales_kept_elements_and_masks_the_gradient(monkeypatch):
     mask = torch.tensor([[True, False, True], [False, True, True]])
-    monkeypatch.setattr(fast_dropout, "keep_mask", lambda shape, p: mask)
+    monkeypatch.setattr(keep_masks, "keep_mask", lambda shape, p: mask)
     x = torch.randn(2, 3, requires_grad=True)
     y = fast_dropout.FastDropout(0.25).train()(x)
     torch.testing.assert_close(y, x * mask / 0.75)
@@ -114,7 +114,7 @@ def test_training_attention_is_sdpa_math_with_the_same_mask(monkeypatch):
     pad = torch.ones(2, 1, 1, 5, dtype=torch.bool)
     pad[1, ..., 3:] = False
     keep = torch.rand(2, 4, 5, 5, generator=generator) > 0.2
-    monkeypatch.setattr(fast_dropout, "keep_mask", lambda shape, p: keep)
+    monkeypatch.setattr(keep_masks, "keep_mask", lambda shape, p: keep)
     module = torch.nn.Module().train()
     module.is_causal = False
     out, _ = fast_dropout.attention(module, q, k, v, pad, dropout=0.2, scaling=0.3)
@@ -126,6 +126,50 @@ def test_training_attention_is_sdpa_math_with_the_same_mask(monkeypatch):
     torch.testing.assert_close(out, expected.transpose(1, 2), atol=1e-5, rtol=1e-5)
     plain, _ = fast_dropout.attention(module.eval(), q, k, v, pad, dropout=0.0, scaling=0.3)
     torch.testing.assert_close(plain, (scores.softmax(-1) @ v).transpose(1, 2), atol=1e-5, rtol=1e-5)
+
+
+def reference_attention(q, k, v, additive, keep, p, scale):
+    """SDPA's math kernel as composed torch operators (autograd's gradients): the plain path."""
+    scores = (q.float() * math.sqrt(scale)) @ (k.float() * math.sqrt(scale)).transpose(-2, -1) + additive
+    probs = torch._safe_softmax(scores, -1) * keep / (1 - p)
+    return (probs @ v.float()).to(q.dtype).transpose(1, 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("q_len", [6, 1])  # 1: the [CLS]-only last layer's single query
+def test_training_attention_gradients_are_autograds_of_the_math_kernel(monkeypatch, dtype, q_len):
+    generator = torch.Generator().manual_seed(0)
+    q = torch.randn(3, 4, q_len, 8, generator=generator).to(dtype)
+    k, v = (torch.randn(3, 4, 6, 8, generator=generator).to(dtype) for _ in range(2))
+    mask = torch.ones(3, 1, q_len, 6, dtype=torch.bool)
+    mask[1, ..., 4:], mask[2, 0, 0, :] = False, False  # padded keys; a query row with every key masked
+    keep = torch.rand(3, 4, q_len, 6, generator=generator) > 0.3
+    monkeypatch.setattr(keep_masks, "keep_mask", lambda shape, p: keep)
+    additive = torch.zeros(mask.shape).masked_fill(~mask, -math.inf).requires_grad_()
+    grad = torch.randn(3, q_len, 4, 8, generator=generator).to(dtype)
+    results = []
+    for attend in (math_attention.math_attention, reference_attention):
+        leaves = [x.clone().requires_grad_() for x in (q, k, v)]
+        inputs = (
+            (*leaves, mask, 0.3, 0.25)
+            if attend is math_attention.math_attention
+            else (*leaves, additive, keep, 0.3, 0.25)
+        )
+        out = attend(*inputs)
+        out.backward(grad)
+        results.append([out, *(x.grad for x in leaves)])
+    tolerance = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-2, "rtol": 1e-2}
+    for fast, plain in zip(*results):
+        assert fast.dtype == plain.dtype and not fast.isnan().any()
+        torch.testing.assert_close(fast, plain, **tolerance)  # bf16: one rounding apart at most
+    assert torch.equal(results[0][0][2, 0].float(), torch.zeros(4, 8))  # every key masked: zeros, as SDPA
+    bias_grads = []  # a float mask that is learned (a relative-position bias) gets its gradient
+    for attend in (math_attention.math_attention, reference_attention):
+        bias = torch.randn(3, 1, q_len, 6, generator=torch.Generator().manual_seed(2)).requires_grad_()
+        extra = () if attend is math_attention.math_attention else (keep,)
+        attend(q, k, v, bias, *extra, 0.3, 0.25).float().sum().backward()
+        bias_grads.append(bias.grad)
+    torch.testing.assert_close(*bias_grads, **tolerance)
 
 
 @pytest.mark.parametrize("max_grad_norm", [0.05, None])
