@@ -172,6 +172,17 @@ def test_training_attention_gradients_are_autograds_of_the_math_kernel(monkeypat
     torch.testing.assert_close(*bias_grads, **tolerance)
 
 
+def test_bf16_products_of_bf16_values_are_float32_products():
+    generator = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(24, 40, 32, generator=generator).bfloat16().float() for _ in range(2))
+    before = torch.backends.mkldnn.matmul.fp32_precision
+    with math_attention.bf16_products(True):
+        product = torch.bmm(a, b.transpose(1, 2))
+    assert torch.backends.mkldnn.matmul.fp32_precision == before  # restored
+    reference = torch.bmm(a.double(), b.double().transpose(1, 2))
+    torch.testing.assert_close(product.double(), reference, atol=1e-5, rtol=1e-6)  # float32 sums, exact products
+
+
 @pytest.mark.parametrize("max_grad_norm", [0.05, None])
 def test_folded_normalise_and_clip_updates_as_the_plain_steps(max_grad_norm):
     accelerator = Accelerator(cpu=True)
