@@ -265,9 +265,18 @@ def test_cpu_evaluation_attention_upcasts_bf16_to_float32():
     q, k, v = (torch.randn(2, 4, 5, 8, dtype=torch.bfloat16) for _ in range(3))
     additive = torch.zeros(2, 1, 5, 5, dtype=torch.bfloat16)
     additive[1, ..., 3:] = -math.inf
+    rng = torch.get_rng_state()
     out, _ = fast_dropout.attention(fast.bert.encoder.layer[0].attention.self, q, k, v, additive, scaling=0.3)
     reference = torch.nn.functional.scaled_dot_product_attention(
         q.float(), k.float(), v.float(), additive.float(), scale=0.3
     )
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), reference.transpose(1, 2).bfloat16().float())
+    causal_module = torch.nn.Module().eval()
+    causal_module.is_causal = True  # a decoder without a mask: the causal triangle
+    out, _ = fast_dropout.attention(causal_module, q, k, v, None, scaling=0.3)
+    reference = torch.nn.functional.scaled_dot_product_attention(
+        q.float(), k.float(), v.float(), is_causal=True, scale=0.3
+    )
+    torch.testing.assert_close(out.float(), reference.transpose(1, 2).bfloat16().float())
+    assert torch.equal(torch.get_rng_state(), rng)  # evaluation draws no dropout masks

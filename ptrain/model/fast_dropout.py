@@ -47,27 +47,30 @@ def replace_dropout_modules(model: nn.Module) -> int:
 
 
 def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None, **kwargs):
-    """transformers' "sdpa" attention, except when training on the CPU with attention-probability dropout: then
-    the computation of SDPA's math kernel (which that case runs) with keep_mask's generator, in math_attention.py;
-    and evaluation on the CPU under bf16 (float32_attention). Registered as "ptrain_sdpa"."""
-    plain = not (module.training and dropout > 0 and query.device.type == "cpu")
-    cpu_bf16_eval = not module.training and query.device.type == "cpu" and query.dtype == torch.bfloat16
-    if cpu_bf16_eval and kwargs.get("position_bias") is None:  # T5's bias joins the mask in the inputs' dtype
+    """transformers' "sdpa" attention, except on the CPU when training with attention-probability dropout (the
+    computation of SDPA's math kernel, which that case runs, with keep_mask's generator) and when evaluating under
+    bf16 (the same in float32, without dropout): both in math_attention.py. Registered as "ptrain_sdpa"."""
+    on_cpu = query.device.type == "cpu"
+    train_dropout = module.training and dropout > 0 and on_cpu
+    bf16_eval = not module.training and on_cpu and query.dtype == torch.bfloat16
+    own_kernel = not any(kwargs.get(name) is not None for name in ("position_bias", "cache", "softcap"))
+    if own_kernel and getattr(module, "num_key_value_groups", 1) == 1 and (train_dropout or bf16_eval):
+        causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+        if query.shape[2] > 1 and attention_mask is None and causal:
+            attention_mask = torch.ones(query.shape[2], key.shape[2], dtype=torch.bool, device=query.device).tril()
+        return math_attention(query, key, value, attention_mask, dropout if train_dropout else 0.0, scaling), None
+    if bf16_eval and kwargs.get("position_bias") is None:  # T5's bias joins the mask in the inputs' dtype
         return float32_attention(module, query, key, value, attention_mask, scaling, is_causal, **kwargs)
-    if plain or getattr(module, "num_key_value_groups", 1) > 1 or kwargs.get("position_bias") is not None:
-        return sdpa_attention_forward(
-            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
-        )
-    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
-    if query.shape[2] > 1 and attention_mask is None and causal:
-        attention_mask = torch.ones(query.shape[2], key.shape[2], dtype=torch.bool, device=query.device).tril()
-    return math_attention(query, key, value, attention_mask, dropout, scaling), None
+    return sdpa_attention_forward(
+        module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
+    )
 
 
 def float32_attention(module, query, key, value, attention_mask, scaling, is_causal, **kwargs):
-    """Evaluation on the CPU under bf16 autocast: SDPA on q, k and v upcast to float32, the output cast back.
-    torch's CPU flash kernel runs its bf16 case 10-28% slower than its float32 one for the short sequences
-    (up to ~36 tokens) of sentence tasks, and as fast beyond; float32 inputs only add precision."""
+    """Evaluation on the CPU under bf16 autocast where math_attention does not apply (grouped key/value heads, a
+    paged cache): SDPA on q, k and v upcast to float32, the output cast back. torch's CPU flash kernel runs its
+    bf16 case 10-28% slower than its float32 one for the short sequences (up to ~36 tokens) of sentence tasks,
+    and as fast beyond; float32 inputs only add precision."""
     if attention_mask is not None and attention_mask.is_floating_point():
         attention_mask = attention_mask.float()  # an additive mask takes the inputs' dtype
     with torch.autocast("cpu", enabled=False):

@@ -1,5 +1,5 @@
-"""Attention with attention-probability dropout, for training on the CPU: SDPA's math kernel in one autograd
-Function.
+"""Attention on the CPU in float32 as SDPA's math kernel computes it, in one autograd Function: for training
+with attention-probability dropout, and (p = 0, no draws) for evaluation under bf16.
 
 With dropout, SDPA on the CPU runs its math kernel: q, k and v upcast to float32, scores, mask, safe softmax,
 dropout, @ v. Composed of torch operators, that is ~15 autograd nodes per layer, most of them full passes over
@@ -11,9 +11,11 @@ backward are written out once, with the same operations in float32:
 - the padding mask is made additive once per forward (every layer gets the same mask object), and the plain
   softmax replaces the safe one when no query row has all its keys masked (the only rows where they differ);
 - the dropout is one multiply by float32 factors (keep_masks.scaled_keep_mask: the same masks, the same draws);
-- q, k and v are cast and laid out heads-first in one copy each, the output and the gradients cast back in one.
+- q, k and v are cast and laid out heads-first in one copy each, the output and the gradients cast back in one;
+- q k^T and the output gradient's g v^T, whose operands hold bf16 values, run through oneDNN (bf16_products).
 
-Same mathematics as SDPA's math kernel; the results differ by float32 rounding (the scale's place).
+Same mathematics as SDPA's math kernel; the results differ by float32 rounding (the scale's place, the order
+of sums). In evaluation it replaces SDPA's float32 flash kernel (float32_attention), to the same precision.
 """
 
 from __future__ import annotations
@@ -67,8 +69,8 @@ class DropoutAttention(torch.autograd.Function):
         if mask is not None:
             scores.view(batch, heads, q_len, -1).add_(mask)
         probs = torch._safe_softmax(scores, -1) if safe_softmax else torch.softmax(scores, -1)
-        keep = keep_masks.scaled_keep_mask((batch, heads, q_len, k.shape[1]), p).view(probs.shape)
-        dropped = probs * keep
+        keep = keep_masks.scaled_keep_mask((batch, heads, q_len, k.shape[1]), p).view(probs.shape) if p else None
+        dropped = probs * keep if p else probs  # p == 0 (evaluation): no draws from torch's generator
         ctx.save_for_backward(q, k, v, probs, keep, dropped)
         ctx.scale, ctx.dtypes, ctx.mask_shape = (
             scale,
@@ -89,7 +91,9 @@ class DropoutAttention(torch.autograd.Function):
         g = dense(grad.transpose(1, 2), torch.float32).view(-1, q_len, size)
         dvalue = torch.bmm(dropped.transpose(1, 2), g)
         with bf16_products(grad.dtype == ctx.dtypes[2] == torch.bfloat16):
-            dprobs = torch.bmm(g, v.transpose(1, 2)).mul_(keep)
+            dprobs = torch.bmm(g, v.transpose(1, 2))
+        if keep is not None:
+            dprobs.mul_(keep)
         dscores = torch._softmax_backward_data(dprobs, probs, -1, torch.float32)
         dquery = torch.baddbmm(q.new_zeros(()), dscores, k, beta=0.0, alpha=ctx.scale)
         dkey = torch.baddbmm(q.new_zeros(()), dscores.transpose(1, 2), q, beta=0.0, alpha=ctx.scale)
