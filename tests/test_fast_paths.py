@@ -63,7 +63,7 @@ def test_fast_paths_give_the_plain_models_loss_and_gradients():
     fast = copy.deepcopy(plain)
     assert apply_fast_paths(fast, torch.device("cpu")) == [
         "[CLS]-only last layer",
-        "PCG64 dropout masks",
+        "SFC64 dropout masks",
         "embedding gradient in reused memory",
     ]
     assert fast.config._attn_implementation == "ptrain_sdpa"

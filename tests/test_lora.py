@@ -156,7 +156,7 @@ def lora_bert(dropout: float = 0.0, **settings):
 def test_fast_paths_under_lora_give_the_plain_loss_and_gradients():
     plain = lora_bert()
     fast = copy.deepcopy(plain)
-    assert apply_fast_paths(plain_model(fast), torch.device("cpu")) == ["[CLS]-only last layer", "PCG64 dropout masks"]
+    assert apply_fast_paths(plain_model(fast), torch.device("cpu")) == ["[CLS]-only last layer", "SFC64 dropout masks"]
     reference, patched = loss_and_grads(plain), loss_and_grads(fast)
     assert_same(reference, patched)
     last_query = "base_model.model.bert.encoder.layer.1.attention.self.query.lora_A.default.weight"

@@ -18,7 +18,7 @@ def apply_fast_paths(model: torch.nn.Module, device: torch.device) -> list[str]:
         applied.append("[CLS]-only last layer")
     if device.type == "cpu":
         if replace_dropout_modules(model) + use_fast_attention(model):
-            applied.append("PCG64 dropout masks")
+            applied.append("SFC64 dropout masks")
         if reuse_embedding_gradient(model):
             applied.append("embedding gradient in reused memory")
     return applied
