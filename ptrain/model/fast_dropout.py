@@ -16,7 +16,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
 from ptrain.model import keep_masks
-from ptrain.model.math_attention import math_attention
+from ptrain.model.math_attention import causal_mask, math_attention
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
@@ -57,7 +57,7 @@ def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=No
     if own_kernel and getattr(module, "num_key_value_groups", 1) == 1 and (train_dropout or bf16_eval):
         causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
         if query.shape[2] > 1 and attention_mask is None and causal:
-            attention_mask = torch.ones(query.shape[2], key.shape[2], dtype=torch.bool, device=query.device).tril()
+            attention_mask = causal_mask(query.shape[2], key.shape[2], query.device)
         return math_attention(query, key, value, attention_mask, dropout if train_dropout else 0.0, scaling), None
     if bf16_eval and kwargs.get("position_bias") is None:  # T5's bias joins the mask in the inputs' dtype
         return float32_attention(module, query, key, value, attention_mask, scaling, is_causal, **kwargs)

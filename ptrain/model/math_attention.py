@@ -21,6 +21,7 @@ of sums). In evaluation it replaces SDPA's float32 flash kernel (float32_attenti
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 
 import torch
@@ -37,6 +38,13 @@ def math_attention(query, key, value, mask, p: float, scaling: float | None) -> 
     additive, every_row_has_a_key = additive_mask(mask)
     with torch.autocast(query.device.type, enabled=False):
         return DropoutAttention.apply(query, key, value, additive, scale, p, not every_row_has_a_key)
+
+
+@functools.lru_cache(maxsize=8)
+def causal_mask(q_len: int, k_len: int, device: torch.device) -> torch.Tensor:
+    """The causal triangle for a decoder called without a mask: one tensor per shape, so every layer of a forward
+    (and every forward of that length) gets the same object and additive_mask converts it once."""
+    return torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril()
 
 
 def additive_mask(mask: torch.Tensor | None) -> tuple[torch.Tensor | None, bool]:
@@ -61,6 +69,7 @@ class DropoutAttention(torch.autograd.Function):
     """Forward and backward of float32 attention with dropout; the saved tensors are those autograd would keep."""
 
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu")
     def forward(ctx, query, key, value, mask, scale: float, p: float, safe_softmax: bool):
         batch, heads, q_len, _ = query.shape
         q, k, v = heads_first(query), heads_first(key), heads_first(value)
@@ -80,12 +89,8 @@ class DropoutAttention(torch.autograd.Function):
         return dense(torch.bmm(dropped, v).view(query.shape).transpose(1, 2), query.dtype)
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")  # the forward's autocast state: off (math_attention turns it off)
     def backward(ctx, grad):  # grad: [batch, query length, heads, size]
-        with torch.autocast(grad.device.type, enabled=False):
-            return DropoutAttention.gradients(ctx, grad)
-
-    @staticmethod
-    def gradients(ctx, grad):
         q, k, v, probs, keep, dropped = ctx.saved_tensors
         batch, q_len, heads, size = grad.shape
         g = dense(grad.transpose(1, 2), torch.float32).view(-1, q_len, size)
