@@ -95,6 +95,9 @@ def test_keep_masks_are_bernoulli_seeded_and_fresh_per_call():
     assert not torch.equal(first, second)
     rows = keep_masks.keep_mask((200_000,), 0.1)
     assert abs(rows[:100_000].float().mean() - rows[100_000:].float().mean()) < 0.01  # odd halves of words too
+    torch.manual_seed(3)
+    factors = keep_masks.scaled_keep_mask((7, 5), 0.3)  # the same draws, as float32 factors 1 / (1 - p) or 0
+    assert factors.dtype == torch.float32 and torch.equal(factors, torch.where(first, 1 / 0.7, 0.0))
 
 
 def test_fast_dropout_scales_kept_elements_and_masks_the_gradient(monkeypatch):
