@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
+import select
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -41,11 +48,81 @@ def accelerator():
 
 
 def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """`python -m ptrain ARGS` as a user runs it; returns the finished process (never raises on failure)."""
+    """`python -m ptrain ARGS` as a user runs it; returns the finished process (never raises on failure). Forked
+    from this worker's cli_server (ptrain and its libraries imported once) when the environment is the one the
+    server started with, else (or with PTRAIN_TEST_FORK=0) a fresh interpreter."""
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "ptrain", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
-    )
+    command = [sys.executable, "-m", "ptrain", *args]
+    if os.environ.get("PTRAIN_TEST_FORK", "1") != "0" and CliServer.lock.acquire(blocking=False):
+        try:  # a call made while another thread's runs (tests that start two at once) takes a fresh interpreter
+            server = CliServer.for_env(full_env)
+            if server is not None:
+                return server.run(command, cwd, full_env, timeout)
+        finally:
+            CliServer.lock.release()
+    return subprocess.run(command, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def same_environment(first: dict, second: dict) -> bool:
+    """Equal but for pytest's PYTEST_CURRENT_TEST, which names the test running (the child gets its own)."""
+    return {**first, "PYTEST_CURRENT_TEST": ""} == {**second, "PYTEST_CURRENT_TEST": ""}
+
+
+class CliServer:
+    """Client of tests/cli_server.py: one server per worker process, started at the first call."""
+
+    running: CliServer | None = None
+    lock = threading.Lock()
+
+    def __init__(self, env: dict):
+        self.env = env
+        self.process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("cli_server.py"))],
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        self.replies = b""  # read from the pipe unbuffered, so select sees every reply still to come
+        atexit.register(self.process.kill)
+
+    @classmethod
+    def for_env(cls, env: dict) -> CliServer | None:
+        """The running server if it started with `env`, a new one if none runs, None for another environment."""
+        if cls.running is None or cls.running.process.poll() is not None:
+            cls.running = cls(env)
+        return cls.running if same_environment(cls.running.env, env) else None
+
+    def run(self, command: list[str], cwd: Path, env: dict, timeout: float) -> subprocess.CompletedProcess:
+        with tempfile.TemporaryDirectory() as outputs:
+            out, err = Path(outputs, "stdout"), Path(outputs, "stderr")
+            request = {"args": command[3:], "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err)}
+            request["main"] = str(REPO / "ptrain" / "__main__.py")
+            self.process.stdin.write(json.dumps(request).encode() + b"\n")
+            self.process.stdin.flush()
+            pid = self.reply(None)["pid"]
+            finished = self.reply(timeout)
+            if finished is None:
+                os.kill(pid, signal.SIGKILL)
+            status = (finished or self.reply(None))["status"]
+            stdout, stderr = out.read_text(), err.read_text()
+        if finished is None:
+            raise subprocess.TimeoutExpired(command, timeout, stdout, stderr)
+        return subprocess.CompletedProcess(command, os.waitstatus_to_exitcode(status), stdout, stderr)
+
+    def reply(self, timeout: float | None) -> dict | None:
+        """The server's next reply, or None when `timeout` seconds pass first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self.replies:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not select.select([self.process.stdout], [], [], wait)[0]:
+                return None
+            chunk = os.read(self.process.stdout.fileno(), 4096)
+            if not chunk:
+                raise RuntimeError("tests/cli_server.py exited; its errors are in the test's stderr")
+            self.replies += chunk
+        line, self.replies = self.replies.split(b"\n", 1)
+        return json.loads(line)
 
 
 def accelerate_launch(

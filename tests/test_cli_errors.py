@@ -73,3 +73,14 @@ def test_a_closed_pipe_is_not_an_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("sys.stdout", ClosedPipe(tmp_path / "stdout"))
     assert main(["check", str(CONFIGS / "emotion.yaml")]) == 0
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_the_tests_forked_cli_calls_match_a_fresh_interpreter(tmp_path, monkeypatch):
+    """run_cli forks most calls from a server that imported ptrain once (tests/cli_server.py); what they print and
+    return must be what `python -m ptrain` in a new interpreter prints and returns."""
+    call = ("check", str(CONFIGS / "tiny.yaml"), "train.epochs=1", f"output_dir={tmp_path}")
+    forked = run_cli(*call)
+    monkeypatch.setenv("PTRAIN_TEST_FORK", "0")
+    fresh = run_cli(*call)
+    assert (forked.returncode, forked.stdout, forked.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr)
+    assert forked.returncode == 0 and "epochs: 1" in forked.stdout and "is valid" in forked.stderr
