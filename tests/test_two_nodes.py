@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -201,7 +202,8 @@ def test_a_killed_node_ends_the_survivor_in_one_line_and_resume_auto_completes_t
     log = launched.log(0)
     assert code != 0 and seconds < 60, log[-3000:]
     (error,) = error_lines(log)
-    assert error.startswith("ptrain: error: lost rank 1 (node 1 of 2) at 127.0.0.1:") and "connection closed" in error
+    # gloo names the peer's address in some of its errors and not in others (CI saw both): it is optional
+    assert re.match(r"ptrain: error: lost rank 1 \(node 1 of 2\)( at 127\.0\.0\.1:\d+)?: its connection closed", error)
     assert error.endswith(f"accelerate launch ... -m ptrain {' '.join(args)} train.resume=auto")
     assert_no_traceback_from_ptrain(log)
 
