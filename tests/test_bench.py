@@ -31,6 +31,7 @@ def test_bench_compares_with_the_hf_trainer_and_writes_json(tmp_path, cache_dir)
     shares = {name: stats["share"] for name, stats in profile["categories"].items()}
     assert set(shares) == {"matmul", "attention", "dropout", "optimizer", "data", "other"}
     assert abs(sum(shares.values()) - 1) < 0.02 and shares["matmul"] > 0 and shares["optimizer"] > 0
+    assert shares["attention"] > 0 and shares["dropout"] > 0  # the attention Function and the masks, apart
     assert json.loads(Path(profile["trace"]).read_text())["traceEvents"]  # Chrome trace: Perfetto, TensorBoard
     assert "step profile (10 steps" in result.stdout and "trace:" in result.stdout
     assert report["matmul_peak_tflops"] > 0 and report["train_flops_per_token"] > 0

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 
+@torch.profiler.record_function("ptrain::mask")  # `ptrain bench --profile` counts it as dropout
 def keep_mask(shape: torch.Size | tuple[int, ...], p: float) -> torch.Tensor:
     """A bool mask of `shape`, each element True with probability 1 - p, independently."""
     numel = math.prod(shape)

@@ -37,7 +37,7 @@ def math_attention(query, key, value, mask, p: float, scaling: float | None) -> 
     scale = scaling if scaling is not None else 1.0 / math.sqrt(query.shape[-1])
     additive, every_row_has_a_key = additive_mask(mask)
     with torch.autocast(query.device.type, enabled=False):
-        return DropoutAttention.apply(query, key, value, additive, scale, p, not every_row_has_a_key)
+        return MathAttention.apply(query, key, value, additive, scale, p, not every_row_has_a_key)
 
 
 @functools.lru_cache(maxsize=8)
@@ -65,7 +65,7 @@ def additive_mask(mask: torch.Tensor | None) -> tuple[torch.Tensor | None, bool]
     return additive, every_row
 
 
-class DropoutAttention(torch.autograd.Function):
+class MathAttention(torch.autograd.Function):
     """Forward and backward of float32 attention with dropout; the saved tensors are those autograd would keep."""
 
     @staticmethod

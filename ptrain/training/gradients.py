@@ -30,6 +30,7 @@ def folds_into_optimizer(accelerator, optimizer) -> bool:
     )
 
 
+@torch.profiler.record_function("ptrain::clip")  # `ptrain bench --profile` counts it as optimizer
 def normalise_and_clip(model, optimizer, accelerator, window_weight, max_grad_norm, fold: bool):
     """Returns (the window's real-target count on all processes, the normalised gradient norm before
     clipping); afterwards the optimizer step applies the normalised, clipped gradients."""
