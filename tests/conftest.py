@@ -23,6 +23,7 @@ DATA_DIR = Path(os.environ.get("PTRAIN_DATA_DIR", REPO.parent / "shared" / "data
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+SERVER_ENV = dict(os.environ)  # the worker's environment, which tests/cli_server.py starts with
 
 
 @pytest.fixture(scope="session")
@@ -49,15 +50,14 @@ def accelerator():
 
 def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """`python -m ptrain ARGS` as a user runs it; returns the finished process (never raises on failure). Forked
-    from this worker's cli_server (ptrain and its libraries imported once) when the environment is the one the
-    server started with, else (or with PTRAIN_TEST_FORK=0) a fresh interpreter."""
+    from this worker's cli_server (ptrain and its libraries imported once) when the environment is the worker's
+    own, else (or with PTRAIN_TEST_FORK=0) a fresh interpreter."""
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     command = [sys.executable, "-m", "ptrain", *args]
-    if os.environ.get("PTRAIN_TEST_FORK", "1") != "0" and CliServer.lock.acquire(blocking=False):
+    forked = os.environ.get("PTRAIN_TEST_FORK", "1") != "0" and same_environment(full_env, SERVER_ENV)
+    if forked and CliServer.lock.acquire(blocking=False):
         try:  # a call made while another thread's runs (tests that start two at once) takes a fresh interpreter
-            server = CliServer.for_env(full_env)
-            if server is not None:
-                return server.run(command, cwd, full_env, timeout)
+            return CliServer.running_one().run(command, cwd, full_env, timeout)
         finally:
             CliServer.lock.release()
     return subprocess.run(command, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
@@ -74,12 +74,11 @@ class CliServer:
     running: CliServer | None = None
     lock = threading.Lock()
 
-    def __init__(self, env: dict):
-        self.env = env
+    def __init__(self):
         self.process = subprocess.Popen(
             [sys.executable, str(Path(__file__).with_name("cli_server.py"))],
             cwd=REPO,
-            env=env,
+            env=SERVER_ENV,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
@@ -87,11 +86,11 @@ class CliServer:
         atexit.register(self.process.kill)
 
     @classmethod
-    def for_env(cls, env: dict) -> CliServer | None:
-        """The running server if it started with `env`, a new one if none runs, None for another environment."""
+    def running_one(cls) -> CliServer:
+        """The worker's server, started at the first call (or again if it has exited)."""
         if cls.running is None or cls.running.process.poll() is not None:
-            cls.running = cls(env)
-        return cls.running if same_environment(cls.running.env, env) else None
+            cls.running = cls()
+        return cls.running
 
     def run(self, command: list[str], cwd: Path, env: dict, timeout: float) -> subprocess.CompletedProcess:
         with tempfile.TemporaryDirectory() as outputs:
