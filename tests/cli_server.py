@@ -5,8 +5,8 @@ about 5.5 s of a tiny training run's 8 s), runs no torch operator (so no thread 
 forks a child per call. The child takes the call's working directory, sends its stdout and stderr to the files
 named, runs ptrain's __main__ as `python -m ptrain` does (sys.argv, sys.path[0], SystemExit, an uncaught
 exception's traceback and status 1, atexit handlers) and exits with that status: the process a user starts, less
-the imports. Calls whose environment differs from the pytest worker's own go to a fresh interpreter
-(conftest.run_cli decides), since libraries read some variables at import.
+the imports. A call in another environment than the server's gets a new server started in it (conftest.run_cli
+decides), since libraries read some variables at import.
 
 Protocol on stdin/stdout, one JSON object per line: {"main", "args", "cwd", "env", "stdout", "stderr"} in,
 {"pid"} out once forked, then {"status"} (os.waitpid's) once the child has exited.

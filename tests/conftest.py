@@ -23,7 +23,6 @@ DATA_DIR = Path(os.environ.get("PTRAIN_DATA_DIR", REPO.parent / "shared" / "data
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-SERVER_ENV = dict(os.environ)  # the worker's environment, which tests/cli_server.py starts with
 
 
 @pytest.fixture(scope="session")
@@ -50,14 +49,13 @@ def accelerator():
 
 def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """`python -m ptrain ARGS` as a user runs it; returns the finished process (never raises on failure). Forked
-    from this worker's cli_server (ptrain and its libraries imported once) when the environment is the worker's
-    own, else (or with PTRAIN_TEST_FORK=0) a fresh interpreter."""
+    from this worker's cli_server (ptrain and its libraries imported once, in the call's environment), or with
+    PTRAIN_TEST_FORK=0 a fresh interpreter."""
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     command = [sys.executable, "-m", "ptrain", *args]
-    forked = os.environ.get("PTRAIN_TEST_FORK", "1") != "0" and same_environment(full_env, SERVER_ENV)
-    if forked and CliServer.lock.acquire(blocking=False):
+    if os.environ.get("PTRAIN_TEST_FORK", "1") != "0" and CliServer.lock.acquire(blocking=False):
         try:  # a call made while another thread's runs (tests that start two at once) takes a fresh interpreter
-            return CliServer.running_one().run(command, cwd, full_env, timeout)
+            return CliServer.for_env(full_env).run(command, cwd, full_env, timeout)
         finally:
             CliServer.lock.release()
     return subprocess.run(command, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
@@ -74,11 +72,12 @@ class CliServer:
     running: CliServer | None = None
     lock = threading.Lock()
 
-    def __init__(self):
+    def __init__(self, env: dict):
+        self.env = env
         self.process = subprocess.Popen(
             [sys.executable, str(Path(__file__).with_name("cli_server.py"))],
             cwd=REPO,
-            env=SERVER_ENV,
+            env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
@@ -86,10 +85,15 @@ class CliServer:
         atexit.register(self.process.kill)
 
     @classmethod
-    def running_one(cls) -> CliServer:
-        """The worker's server, started at the first call (or again if it has exited)."""
-        if cls.running is None or cls.running.process.poll() is not None:
-            cls.running = cls()
+    def for_env(cls, env: dict) -> CliServer:
+        """The worker's server, started anew when none runs in `env` (libraries read some variables at import;
+        a test may set one, and importing torch's inductor sets TORCHINDUCTOR_CACHE_DIR in this process)."""
+        running = cls.running
+        if running is None or running.process.poll() is not None or not same_environment(running.env, env):
+            if running is not None:
+                running.process.kill()
+                running.process.wait()
+            cls.running = cls(env)
         return cls.running
 
     def run(self, command: list[str], cwd: Path, env: dict, timeout: float) -> subprocess.CompletedProcess:
