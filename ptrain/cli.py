@@ -247,6 +247,10 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated.*")
+    import torch
+
+    if not torch.cuda.is_available():  # DeepSpeed's own fallback, chosen without its warning (transformers imports it)
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import datasets
     import transformers
 
@@ -255,4 +259,7 @@ def quiet_libraries() -> None:
     datasets.logging.set_verbosity_error()
     datasets.disable_progress_bars()
     logging.getLogger("accelerate").setLevel(logging.ERROR)
+    for handler in logging.getLogger("DeepSpeed").handlers:  # DeepSpeed logs to stdout, where eval prints its JSON
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(sys.stderr)
     datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # read failures are reported by ptrain, with the line

@@ -129,10 +129,10 @@ class CliServer:
 
 
 def accelerate_launch(
-    launch_args: list[str], module: str, *args: str, timeout: int = 600
+    launch_args: list[str], module: str, *args: str, timeout: int = 600, env: dict | None = None
 ) -> subprocess.CompletedProcess:
     """`accelerate launch LAUNCH_ARGS -m MODULE ARGS` from the repository, on a free port (runs beside it may
-    launch too); returns the finished launcher (never raises on failure)."""
+    launch too), with `env` added to the environment; returns the finished launcher (never raises on failure)."""
     command = [
         sys.executable,
         "-m",
@@ -144,9 +144,8 @@ def accelerate_launch(
         module,
         *args,
     ]
-    return subprocess.run(
-        command, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=timeout
-    )
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    return subprocess.run(command, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
 def free_port() -> int:

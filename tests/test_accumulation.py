@@ -1,5 +1,5 @@
-"""Gradient accumulation through accelerator.accumulate: 4 micro-batches of 2 give the gradient of one batch of 8,
-the same as PyTorch's (weighted) mean cross entropy over those 8 examples."""
+"""Gradient accumulation through ptrain's windows (training/window.py): 4 micro-batches of 2 give the gradient of one
+batch of 8, the same as PyTorch's (weighted) mean cross entropy over those 8 examples."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from accelerate.state import AcceleratorState, GradientState
 from torch.utils.data import DataLoader
 from transformers import BertConfig, BertForSequenceClassification
 
-from ptrain.tasks.loss import ClassificationLoss, normalise_gradients
+from ptrain.tasks.loss import ClassificationLoss
+from ptrain.training.window import micro_step, window_scale, windows
 
 SEQUENCES = [
     [101, 7, 8, 9, 102],
@@ -48,21 +49,22 @@ def collate(rows):
 
 
 def ptrain_gradients(accumulation: int, batch_size: int, weights: torch.Tensor | None) -> dict[str, torch.Tensor]:
-    """One optimizer window the way ptrain's loop runs it: summed loss, accumulate, normalise at sync."""
+    """One optimizer window the way ptrain's loop runs it: the window read first, each summed loss scaled by the
+    window's targets before its backward."""
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
     accelerator = Accelerator(gradient_accumulation_steps=accumulation, cpu=True)
     loader = DataLoader(list(zip(SEQUENCES, LABELS)), batch_size=batch_size, collate_fn=collate)
     model, loader = accelerator.prepare(tiny_model(), loader)
     loss_fn = ClassificationLoss(class_weights=weights)
-    window_weight = torch.zeros(())
-    for batch in loader:
-        with accelerator.accumulate(model):
+    (window,) = windows(loader, accumulation)  # 8 rows: one window of `accumulation` micro-batches or fewer
+    scale = window_scale(accelerator, loss_fn, window)
+    assert scale.targets == (8 if weights is None else weights[torch.tensor(LABELS)].sum())
+    for position, batch in enumerate(window):
+        with micro_step(accelerator, model, last=position == len(window) - 1):
             labels = batch.pop("labels")
-            accelerator.backward(loss_fn(model(**batch).logits, labels))
-            window_weight += loss_fn.target_weight(labels)
-            if accelerator.sync_gradients:
-                normalise_gradients(model.parameters(), accelerator, window_weight)
+            accelerator.backward(loss_fn(model(**batch).logits, labels) * scale.factor)
+    assert accelerator.sync_gradients  # the last micro-batch synchronised: the optimizer may step
     return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
 
 

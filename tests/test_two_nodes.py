@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from ptrain.training import lost_peer, node_resume
-from ptrain.training.checkpoint import REQUIRED_FILES
+from ptrain.training.checkpoint import REQUIRED_FILES, Checkpoint
 from ptrain.training.distributed import process_group_settings
 from tests.conftest import CONFIGS, REPO, free_port, run_cli
 
@@ -319,13 +319,18 @@ def test_without_a_process_group_nothing_is_a_lost_peer():
 
 
 def test_a_process_must_read_the_whole_checkpoint_and_its_own_rng_state(tmp_path):
-    checkpoint = tmp_path / "step-2"
-    assert node_resume.unreadable(checkpoint, 1) == str(checkpoint)  # on another node's disk
-    checkpoint.mkdir()
+    folder = tmp_path / "step-2"
+    checkpoint = Checkpoint(folder, {"loop": {"global_step": 2}})
+    assert node_resume.unreadable(checkpoint, 1) == str(folder)  # on another node's disk
+    folder.mkdir()
     for name in [*REQUIRED_FILES, "random_states_0.pkl"]:
-        (checkpoint / name).touch()
+        (folder / name).touch()
     assert node_resume.unreadable(checkpoint, 0) is None
-    assert node_resume.unreadable(checkpoint, 1) == f"random_states_1.pkl in {checkpoint}"  # Accelerate would skip it
+    assert node_resume.unreadable(checkpoint, 1) == f"random_states_1.pkl in {folder}"  # Accelerate would skip it
+    sharded = Checkpoint(folder, {"loop": {"global_step": 2}, "engine": {"name": "fsdp2", "processes": 2}})
+    assert node_resume.unreadable(sharded, 0) == (
+        f"pytorch_model_fsdp_0/.metadata, optimizer_0/.metadata in {folder}"  # each engine's own files
+    )
 
 
 @pytest.mark.parametrize("seconds", [10, 300, 600, 1800])

@@ -49,6 +49,11 @@ def _check_model(cfg: Config, path: Path) -> None:
         raise ConfigError(
             f"{path}: model.train_tokenizer is for scratch_config models; {model.name_or_path} has its vocabulary"
         )
+    if model.dtype == "float16" and cfg.train.mixed_precision == "fp16":
+        raise ConfigError(
+            f"{path}: model.dtype=float16 with train.mixed_precision=fp16: the grad scaler cannot unscale fp16 "
+            "gradients; keep model.dtype=float32 (fp16 autocast over float32 weights)"
+        )
     if model.lora is not None and model.freeze_encoder:
         raise ConfigError(
             f"{path}: model.lora trains adapters in the encoder, model.freeze_encoder freezes it; remove one of them"

@@ -116,6 +116,9 @@ class ModelConfig(Strict):
     scratch_config: dict[str, Any] | None = None  # AutoConfig kwargs (with model_type) for a random model
     freeze_encoder: bool = False  # train the classification head only
     attention: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"  # the attention kernel
+    # the weights' dtype, whatever the checkpoint was saved in: float32 master weights under train.mixed_precision's
+    # autocast; bfloat16 or float16 trains those weights themselves (no float32 copy), at lower precision
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     trust_remote_code: bool = False
     builder: str | None = None  # file.py:Name or module:Name, a function (cfg, label_names, tokenizer) -> model
     lora: LoraSettings | None = None  # LoRA instead of full fine-tuning; `model.lora.r=8` turns it on (defaults: rest)

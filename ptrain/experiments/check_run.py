@@ -8,7 +8,8 @@ from pathlib import Path
 from ptrain.errors import ConfigError
 from ptrain.outputs.integrity import export_problems
 from ptrain.outputs.leftovers import leftovers
-from ptrain.training.checkpoint import FILES, checkpoint_problems, marked_folders, read_meta, unmarked_folders
+from ptrain.training.checkpoint import ENGINE, FILES, checkpoint_problems, marked_folders, read_meta, unmarked_folders
+from ptrain.training.engine import Engine
 
 EXPORTS = ("best", "final", "adapter")
 
@@ -34,7 +35,9 @@ def checkpoint_lines(run_dir: Path) -> list[tuple[Path, str]]:
         else:
             meta = read_meta(path)
             checked = f"{len(meta[FILES])} files checked" if FILES in meta else "written before manifests: unchecked"
-            lines.append((path, f"intact (step {meta['loop']['global_step']}, {checked})"))
+            engine = Engine.from_dict(meta.get(ENGINE))
+            written = f", {engine.describe()}" if engine else ""
+            lines.append((path, f"intact (step {meta['loop']['global_step']}{written}, {checked})"))
     lines += [
         (path, "incomplete: never marked complete (removed by the next resume)") for path in unmarked_folders(run_dir)
     ]

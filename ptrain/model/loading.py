@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from transformers import AutoConfig, AutoTokenizer, PreTrainedModel
 
 from ptrain.config.references import load_reference
@@ -37,13 +38,19 @@ def from_config_or_pretrained(cfg, auto_class, tokenizer=None, **config_kwargs):
                 f"model.scratch_config vocab_size {config.vocab_size} is smaller than the tokenizer's "
                 f"{len(tokenizer)} tokens; raise it or leave it out (the tokenizer's size is used)"
             )
-        return auto_class.from_config(config, attn_implementation=cfg.model.attention)
+        return auto_class.from_config(config, attn_implementation=cfg.model.attention, dtype=weights_dtype(cfg))
     return auto_class.from_pretrained(
         resolve_model_path(cfg.model.name_or_path),
         trust_remote_code=cfg.model.trust_remote_code,
         attn_implementation=cfg.model.attention,
+        dtype=weights_dtype(cfg),  # not the dtype the checkpoint was saved in (transformers 5's default)
         **config_kwargs,
     )
+
+
+def weights_dtype(cfg) -> torch.dtype:
+    """model.dtype as a torch dtype: float32 unless the config asks for 16-bit weights."""
+    return getattr(torch, cfg.model.dtype)
 
 
 def tokenizer_ids(tokenizer) -> dict:

@@ -4,6 +4,7 @@ into a plain model (ptrain/outputs/export.py); peft is imported only by runs tha
 
 from __future__ import annotations
 
+import copy
 import sys
 
 import torch
@@ -12,22 +13,14 @@ from ptrain.config import LoraSettings
 from ptrain.errors import ConfigError, first_line
 
 ALL_LINEAR = "all-linear"  # peft's word for every linear layer but the output layer
-# Launches whose processes hold shards of the weights: the merged export needs them whole (not tried with LoRA).
-SHARDED_LAUNCHES = ("FSDP", "DEEPSPEED")
 
 
-def add_lora(model: torch.nn.Module, settings: LoraSettings, task_type: str, distributed_type: str = "NO"):
+def add_lora(model: torch.nn.Module, settings: LoraSettings, task_type: str):
     """`model` wrapped by peft's get_peft_model (in place: its target layers become LoRA layers). Base weights are
     frozen; the adapters and the task head (peft's modules_to_save: a trained copy beside the frozen original)
-    train."""
+    train. Under FSDP the frozen weights are sharded like the rest (DeepSpeed ZeRO-3 is refused: engine.py)."""
     import peft
 
-    launch = str(distributed_type).rpartition(".")[2]  # "DistributedType.FSDP" or "FSDP"
-    if launch in SHARDED_LAUNCHES:
-        raise ConfigError(
-            f"model.lora is not supported under {launch} (the merged export needs whole weights); "
-            "launch with plain data parallelism (accelerate launch --multi_gpu) or remove model.lora"
-        )
     targets = target_modules(model, settings)
     config = peft.LoraConfig(
         r=settings.r,
@@ -98,3 +91,22 @@ def plain_model(model: torch.nn.Module) -> torch.nn.Module:
 def is_peft_model(model) -> bool:
     peft = sys.modules.get("peft")  # a model wrapped by peft means peft is imported; runs without LoRA never do
     return peft is not None and isinstance(model, peft.PeftModel)
+
+
+def whole_twin(model, state_dict: dict[str, torch.Tensor]):
+    """A LoRA model like `model` holding `state_dict` (its weights gathered whole, e.g. from FSDP2's shards): built
+    on the meta device from `model`'s config and adapter settings, then given the gathered tensors, so no second
+    copy of the weights is made. Buffers outside the state dict (BERT's position ids) are taken from `model`, where
+    no engine shards them."""
+    import peft
+
+    base = model.get_base_model()
+    with torch.device("meta"):
+        twin = peft.get_peft_model(type(base)._from_config(base.config), copy.deepcopy(model.peft_config["default"]))
+    twin.load_state_dict(state_dict, assign=True)
+    buffers = dict(model.named_buffers())
+    for name, buffer in list(twin.named_buffers()):
+        if buffer.is_meta:
+            owner, _, leaf = name.rpartition(".")
+            twin.get_submodule(owner).register_buffer(leaf, buffers[name].detach().cpu().clone(), persistent=False)
+    return twin

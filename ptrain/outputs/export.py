@@ -9,8 +9,10 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from torch.distributed.tensor import DTensor
+
 from ptrain.errors import OutputError
-from ptrain.model.lora import is_peft_model
+from ptrain.model.lora import is_peft_model, whole_twin
 from ptrain.outputs.agreement import raise_if_any_failed
 from ptrain.outputs.atomic import WRITE_ERRORS, swap_folder, write_failed
 from ptrain.outputs.integrity import write_export_manifest
@@ -26,11 +28,8 @@ def export_model(accelerator, model, tokenizer, out_dir: Path, adapter_dir: Path
     """
     unwrapped, error = accelerator.unwrap_model(model), None
     try:
-        if is_peft_model(unwrapped):  # whole weights on every process: LoRA refuses sharded launches
-            if accelerator.is_main_process:
-                save_folder(copy.deepcopy(unwrapped).merge_and_unload(), tokenizer, out_dir)
-                if adapter_dir is not None:
-                    save_folder(unwrapped, tokenizer, adapter_dir)
+        if is_peft_model(unwrapped):
+            export_lora(accelerator, model, tokenizer, out_dir, adapter_dir)
         else:
             state_dict = accelerator.get_state_dict(model)
             if accelerator.is_main_process:
@@ -38,6 +37,21 @@ def export_model(accelerator, model, tokenizer, out_dir: Path, adapter_dir: Path
     except OutputError as err:
         error = err
     raise_if_any_failed(accelerator, error)  # in place of a barrier: no process waits for one that failed
+
+
+def export_lora(accelerator, model, tokenizer, out_dir: Path, adapter_dir: Path | None) -> None:
+    """The merged plain model into out_dir and the adapters alone into adapter_dir, from the main process. With its
+    weights sharded (FSDP2), the whole weights are gathered onto the main process first (every process takes part)
+    and the merge runs on a twin that holds them."""
+    unwrapped = accelerator.unwrap_model(model)
+    sharded = any(isinstance(param, DTensor) for param in unwrapped.parameters())
+    state_dict = accelerator.get_state_dict(model) if sharded else None  # a collective: before the main-only part
+    if not accelerator.is_main_process:
+        return
+    whole = whole_twin(unwrapped, state_dict) if sharded else unwrapped
+    if adapter_dir is not None:
+        save_folder(whole, tokenizer, adapter_dir)
+    save_folder((whole if sharded else copy.deepcopy(whole)).merge_and_unload(), tokenizer, out_dir)
 
 
 def save_folder(

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import torch
 
+from ptrain.model.fast_paths import allowed_under
 from ptrain.model.packed_linears import packed_linears
 
 PerBatch = Callable[[dict, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
@@ -25,7 +27,8 @@ def evaluation_pass(
     parts: dict[str, list[torch.Tensor]] = {}
     real_tokens = torch.zeros((), device=accelerator.device)
     # one context for the pass: each weight is cast to bf16/fp16 (and on the CPU packed for oneDNN) once, not per batch
-    with accelerator.autocast(), packed_linears(model, accelerator.device):
+    packed = allowed_under(accelerator.distributed_type)
+    with accelerator.autocast(), packed_linears(model, accelerator.device) if packed else nullcontext():
         for batch in loader:
             labels, rows = batch.pop("labels"), batch.pop("idx")
             real_tokens += batch["attention_mask"].sum()

@@ -76,26 +76,6 @@ def balanced_class_weights(labels: list[int], num_labels: int) -> torch.Tensor:
     return len(labels) / (num_labels * counts.clamp(min=1))
 
 
-def normalise_gradients(parameters, accelerator, window_weight: torch.Tensor) -> torch.Tensor:
-    """Turn the summed-loss gradient of an accumulation window into its per-target mean.
-
-    Accelerate divided every micro-batch loss by gradient_accumulation_steps and DDP averaged over
-    processes; multiplying by both and dividing by the window's real-target count on all processes
-    gives exactly the gradient of one big batch. Returns that count.
-    """
-    total, factor = window_scale(accelerator, window_weight)
-    grads = [param.grad for param in parameters if param.grad is not None]
-    torch._foreach_mul_(grads, factor)  # one kernel launch for all gradients, as clip_grad_norm_ does
-    return total
-
-
-def window_scale(accelerator, window_weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The window's real-target count on all processes, and the factor turning the accumulated gradient into
-    the per-target mean (undoing Accelerate's division by the accumulation steps and DDP's process average)."""
-    total = accelerator.reduce(window_weight.detach().clone(), "sum")
-    return total, accelerator.gradient_accumulation_steps * accelerator.num_processes / total.clamp(min=1e-12)
-
-
 class UserLoss:
     """train.loss: the user's function (or nn.Module) of (fp32 logits, labels) -> the loss summed over the batch.
     The task's own loss still gives the denominator (target_weight), so the window normalisation holds."""

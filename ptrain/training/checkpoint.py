@@ -1,10 +1,11 @@
 """Resumable checkpoints: written atomically with a manifest of their files, verified before they are trusted, pruned
 only after a good write and never down to no intact one.
 
-A checkpoint folder holds Accelerate's state (model as safetensors, optimizer, scheduler, grad scaler, the RNG states
-of every process) and `meta.json` (ptrain's loop state and meter, and the size and sha256 of every other file). It is
-written as `NAME.tmp`, flushed, renamed to NAME, then marked by an empty `complete` file: only marked folders whose
-files match their manifest are resumed from.
+A checkpoint folder holds Accelerate's state (model and optimizer as the engine writes them: safetensors and a
+pickle for one process and DDP, every process's shards under FSDP2 and DeepSpeed; scheduler, grad scaler, the RNG
+states of every process) and `meta.json` (ptrain's loop state and meter, the engine, and the size and sha256 of every
+other file). It is written as `NAME.tmp`, flushed, renamed to NAME, then marked by an empty `complete` file: only
+marked folders whose files match their manifest are resumed from.
 """
 
 from __future__ import annotations
@@ -26,7 +27,20 @@ CHECKPOINTS = "checkpoints"
 META = "meta.json"
 MARKER = "complete"
 FILES = "files"  # meta.json's manifest: {relative path: {"bytes", "sha256"}} of every file but meta.json and MARKER
-REQUIRED_FILES = ("model.safetensors", "optimizer.bin", "scheduler.bin", META)
+ENGINE = "engine"  # meta.json's record of the engine that wrote it (training/engine.py's Engine, as a dict)
+# The model and optimizer files each engine's Accelerate state must hold (the manifest lists every file besides).
+ENGINE_FILES = {
+    "fsdp2": ("pytorch_model_fsdp_0/.metadata", "optimizer_0/.metadata"),  # torch.distributed.checkpoint folders
+    "deepspeed": ("latest",),  # names the folder of DeepSpeed's save_checkpoint (laid out per ZeRO stage)
+}
+PLAIN_FILES = ("model.safetensors", "optimizer.bin")  # one process, DDP
+REQUIRED_FILES = (*PLAIN_FILES, "scheduler.bin", META)  # of a plain checkpoint
+
+
+def required_files(meta: dict | None) -> tuple[str, ...]:
+    """The files a checkpoint written under meta's engine cannot be without (a plain one when meta says none)."""
+    name = ((meta or {}).get(ENGINE) or {}).get("name")
+    return (*ENGINE_FILES.get(name, PLAIN_FILES), "scheduler.bin", META)
 
 
 @dataclass(frozen=True)
@@ -153,8 +167,8 @@ def checkpoint_problems(path: Path) -> list[str]:
     """What is wrong with a checkpoint folder, empty when it is intact: an unreadable meta.json, a missing file, a
     file whose size or sha256 differs from the manifest. One written before manifests were recorded (no `files` in
     its meta.json) is checked for its required files only."""
-    missing = [f"missing {name}" for name in (*REQUIRED_FILES, MARKER) if not (path / name).is_file()]
     meta, reason = _load_meta(path)
+    missing = [f"missing {name}" for name in (*required_files(meta), MARKER) if not (path / name).is_file()]
     if meta is None:
         return missing or [reason]
     return list(dict.fromkeys(missing + problems(path, meta.get(FILES, {}))))  # a required file listed: once

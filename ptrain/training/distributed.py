@@ -14,6 +14,8 @@ from accelerate.utils import DataLoaderConfiguration, InitProcessGroupKwargs
 
 from ptrain.config import Config
 from ptrain.errors import LaunchError
+from ptrain.training.deepspeed_settings import check_batch, deepspeed_plugin
+from ptrain.training.engine import asked_engine, check_engine, check_fsdp_plugin, engine_of
 
 # Where launchers put the number of processes: torchrun and `accelerate launch --multi_gpu` (WORLD_SIZE),
 # mpirun flavours (the others). The same list, in another order, that Accelerate reads for CPU groups.
@@ -30,6 +32,7 @@ def build_accelerator(cfg: Config) -> Accelerator:
         raise ValueError("build_accelerator needs a resolved train.mixed_precision: call resolve_config_precision")
     refuse_single_process_launcher(os.environ)
     launched = launched_world_size(os.environ)  # read first: Accelerate rewrites WORLD_SIZE for CPU groups
+    asked = asked_engine(os.environ)
     accelerator = Accelerator(
         mixed_precision=cfg.train.mixed_precision,
         gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
@@ -38,9 +41,19 @@ def build_accelerator(cfg: Config) -> Accelerator:
         cpu=not torch.cuda.is_available(),
         # Host-to-GPU copies of pinned batches overlap the previous step (no effect on CPU).
         dataloader_config=DataLoaderConfiguration(non_blocking=torch.cuda.is_available()),
+        # One scheduler step per optimizer step, skipped steps included, under every engine (Accelerate's default
+        # steps it once per process, and not at all after a step its grad scaler or DeepSpeed skipped).
+        step_scheduler_with_optimizer=False,
+        deepspeed_plugin=deepspeed_plugin(cfg.train) if asked == "deepspeed" else None,
         kwargs_handlers=[process_group_settings(cfg.train.collective_timeout_seconds)],
     )
     check_one_group(launched, accelerator.num_processes)
+    engine = engine_of(accelerator)
+    check_engine(asked, engine, accelerator.device.type)
+    if engine.name == "fsdp2":
+        check_fsdp_plugin(accelerator.state.fsdp_plugin)
+    if engine.name == "deepspeed":
+        check_batch(accelerator.state.deepspeed_plugin.deepspeed_config, accelerator.num_processes)
     return accelerator
 
 

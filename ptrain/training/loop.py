@@ -9,12 +9,14 @@ from collections.abc import Iterable
 from tqdm.auto import tqdm
 
 from ptrain.training.evaluation import evaluate_and_track
-from ptrain.training.gradients import folds_into_optimizer, normalise_and_clip
+from ptrain.training.gradients import clip_gradients
 from ptrain.training.meter import TrainMeter
 from ptrain.training.resume import checkpoint_run
 from ptrain.training.run import Run
-from ptrain.training.stability import step_is_finite
+from ptrain.training.stability import record_step, step_is_finite
 from ptrain.training.state import LoopState
+from ptrain.training.step_verdict import agree
+from ptrain.training.window import micro_step, window_scale, windows
 
 
 def fit(run: Run, state: LoopState, meter: TrainMeter) -> None:
@@ -49,43 +51,47 @@ def train_epoch(
     run: Run, state: LoopState, meter: TrainMeter, progress: tqdm, batches: Iterable[dict], stop_at_step: int
 ) -> None:
     """One pass over `batches`, ending early at optimizer step `stop_at_step`, an early stop or a preemption."""
-    accelerator, optim, train_cfg = run.runtime.accelerator, run.optim, run.cfg.train
-    model = optim.model
-    fold = folds_into_optimizer(accelerator, optim.optimizer)
-    model.train()  # dropout on (a freshly loaded model is in eval mode; evaluation switches it back)
-    for batch in batches:
-        state.micro_batches_in_epoch += 1
-        with accelerator.accumulate(model):
+    run.optim.model.train()  # dropout on (a freshly loaded model is in eval mode; evaluation switches it back)
+    for window in windows(batches, run.cfg.train.gradient_accumulation_steps):
+        state.micro_batches_in_epoch += len(window)
+        stop_requested = optimizer_step(run, state, meter, window)
+        state.global_step += 1
+        progress.update()
+        after_optimizer_step(run, state, meter, progress, stop_at_step, stop_requested)
+        if state.stop:
+            return
+
+
+def optimizer_step(run: Run, state: LoopState, meter: TrainMeter, window: list[dict]) -> bool:
+    """forward -> loss -> backward for each micro-batch of the window, then clip -> step -> schedule -> zero.
+    Returns whether any process was asked to stop (SIGTERM/SIGINT)."""
+    accelerator, optim, train_cfg, engine = run.runtime.accelerator, run.optim, run.cfg.train, run.runtime.engine
+    scale = window_scale(accelerator, optim.loss_fn, window)  # the window's real targets on all processes
+    for position, batch in enumerate(window):
+        with micro_step(accelerator, optim.model, last=position == len(window) - 1):
             labels, _ = batch.pop("labels"), batch.pop("idx")
-            logits = model(**batch).logits
-            loss_sum = optim.loss_fn(logits, labels)  # summed; normalised per window below
-            accelerator.backward(loss_sum)
-            meter.add_micro_batch(loss_sum.detach(), optim.loss_fn.target_weight(labels), batch["attention_mask"])
-            if accelerator.sync_gradients:
-                targets, grad_norm = normalise_and_clip(
-                    model, optim.optimizer, accelerator, meter.window_weight, train_cfg.max_grad_norm, fold
-                )
-                finite = step_is_finite(
-                    accelerator,
-                    meter.window_loss,
-                    grad_norm,
-                    state,
-                    train_cfg.nonfinite,
-                    train_cfg.max_consecutive_nonfinite,
-                )
-                if finite:
-                    optim.optimizer.step()
-                    if optim.ema is not None:
-                        optim.ema.update()
-                optim.scheduler.step()
-                optim.optimizer.zero_grad(set_to_none=True)
-                meter.end_window(targets, grad_norm, skipped=not finite)
-        if accelerator.sync_gradients:
-            state.global_step += 1
-            progress.update()
-            after_optimizer_step(run, state, meter, progress, stop_at_step)
-            if state.stop:
-                return
+            logits = optim.model(**batch).logits
+            loss_sum = optim.loss_fn(logits, labels)  # summed over targets: logged as it is
+            accelerator.backward(loss_sum * scale.factor)  # DeepSpeed clips and steps in the last one
+        meter.add_micro_batch(loss_sum.detach(), batch["attention_mask"])
+    grad_norm = clip_gradients(
+        optim.model, optim.optimizer, accelerator, train_cfg.max_grad_norm, optim.clip_in_optimizer
+    )
+    verdict = agree(accelerator, meter.window_loss, grad_norm, run.runtime.preemption.received is not None)
+    engine_skipped = engine.steps_in_backward and not optim.model.was_step_applied()
+    finite = step_is_finite(verdict, engine_skipped, scaler_owns_gradients=accelerator.scaler is not None)
+    scaler_skipped = False
+    if record_step(finite, state, train_cfg.nonfinite, train_cfg.max_consecutive_nonfinite):
+        scaler_skipped = run.runtime.loss_scaling.step(optim.optimizer)  # a no-op under DeepSpeed (stepped already)
+        state.scaler_skips += scaler_skipped
+        if optim.ema is not None and not scaler_skipped:
+            optim.ema.update()
+    else:
+        run.runtime.loss_scaling.skip()
+    optim.scheduler.step()  # skipped steps too: the learning rate of step k is the plan's under every engine
+    optim.optimizer.zero_grad(set_to_none=True)
+    meter.end_window(scale.targets, grad_norm, skipped=not finite or scaler_skipped)
+    return verdict.stop_requested
 
 
 def epoch_batches(run: Run, state: LoopState, loader: Iterable[dict]) -> Iterable[dict]:
@@ -98,7 +104,9 @@ def epoch_batches(run: Run, state: LoopState, loader: Iterable[dict]) -> Iterabl
     return loader
 
 
-def after_optimizer_step(run: Run, state: LoopState, meter: TrainMeter, progress: tqdm, stop_at_step: int) -> None:
+def after_optimizer_step(
+    run: Run, state: LoopState, meter: TrainMeter, progress: tqdm, stop_at_step: int, stop_requested: bool
+) -> None:
     step, train_cfg = state.global_step, run.cfg.train
     run.callbacks.dispatch("on_step_end", run, state)
     if step % train_cfg.log_every_steps == 0:
@@ -111,8 +119,8 @@ def after_optimizer_step(run: Run, state: LoopState, meter: TrainMeter, progress
         checkpoint_run(run, state, meter)  # a callback asked for one
     if step >= stop_at_step:
         state.stop = True
-    elif signal_name := run.runtime.preemption.requested(run.runtime.accelerator):
-        state.stop, state.interrupted_by = True, signal_name
+    elif stop_requested:  # on any process: all stop after this step
+        state.stop, state.interrupted_by = True, run.runtime.preemption.received or "SIGTERM"
 
 
 def learning_rates(run: Run) -> dict[str, float]:
@@ -132,17 +140,22 @@ def log_training(run: Run, state: LoopState, meter: TrainMeter, progress: tqdm) 
     stats.update(learning_rates(run))
     stats["epoch"] = state.global_step / plan.steps_per_epoch
     stats["nonfinite_skips"] = state.nonfinite_skips
+    if run.runtime.accelerator.scaler is not None:
+        stats["scaler_skips"] = state.scaler_skips
     run.outputs.tracker.scalars({f"train/{k}": v for k, v in stats.items()}, state.global_step)
+    trained = "loss" in stats  # else every step since the last log was skipped
     progress.set_postfix(
-        loss=f"{stats['loss']:.4f}",
+        loss=f"{stats['loss']:.4f}" if trained else "skipped",
         lr=f"{stats['learning_rate']:.2e}",
         tok_s=f"{stats['tokens_per_second']:,.0f}",
         refresh=False,
     )
+    scores = f"loss {stats['loss']:.4f}" if trained else "skipped (non-finite)"
     line = (
-        f"step {state.global_step}/{plan.total_steps} | epoch {stats['epoch']:.2f} | loss {stats['loss']:.4f} | "
-        f"lr {stats['learning_rate']:.2e} | grad_norm {stats['grad_norm']:.3f} | "
-        f"{stats['tokens_per_second']:,.0f} tok/s | padding {stats['padding_fraction']:.1%}"
+        f"step {state.global_step}/{plan.total_steps} | epoch {stats['epoch']:.2f} | {scores} | "
+        f"lr {stats['learning_rate']:.2e} | "
+        + (f"grad_norm {stats['grad_norm']:.3f} | " if trained else "")
+        + f"{stats['tokens_per_second']:,.0f} tok/s | padding {stats['padding_fraction']:.1%}"
     )
     if accelerator.is_main_process:
         tqdm.write(line)

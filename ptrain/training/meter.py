@@ -10,7 +10,6 @@ import torch
 class TrainMeter:
     def __init__(self, device: torch.device):
         self.device = device
-        self.window_weight = torch.zeros((), device=device)  # real targets of the current window, this process
         self.window_loss = torch.zeros((), device=device)  # summed loss of the current window, this process
         self._reset()
 
@@ -22,9 +21,8 @@ class TrainMeter:
         self.start = time.perf_counter()
         self.excluded_seconds = 0.0  # evaluation time inside the interval
 
-    def add_micro_batch(self, loss_sum: torch.Tensor, target_weight: torch.Tensor, attention_mask: torch.Tensor):
+    def add_micro_batch(self, loss_sum: torch.Tensor, attention_mask: torch.Tensor):
         self.window_loss += loss_sum
-        self.window_weight += target_weight
         self.real_tokens += attention_mask.sum()
         self.token_slots += attention_mask.numel()
         self.samples += attention_mask.shape[0]
@@ -37,7 +35,6 @@ class TrainMeter:
             if grad_norm is not None:
                 self.grad_norm_sum += grad_norm.float()
             self.steps += 1
-        self.window_weight.zero_()
         self.window_loss.zero_()
 
     def exclude(self, seconds: float) -> None:
@@ -56,16 +53,18 @@ class TrainMeter:
                 setattr(self, name, torch.tensor(value, dtype=torch.float32, device=self.device))
 
     def read(self, accelerator) -> dict[str, float]:
-        """Interval averages over all processes; resets the interval."""
+        """Interval averages over all processes (no loss and grad_norm when every step was skipped); resets the
+        interval."""
         local = torch.stack([self.loss_sum, self.real_tokens, self.token_slots, self.samples])
         loss_sum, real_tokens, token_slots, samples = accelerator.reduce(local, "sum").tolist()
         seconds = max(time.perf_counter() - self.start - self.excluded_seconds, 1e-9)
         stats = {
-            "loss": loss_sum / max(self.target_weight.item(), 1e-12),
-            "grad_norm": self.grad_norm_sum.item() / max(self.steps, 1),
             "tokens_per_second": real_tokens / seconds,
             "samples_per_second": samples / seconds,
             "padding_fraction": 1.0 - real_tokens / max(token_slots, 1),
         }
+        if self.steps:  # none when every step of the interval was skipped (non-finite): nothing to average
+            stats["loss"] = loss_sum / max(self.target_weight.item(), 1e-12)
+            stats["grad_norm"] = self.grad_norm_sum.item() / self.steps
         self._reset()
         return stats

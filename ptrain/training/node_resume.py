@@ -11,7 +11,7 @@ from accelerate.utils import RNG_STATE_NAME, gather_object
 
 from ptrain.config import Config
 from ptrain.errors import CheckpointError
-from ptrain.training.checkpoint import REQUIRED_FILES, Checkpoint
+from ptrain.training.checkpoint import Checkpoint, required_files
 from ptrain.training.nodes import process_name
 from ptrain.training.resume import find_resume
 
@@ -26,7 +26,7 @@ def resume_on_every_node(cfg: Config, accelerator: Accelerator) -> Checkpoint | 
     checkpoint = find_resume(cfg, accelerator)
     if checkpoint is None or accelerator.num_processes == 1:
         return checkpoint
-    reports = gather_object([unreadable(checkpoint.path, accelerator.process_index)])
+    reports = gather_object([unreadable(checkpoint, accelerator.process_index)])
     for rank, report in enumerate(reports):
         if report:
             raise CheckpointError(
@@ -37,14 +37,15 @@ def resume_on_every_node(cfg: Config, accelerator: Accelerator) -> Checkpoint | 
     return checkpoint
 
 
-def unreadable(checkpoint: Path, rank: int) -> str | None:
+def unreadable(checkpoint: Checkpoint, rank: int) -> str | None:
     """What of a checkpoint process `rank` cannot find of all it loads (Accelerate's state, ptrain's meta.json,
     its own RNG state), in words; None when it finds it all."""
-    if not checkpoint.is_dir():
-        return str(checkpoint)
-    needed = [*REQUIRED_FILES, f"{RNG_STATE_NAME}_{rank}.pkl"]
-    missing = [name for name in needed if not (checkpoint / name).is_file()]
-    return f"{', '.join(missing)} in {checkpoint}" if missing else None
+    path = checkpoint.path
+    if not path.is_dir():
+        return str(path)
+    needed = [*required_files(checkpoint.meta), f"{RNG_STATE_NAME}_{rank}.pkl"]
+    missing = [name for name in needed if not (path / name).is_file()]
+    return f"{', '.join(missing)} in {path}" if missing else None
 
 
 def warn_unless_shared(accelerator: Accelerator, run_dir: Path) -> None:

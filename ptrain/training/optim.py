@@ -48,13 +48,8 @@ def plan_steps(micro_batches_per_epoch: int, train: TrainConfig) -> StepPlan:
     return StepPlan(steps_per_epoch, total, warmup, math.ceil(total / steps_per_epoch))
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, plan: StepPlan, num_processes: int):
-    """Linear warmup to the peak learning rate, then linear decay to zero at the last step.
-
-    An Accelerate-prepared scheduler steps num_processes times per optimizer step (it assumes the
-    batch grew with the process count), so the schedule is built num_processes times longer: the
-    learning rate at optimizer step k is then the same on 1 or N processes.
-    """
-    return get_linear_schedule_with_warmup(
-        optimizer, plan.warmup_steps * num_processes, plan.total_steps * num_processes
-    )
+def build_scheduler(optimizer: torch.optim.Optimizer, plan: StepPlan):
+    """Linear warmup to the peak learning rate, then linear decay to zero at the last step. Stepped once per
+    optimizer step, skipped steps included, under every engine and process count (the Accelerator is built with
+    step_scheduler_with_optimizer=False, so Accelerate does not step it once per process)."""
+    return get_linear_schedule_with_warmup(optimizer, plan.warmup_steps, plan.total_steps)

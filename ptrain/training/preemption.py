@@ -1,10 +1,9 @@
-"""SIGTERM/SIGINT ask the loop to stop after the current optimizer step, write a checkpoint and exit."""
+"""SIGTERM/SIGINT ask the loop to stop after the current optimizer step, write a checkpoint and exit. Processes agree
+through the step's verdict (step_verdict.py): one process signalled stops them all after the same step."""
 
 from __future__ import annotations
 
 import signal
-
-import torch
 
 EXIT_CODES = {"SIGTERM": 143, "SIGINT": 130}  # 128 + signal number, as shells report them
 
@@ -27,12 +26,3 @@ class Preemption:
         if self.received == "SIGINT" and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C stops at once
         self.received = signal.Signals(signum).name
-
-    def requested(self, accelerator) -> str | None:
-        """Whether any process was signalled; all processes agree, so they stop at the same step."""
-        if accelerator.num_processes == 1:
-            return self.received
-        flag = torch.tensor([1.0 if self.received else 0.0], device=accelerator.device)
-        if accelerator.reduce(flag, "max").item() > 0:
-            return self.received or "SIGTERM"
-        return None

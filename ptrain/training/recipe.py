@@ -25,10 +25,15 @@ from ptrain.tasks import Task, get_task
 from ptrain.tasks.loss import with_user_loss
 from ptrain.training.callbacks import Callbacks
 from ptrain.training.checkpoint import Checkpoint
+from ptrain.training.deepspeed_settings import model_construction
 from ptrain.training.distributed import build_accelerator
 from ptrain.training.ema import WeightAverage, averaged
+from ptrain.training.engine import Engine, check_supported, engine_of
 from ptrain.training.evaluation import evaluate_and_track, score_split
+from ptrain.training.fsdp_settings import configure_fsdp
+from ptrain.training.gradients import folds_into_optimizer
 from ptrain.training.loop import fit
+from ptrain.training.loss_scaling import LossScaling
 from ptrain.training.meter import TrainMeter
 from ptrain.training.model_card import scores_by_set, write_model_card
 from ptrain.training.node_resume import resume_on_every_node, warn_unless_shared
@@ -67,6 +72,8 @@ def setup(cfg: Config, track: bool = True) -> tuple[Run, Checkpoint | None]:
     run.cfg holds train.mixed_precision as resolved for this device (what config.yaml records)."""
     cfg, precision = resolve_config_precision(cfg)
     accelerator = build_accelerator(cfg)  # refuses launches whose processes did not join one group
+    engine = engine_of(accelerator)
+    check_supported(cfg, engine)  # what this engine cannot run, before any work
     set_seed(cfg.train.seed)
     checkpoint = resume_on_every_node(cfg, accelerator)  # train.resume's checkpoint, readable on every node
     task = get_task(cfg.task)
@@ -79,14 +86,20 @@ def setup(cfg: Config, track: bool = True) -> tuple[Run, Checkpoint | None]:
         warn_unless_shared(accelerator, run_dir)
         if accelerator.is_main_process and not checkpoint:
             write_text(run_dir / "config.yaml", to_yaml(with_copied_code(cfg, run_dir)))  # user code: copies in code/
-        optim = prepare_optimisation(cfg, task, data, plan, accelerator)
+        optim = prepare_optimisation(cfg, task, data, plan, accelerator, engine)
         # A resumed run hides the events it logged after its checkpoint: one step axis, no duplicates.
         purge_step = checkpoint.step + 1 if checkpoint else None
         tracker = Tracker(run_dir, track and accelerator.is_main_process, purge_step=purge_step)
         run = Run(
             cfg=cfg,
             task=task,
-            runtime=Runtime(accelerator=accelerator, preemption=Preemption(), precision=precision),
+            runtime=Runtime(
+                accelerator=accelerator,
+                engine=engine,
+                loss_scaling=LossScaling(accelerator),
+                preemption=Preemption(),
+                precision=precision,
+            ),
             data=data,
             optim=optim,
             outputs=RunOutputs(run_dir=run_dir, tracker=tracker, lock=lock),
@@ -130,30 +143,42 @@ def prepare_data(cfg: Config, task: Task, accelerator: Accelerator) -> RunData:
 
 
 def prepare_optimisation(
-    cfg: Config, task: Task, data: RunData, plan: StepPlan, accelerator: Accelerator
+    cfg: Config, task: Task, data: RunData, plan: StepPlan, accelerator: Accelerator, engine: Engine
 ) -> Optimisation:
-    """Model, optimizer and schedule, prepared by Accelerate, and the task's loss."""
-    model = load_model(cfg, task, data, accelerator.distributed_type)
+    """Model, optimizer and schedule, prepared by Accelerate in one call (DeepSpeed wraps and checkpoints only a
+    schedule prepared with its model), and the task's loss."""
+    with model_construction(accelerator.state.deepspeed_plugin):  # ZeRO-3: whole or partitioned, as configured
+        model = load_model(cfg, task, data)
     if cfg.train.gradient_checkpointing:
         enable_gradient_checkpointing(plain_model(model))
-    if cfg.train.fast_paths:  # on the model inside LoRA's wrapper: its adapters run inside the patched layers
+    if cfg.train.fast_paths and engine.plain:  # on the model inside LoRA's wrapper: its adapters run inside them
         apply_fast_paths(plain_model(model), accelerator.device)
-    model, optimizer = accelerator.prepare(model, build_optimizer(model, cfg.train))
-    scheduler = accelerator.prepare(build_scheduler(optimizer, plan, accelerator.num_processes))
+    if engine.name == "fsdp2":
+        configure_fsdp(accelerator.state.fsdp_plugin, model)
+    optimizer = build_optimizer(model, cfg.train)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, build_scheduler(optimizer, plan))
     loss_fn = with_user_loss(cfg.train, task.build_loss(cfg, data.splits)).to(accelerator.device)
-    ema = WeightAverage(model, cfg.train.ema_decay) if cfg.train.ema_decay else None
+    ema = WeightAverage(model, cfg.train.ema_decay, engine) if cfg.train.ema_decay else None
     if ema is not None:
         ema.checkpoint_with(accelerator)  # before any resume loads the state
-    return Optimisation(model=model, optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn, plan=plan, ema=ema)
+    return Optimisation(
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        loss_fn=loss_fn,
+        plan=plan,
+        ema=ema,
+        clip_in_optimizer=folds_into_optimizer(accelerator, optimizer, engine),
+    )
 
 
-def load_model(cfg: Config, task: Task, data: RunData, distributed_type: str = "NO"):
+def load_model(cfg: Config, task: Task, data: RunData):
     """The task's model (or model.builder's); with model.lora, wrapped in trainable LoRA adapters over its frozen
-    weights (refused under a sharding `distributed_type`, Accelerate's word for the launch)."""
+    weights."""
     model = build_model(cfg, task.load_model, data.splits.label_names, data.tokenizer)
     if cfg.model.lora is None:
         return model
-    return add_lora(model, cfg.model.lora, task.peft_task_type, distributed_type)
+    return add_lora(model, cfg.model.lora, task.peft_task_type)
 
 
 def stop_for_preemption(run: Run, state: LoopState, meter: TrainMeter) -> int:

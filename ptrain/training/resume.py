@@ -20,6 +20,7 @@ from ptrain.errors import CheckpointError, ConfigError, OutputError, first_line
 from ptrain.outputs.agreement import decided_by_main
 from ptrain.outputs.leftovers import remove_leftovers
 from ptrain.training.checkpoint import (
+    ENGINE,
     Checkpoint,
     marked_folders,
     newest_intact,
@@ -27,6 +28,7 @@ from ptrain.training.checkpoint import (
     resolve_resume,
     save_checkpoint,
 )
+from ptrain.training.engine import Engine, engine_of
 from ptrain.training.meter import TrainMeter
 from ptrain.training.run import Run
 from ptrain.training.state import LoopState
@@ -37,7 +39,8 @@ def find_resume(cfg: Config, accelerator: Accelerator) -> Checkpoint | None:
     the config compared with the run's); every process gets that checkpoint, or the same one-line refusal."""
     if cfg.train.resume is None:
         return None
-    checkpoint = decided_by_main(accelerator, lambda: pick_checkpoint(cfg, accelerator.print))
+    engine = engine_of(accelerator)
+    checkpoint = decided_by_main(accelerator, lambda: pick_checkpoint(cfg, engine, accelerator.print))
     if checkpoint is None:
         accelerator.print(
             f"ptrain: train.resume=auto: no checkpoint of '{cfg.name}' under {cfg.run_dir or cfg.output_dir}; "
@@ -46,11 +49,23 @@ def find_resume(cfg: Config, accelerator: Accelerator) -> Checkpoint | None:
     return checkpoint
 
 
-def pick_checkpoint(cfg: Config, warn) -> Checkpoint | None:
+def pick_checkpoint(cfg: Config, engine: Engine, warn) -> Checkpoint | None:
     checkpoint = resolve_resume(cfg.train.resume, cfg.output_dir, cfg.name, cfg.run_dir, warn)
     if checkpoint is not None:
         check_same_config(cfg, checkpoint.run_dir)
+        check_same_engine(engine, checkpoint)
     return checkpoint
+
+
+def check_same_engine(engine: Engine, checkpoint: Checkpoint) -> None:
+    """Each engine writes its own kind of state (whole weights, FSDP2's DCP shards, DeepSpeed's ZeRO partitions)."""
+    saved = Engine.from_dict(checkpoint.meta.get(ENGINE))
+    if not engine.resumes(saved):
+        written = saved.describe() if saved else "one process or DDP"
+        raise CheckpointError(
+            f"train.resume: {checkpoint.path} was written under {written}, and this launch runs {engine.describe()}; "
+            "resume it with the accelerate config and process count that wrote it"
+        )
 
 
 def check_same_config(cfg: Config, run_dir: Path) -> None:
@@ -58,8 +73,13 @@ def check_same_config(cfg: Config, run_dir: Path) -> None:
     saved = flatten_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
     saved = comparable_references(saved, run_dir)  # user code by content: the run's copies match their originals
     current = comparable_references(flatten_config(cfg.model_dump(mode="json")))
-    differing = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
-    differing = [k for k in differing if k not in NOT_HYPERPARAMETERS]
+    # a key newer than the run's ptrain is the same setting when it holds its default
+    defaults = flatten_config(type(cfg)(name=cfg.name, task=cfg.task, data={}, model={}).model_dump(mode="json"))
+    differing = sorted(
+        key
+        for key in saved.keys() | current.keys()
+        if saved.get(key, defaults.get(key)) != current.get(key) and key not in NOT_HYPERPARAMETERS
+    )
     if differing:
         raise ConfigError(
             f"train.resume: the config differs from the run being resumed ({run_dir}/config.yaml) in "
@@ -98,6 +118,7 @@ def checkpoint_run(run: Run, state: LoopState, meter: TrainMeter) -> Path | None
     written (not the one a preemption stops with) is one warning and None."""
     previous, state.last_checkpoint_step = state.last_checkpoint_step, state.global_step
     meta = {"loop": state.to_dict(), "meter": meter.state_dict(), "total_steps": run.optim.plan.total_steps}
+    meta[ENGINE] = run.runtime.engine.to_dict()
     best_step = state.best.get("step") if state.best else None
     accelerator, run_dir = run.runtime.accelerator, run.outputs.run_dir
     try:

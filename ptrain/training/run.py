@@ -20,6 +20,8 @@ from ptrain.outputs.tracking import Tracker
 from ptrain.tasks import Task
 from ptrain.training.callbacks import Callbacks
 from ptrain.training.ema import WeightAverage
+from ptrain.training.engine import Engine
+from ptrain.training.loss_scaling import LossScaling
 from ptrain.training.optim import StepPlan
 from ptrain.training.precision import Precision
 from ptrain.training.preemption import Preemption
@@ -51,6 +53,7 @@ class Optimisation:
     loss_fn: TaskLoss
     plan: StepPlan
     ema: WeightAverage | None = None  # train.ema_decay: the weights evaluations and exports use
+    clip_in_optimizer: bool = False  # clipping rides on the fused AdamW step (gradients.py)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,6 +66,8 @@ class RunOutputs:
 @dataclass(frozen=True, kw_only=True)
 class Runtime:
     accelerator: Accelerator
+    engine: Engine  # which engine the launch runs (single process, DDP, FSDP2, DeepSpeed)
+    loss_scaling: LossScaling  # fp16's grad scaler around the optimizer step (inert otherwise)
     preemption: Preemption
     precision: Precision  # train.mixed_precision as resolved, and why
 

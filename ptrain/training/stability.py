@@ -1,30 +1,26 @@
-"""Non-finite losses and gradient norms: drop the step (train.nonfinite=skip) or stop with the step named."""
+"""Non-finite losses and gradient norms: drop the step (train.nonfinite=skip) or stop with the step named. Which
+values decide depends on who owns the step: ptrain checks the loss and the gradient norm before the optimizer moves
+anything; under fp16 the grad scaler skips steps with non-finite gradients itself (counted apart, as scaler skips);
+DeepSpeed skips a step whose gradient norm is not finite inside its own step, before any parameter moves."""
 
 from __future__ import annotations
 
-import torch
-
 from ptrain.errors import TrainingError
 from ptrain.training.state import LoopState
+from ptrain.training.step_verdict import StepVerdict
 
 
-def step_is_finite(
-    accelerator,
-    window_loss: torch.Tensor,
-    grad_norm: torch.Tensor | None,
-    state: LoopState,
-    policy: str,
-    max_consecutive: int,
-) -> bool:
-    """True when the optimizer may step. One host sync per optimizer step.
+def step_is_finite(verdict: StepVerdict, engine_skipped: bool, scaler_owns_gradients: bool) -> bool:
+    """Whether the window's step counts as finite. `engine_skipped`: DeepSpeed already dropped it (its gradient
+    norm was not finite); `scaler_owns_gradients`: fp16 loss scaling, whose scaler judges the gradients."""
+    if engine_skipped or not verdict.loss_finite:
+        return False
+    return scaler_owns_gradients or verdict.grad_norm_finite
 
-    Under fp16 an infinite gradient norm is the grad scaler's business (it skips the step and lowers the
-    scale), so only the loss is checked there. The loss is summed over processes so all agree.
-    """
-    values = [accelerator.reduce(window_loss.detach().float().reshape(1), "sum")]
-    if grad_norm is not None and accelerator.mixed_precision != "fp16":
-        values.append(grad_norm.detach().float().reshape(1))
-    if bool(torch.isfinite(torch.cat(values)).all()):
+
+def record_step(finite: bool, state: LoopState, policy: str, max_consecutive: int) -> bool:
+    """Count a non-finite step and apply train.nonfinite; True when the step goes ahead."""
+    if finite:
         state.consecutive_nonfinite = 0
         return True
     state.consecutive_nonfinite += 1

@@ -19,6 +19,7 @@ class LoopState:
     last_checkpoint_step: int = -1
     consecutive_nonfinite: int = 0
     nonfinite_skips: int = 0
+    scaler_skips: int = 0  # fp16: steps the grad scaler skipped for non-finite gradients (it then lowers its scale)
     stop: bool = False
     early_stopped: bool = False
     interrupted_by: str | None = None  # the signal name when preempted

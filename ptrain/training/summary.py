@@ -22,7 +22,8 @@ def announce(run: Run, state: LoopState) -> None:
     cached = [split for split, hit in splits.cache_hits.items() if hit]
     dropped = "".join(f"; dropped {n:,} {split} rows with an empty text" for split, n in splits.dropped.items() if n)
     acc.print(
-        f"ptrain: {acc.num_processes} process(es) on {acc.device.type}, precision {precision.describe()}, "
+        f"ptrain: {acc.num_processes} process(es) on {acc.device.type}, engine {run.runtime.engine.describe()}, "
+        f"precision {precision.describe()}, {_weights(run.cfg.model.dtype)}, "
         f"per-device batch {train_cfg.per_device_batch_size} x accumulation {train_cfg.gradient_accumulation_steps} "
         f"x {acc.num_processes} = global batch {global_batch}\n"
         f"ptrain: rows {sizes}; tokenization cache reused for {cached or 'none'}; "
@@ -66,6 +67,7 @@ def write_results(
         "epochs": state.global_step / run.optim.plan.steps_per_epoch,
         "early_stopped": state.early_stopped,
         "nonfinite_skips": state.nonfinite_skips,
+        "scaler_skips": state.scaler_skips,
         "wall_seconds": wall_seconds,
         "mixed_precision": run.cfg.train.mixed_precision,
         "hardware": hardware_line(describe_hardware(run.runtime.accelerator.device)),
@@ -115,9 +117,17 @@ def _trainable(model) -> str:
     (with model.lora: the frozen weights, the adapters and peft's trained copy of the head, as peft counts them)."""
     total = trainable = 0
     for param in model.parameters():
-        total += param.numel()
-        trainable += param.numel() if param.requires_grad else 0
+        count = getattr(param, "ds_numel", None) or param.numel()  # a ZeRO-3 parameter holds its size apart
+        total += count
+        trainable += count if param.requires_grad else 0
     return f"{trainable:,} trainable parameters ({trainable / max(total, 1):.2%} of {total / 1e6:,.1f}M)"
+
+
+def _weights(dtype: str) -> str:
+    """model.dtype on the start line, with what 16-bit weights mean."""
+    if dtype == "float32":
+        return "float32 weights"
+    return f"{dtype} weights (trained as they are: no float32 master copy, each update rounded to {dtype})"
 
 
 def _label_count(splits: Splits) -> str:
