@@ -1,9 +1,12 @@
 # Two entry points: `make train` (set up, then the main job) and `make test` (set up, then the suite).
 # Everything installs into .venv. torch is installed first, on its own: here `torch==2.13.0` is the local
 # CPU wheel; any other spec, or letting a dependency pull torch, downloads several GB of CUDA packages.
+# DeepSpeed (the deepspeed extra, which the tests use) comes next: PyPI has its source only, built here without its
+# compiled ops and against the torch already installed (a build in an isolated environment would fetch CUDA torch).
 VENV ?= .venv
 PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
+DEEPSPEED_SPEC ?= deepspeed>=0.19
 CONFIG ?= configs/emotion.yaml
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE ?= 1
@@ -15,7 +18,8 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	DS_BUILD_OPS=0 $(BIN)/python -m pip install --quiet --disable-pip-version-check --no-build-isolation "$(DEEPSPEED_SPEC)"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev,deepspeed]"
 	touch $@
 
 train: setup

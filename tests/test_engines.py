@@ -7,6 +7,7 @@ a GPU launch would (a fixture; ptrain itself refuses them on a CPU, tested last)
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -26,8 +27,9 @@ from ptrain.training.engine import Engine, check_fsdp_plugin, check_supported
 from ptrain.training.resume import check_same_engine
 from tests.conftest import CONFIGS, accelerate_launch, run_cli, scalar_values, tiny_overrides
 
-pytest.importorskip("deepspeed", reason="DeepSpeed comes with the deepspeed extra, which `make test` installs")
-
+DEEPSPEED = pytest.mark.skipif(
+    importlib.util.find_spec("deepspeed") is None, reason="DeepSpeed comes with the deepspeed extra (make test has it)"
+)
 ENGINES = {
     "fsdp2": "fsdp.yaml",
     "zero2": "deepspeed_zero2.yaml",
@@ -89,7 +91,9 @@ def ddp(tmp_path_factory, cache_dir) -> SimpleNamespace:
     return SimpleNamespace(result=result, run_dir=run_folder(out))
 
 
-@pytest.fixture(scope="module", params=list(ENGINES))
+@pytest.fixture(
+    scope="module", params=[pytest.param(name, marks=DEEPSPEED if "zero" in name else ()) for name in ENGINES]
+)
 def engine(request, tmp_path_factory, cache_dir) -> SimpleNamespace:
     """The uninterrupted run under the engine, and one SIGKILLed after step 5 then resumed."""
     name = request.param
@@ -185,7 +189,9 @@ def test_lora_under_fsdp_trains_sharded_adapters_and_exports_the_merged_model(tm
     assert not any("lora" in name for name in load_file(run_dir / "final" / "model.safetensors"))
 
 
-@pytest.mark.parametrize("config_file, engine", [("fsdp.yaml", "FSDP"), ("deepspeed_zero2.yaml", "DeepSpeed")])
+@pytest.mark.parametrize(
+    "config_file, engine", [("fsdp.yaml", "FSDP"), pytest.param("deepspeed_zero2.yaml", "DeepSpeed", marks=DEEPSPEED)]
+)
 def test_an_engine_accelerate_does_not_run_here_is_refused_in_one_line(config_file, engine, tmp_path, cache_dir):
     """Without the fixture Accelerate would train plain DDP on this CPU, silently: ptrain refuses before any work."""
     launch_args = ["--config_file", str(CONFIGS / "accelerate" / config_file), "--num_processes", "2"]
@@ -230,6 +236,7 @@ def test_a_checkpoint_resumes_only_under_the_engine_that_wrote_it(tmp_path):
         assert f"was written under {written}, and this launch runs {engine.describe()}" in str(refused.value)
 
 
+@DEEPSPEED
 def test_deepspeed_takes_ptrains_batch_accumulation_clipping_and_precision(monkeypatch):
     train = load_config(CONFIGS / "tiny.yaml", ["train.gradient_accumulation_steps=4", "train.max_grad_norm=0.5"]).train
     config = deepspeed_plugin(train.model_copy(update={"mixed_precision": "bf16"})).deepspeed_config

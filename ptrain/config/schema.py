@@ -174,6 +174,9 @@ class TrainConfig(Strict):
     metrics: list[str] = []  # file.py:Name references: functions of the gathered predictions -> a float
     callbacks: list[str] = []  # file.py:Name references: classes with on_<event> methods (ptrain/training/callbacks.py)
     fast_paths: bool = True  # exact speed-ups (ptrain/model/fast_paths.py); false: the plain model, for comparison
+    # torch.compile (inductor) of the model for training and evaluation, lengths dynamic; the CPU fast paths are off
+    # under it. For GPUs: on the CPU it measured slower than eager (docs/engines.md)
+    compile: bool = False
     # launched runs: a collective (all-reduce, barrier) that waits longer than this for another process ends the
     # run in one line (a frozen node, a cut network); waits for a process writing a cache allow 30 minutes
     collective_timeout_seconds: float = Field(300, gt=0)

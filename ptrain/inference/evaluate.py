@@ -15,7 +15,7 @@ from ptrain.data.tokenize import tokenize_splits
 from ptrain.errors import ConfigError, DataError
 from ptrain.inference.exports import export_label_names, load_exported
 from ptrain.inference.predict import check_output_name, write_rows
-from ptrain.model.fast_paths import allowed_under, apply_fast_paths
+from ptrain.model.fast_paths import allowed, apply_fast_paths
 from ptrain.tasks import EvalContext, EvalResult, Task
 from ptrain.tasks.user_metrics import add_user_metrics, user_metrics
 from ptrain.training.distributed import build_accelerator
@@ -68,7 +68,7 @@ def score_export(cfg: Config, model_dir: str, split: str, needs_rows: bool = Fal
             raise DataError(f"no {split} split: set data.{split}_file in the config")
         splits = tokenize_splits(cfg, raw, tokenizer, task, names)
     collator = task.collator(cfg, tokenizer, accelerator.device)
-    if cfg.train.fast_paths and allowed_under(accelerator.distributed_type):  # the computation of training's
+    if cfg.train.fast_paths and allowed(accelerator):  # the computation of training's
         apply_fast_paths(model, accelerator.device)
     model, loader = accelerator.prepare(model, batching.eval_loader(cfg, splits.tokenized[split], collator))
     context = EvalContext(cfg, tokenizer, names, raw[split])

@@ -9,7 +9,7 @@ from contextlib import nullcontext
 
 import torch
 
-from ptrain.model.fast_paths import allowed_under
+from ptrain.model.fast_paths import allowed
 from ptrain.model.packed_linears import packed_linears
 
 PerBatch = Callable[[dict, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
@@ -27,7 +27,7 @@ def evaluation_pass(
     parts: dict[str, list[torch.Tensor]] = {}
     real_tokens = torch.zeros((), device=accelerator.device)
     # one context for the pass: each weight is cast to bf16/fp16 (and on the CPU packed for oneDNN) once, not per batch
-    packed = allowed_under(accelerator.distributed_type)
+    packed = allowed(accelerator)
     with accelerator.autocast(), packed_linears(model, accelerator.device) if packed else nullcontext():
         for batch in loader:
             labels, rows = batch.pop("labels"), batch.pop("idx")

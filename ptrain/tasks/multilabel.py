@@ -37,7 +37,7 @@ class BinaryCrossEntropyLoss:
         return F.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="sum")
 
     def target_weight(self, labels: torch.Tensor) -> torch.Tensor:
-        return torch.tensor(float(labels.numel()), device=labels.device)
+        return torch.full((), float(labels.numel()), device=labels.device)  # a fill on the device: no host copy
 
 
 class MultiLabelOptions(Strict):

@@ -31,7 +31,7 @@ class SquaredErrorLoss:
         return (logits.float().squeeze(-1) - labels.float()).square().sum()
 
     def target_weight(self, labels: torch.Tensor) -> torch.Tensor:
-        return torch.tensor(float(labels.shape[0]), device=labels.device)
+        return torch.full((), float(labels.shape[0]), device=labels.device)  # a fill on the device: no host copy
 
 
 class Regression(TextTask):

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, InitProcessGroupKwargs
+from accelerate.utils import DataLoaderConfiguration, InitProcessGroupKwargs, TorchDynamoPlugin
 
 from ptrain.config import Config
 from ptrain.errors import LaunchError
@@ -45,6 +45,7 @@ def build_accelerator(cfg: Config) -> Accelerator:
         # steps it once per process, and not at all after a step its grad scaler or DeepSpeed skipped).
         step_scheduler_with_optimizer=False,
         deepspeed_plugin=deepspeed_plugin(cfg.train) if asked == "deepspeed" else None,
+        dynamo_plugin=compile_plugin(cfg.train.compile, os.environ),
         kwargs_handlers=[process_group_settings(cfg.train.collective_timeout_seconds)],
     )
     check_one_group(launched, accelerator.num_processes)
@@ -55,6 +56,19 @@ def build_accelerator(cfg: Config) -> Accelerator:
     if engine.name == "deepspeed":
         check_batch(accelerator.state.deepspeed_plugin.deepspeed_config, accelerator.num_processes)
     return accelerator
+
+
+def compile_plugin(compile_model: bool, environ: Mapping[str, str]) -> TorchDynamoPlugin:
+    """train.compile as Accelerate's dynamo plugin: torch.compile with inductor and dynamic lengths (one graph for
+    every batch shape, measured against bucketed static shapes in docs/engines.md), or none. An accelerate config's
+    own dynamo settings would compile behind ptrain's back: refused, naming the key to use instead."""
+    asked = environ.get("ACCELERATE_DYNAMO_BACKEND", "no").lower()
+    if asked not in ("no", "inductor" if compile_model else "no"):
+        raise LaunchError(
+            f"the accelerate config sets dynamo_backend {asked.upper()}; ptrain compiles with train.compile=true "
+            "(inductor): remove dynamo_config from the accelerate config"
+        )
+    return TorchDynamoPlugin(backend="inductor" if compile_model else "no", dynamic=True if compile_model else None)
 
 
 def launched_world_size(environ: Mapping[str, str]) -> int:

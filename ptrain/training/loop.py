@@ -4,6 +4,7 @@ schedule -> zero -> log, then evaluation, checkpoint and preemption checks on th
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterable
 
 from tqdm.auto import tqdm
@@ -54,7 +55,9 @@ def train_epoch(
     run.optim.model.train()  # dropout on (a freshly loaded model is in eval mode; evaluation switches it back)
     for window in windows(batches, run.cfg.train.gradient_accumulation_steps):
         state.micro_batches_in_epoch += len(window)
+        started = time.perf_counter()
         stop_requested = optimizer_step(run, state, meter, window)
+        state.train_seconds += time.perf_counter() - started  # the step ended in a host read: its work is done
         state.global_step += 1
         progress.update()
         after_optimizer_step(run, state, meter, progress, stop_at_step, stop_requested)
@@ -119,7 +122,8 @@ def after_optimizer_step(
         checkpoint_run(run, state, meter)  # a callback asked for one
     if step >= stop_at_step:
         state.stop = True
-    elif stop_requested:  # on any process: all stop after this step
+    elif stop_requested or (run.runtime.accelerator.num_processes == 1 and run.runtime.preemption.received):
+        # signalled on any process (agreed at this step's verdict), or alone and signalled since: stop now
         state.stop, state.interrupted_by = True, run.runtime.preemption.received or "SIGTERM"
 
 

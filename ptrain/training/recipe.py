@@ -14,6 +14,7 @@ from ptrain.config.references import with_copied_code
 from ptrain.data import batching
 from ptrain.data.splits import EVAL_SET_PREFIX, load_raw_splits
 from ptrain.data.tokenize import Splits, tokenize_splits
+from ptrain.model.fast_paths import allowed as fast_paths_allowed
 from ptrain.model.fast_paths import apply_fast_paths
 from ptrain.model.loading import build_model, enable_gradient_checkpointing, load_tokenizer
 from ptrain.model.lora import add_lora, plain_model
@@ -34,6 +35,7 @@ from ptrain.training.fsdp_settings import configure_fsdp
 from ptrain.training.gradients import folds_into_optimizer
 from ptrain.training.loop import fit
 from ptrain.training.loss_scaling import LossScaling
+from ptrain.training.memory import peaks_of_every_process
 from ptrain.training.meter import TrainMeter
 from ptrain.training.model_card import scores_by_set, write_model_card
 from ptrain.training.node_resume import resume_on_every_node, warn_unless_shared
@@ -151,7 +153,7 @@ def prepare_optimisation(
         model = load_model(cfg, task, data)
     if cfg.train.gradient_checkpointing:
         enable_gradient_checkpointing(plain_model(model))
-    if cfg.train.fast_paths and engine.plain:  # on the model inside LoRA's wrapper: its adapters run inside them
+    if cfg.train.fast_paths and fast_paths_allowed(accelerator):  # inside LoRA's wrapper: adapters run inside them
         apply_fast_paths(plain_model(model), accelerator.device)
     if engine.name == "fsdp2":
         configure_fsdp(accelerator.state.fsdp_plugin, model)
@@ -205,7 +207,8 @@ def finish(run: Run, state: LoopState, wall_seconds: float) -> None:
         test = score_test_split(run) if "test" in run.data.splits.tokenized else None
     scores = {**scores_by_set(state.last), **({"test": test} if test else {})}
     write_model_card(run, run_dir / "final", scores, state.global_step)
-    write_results(run, state, test, wall_seconds, raw_final=score_raw_weights(run))
+    raw_final = score_raw_weights(run)
+    write_results(run, state, test, wall_seconds, peaks_of_every_process(accelerator), raw_final=raw_final)
     run.outputs.tracker.close()
     run.callbacks.dispatch("on_train_end", run, state)
 

@@ -19,6 +19,7 @@ class LoopState:
     last_checkpoint_step: int = -1
     consecutive_nonfinite: int = 0
     nonfinite_skips: int = 0
+    train_seconds: float = 0.0  # in the loop's windows (forward to optimizer step), evaluations and checkpoints apart
     scaler_skips: int = 0  # fp16: steps the grad scaler skipped for non-finite gradients (it then lowers its scale)
     stop: bool = False
     early_stopped: bool = False

@@ -22,7 +22,8 @@ def announce(run: Run, state: LoopState) -> None:
     cached = [split for split, hit in splits.cache_hits.items() if hit]
     dropped = "".join(f"; dropped {n:,} {split} rows with an empty text" for split, n in splits.dropped.items() if n)
     acc.print(
-        f"ptrain: {acc.num_processes} process(es) on {acc.device.type}, engine {run.runtime.engine.describe()}, "
+        f"ptrain: {acc.num_processes} process(es) on {acc.device.type}, engine {run.runtime.engine.describe()}"
+        f"{', torch.compile (dynamic lengths, fast paths off)' if train_cfg.compile else ''}, "
         f"precision {precision.describe()}, {_weights(run.cfg.model.dtype)}, "
         f"per-device batch {train_cfg.per_device_batch_size} x accumulation {train_cfg.gradient_accumulation_steps} "
         f"x {acc.num_processes} = global batch {global_batch}\n"
@@ -53,10 +54,16 @@ def track_data(run: Run) -> None:
 
 
 def write_results(
-    run: Run, state: LoopState, test: dict | None, wall_seconds: float, raw_final: dict | None = None
+    run: Run,
+    state: LoopState,
+    test: dict | None,
+    wall_seconds: float,
+    peak_memory_gib: list[float],
+    raw_final: dict | None = None,
 ) -> None:
     """metrics.json, the HPARAMS entry and the closing lines (main process only). With train.ema_decay, `final`
-    and `best` are the EMA weights' scores and `final_raw` the trained weights' own."""
+    and `best` are the EMA weights' scores and `final_raw` the trained weights' own. `peak_memory_gib`: each
+    process's peak (training/memory.py)."""
     metrics = {"final": {**state.last, "step": state.global_step}, "best": state.best}
     if raw_final is not None:
         metrics["final_raw"] = {**raw_final, "step": state.global_step}
@@ -69,6 +76,9 @@ def write_results(
         "nonfinite_skips": state.nonfinite_skips,
         "scaler_skips": state.scaler_skips,
         "wall_seconds": wall_seconds,
+        "seconds_per_step": state.train_seconds / max(state.global_step, 1),  # the loop's windows only
+        "engine": run.runtime.engine.describe(),
+        "peak_memory_gib": peak_memory_gib,  # per process
         "mixed_precision": run.cfg.train.mixed_precision,
         "hardware": hardware_line(describe_hardware(run.runtime.accelerator.device)),
     }
@@ -80,7 +90,8 @@ def write_results(
     accelerator.print(
         f"ptrain: best {metric_for_best(run.cfg.train, run.task)} {state.best_value:.4f} "
         f"at step {state.best['step']}; "
-        f"wall time {wall_seconds:.0f}s\nptrain: TensorBoard: tensorboard --logdir {run_dir.parent}\n"
+        f"wall time {wall_seconds:.0f}s; peak memory per process {', '.join(f'{gib:.2f}' for gib in peak_memory_gib)} "
+        f"GiB\nptrain: TensorBoard: tensorboard --logdir {run_dir.parent}\n"
         f"ptrain: model: {run_dir / 'best'} (best), {run_dir / 'final'} (final); "
         f"metrics: {run_dir / 'metrics.json'}"
     )
