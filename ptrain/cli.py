@@ -106,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     keep_freed_memory()
     try:
-        return run_command(args)
+        code = run_command(args)
+        leave_process_group(together=True)
+        return code
     except PtrainError as err:
         print(f"ptrain: error: {err}", file=sys.stderr)
         return getattr(err, "exit_code", USAGE_EXIT)  # OutputError (a full disk): 1
@@ -125,12 +127,16 @@ def main(argv: list[str] | None = None) -> int:
         leave_process_group()
 
 
-def leave_process_group() -> None:
+def leave_process_group(together: bool = False) -> None:
     """Tear a launched run's process group down before exit, as PyTorch asks: left to interpreter shutdown,
     gloo's threads were seen to abort one rank of a two-process `ptrain eval` ("terminate called without an
-    active exception") after its work was done."""
+    active exception") after its work was done. After a command that ended well on every process (`together`),
+    they first wait for each other, so that none tears the group down while another still works in it (a
+    two-process FSDP2 run was seen to abort that way, under load, after its last step)."""
     distributed = sys.modules.get("torch.distributed")  # never imported by check, runs, ...: nothing to do
     if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        if together:
+            distributed.barrier()
         distributed.destroy_process_group()
 
 
@@ -260,6 +266,6 @@ def quiet_libraries() -> None:
     datasets.disable_progress_bars()
     logging.getLogger("accelerate").setLevel(logging.ERROR)
     for handler in logging.getLogger("DeepSpeed").handlers:  # DeepSpeed logs to stdout, where eval prints its JSON
-        if isinstance(handler, logging.StreamHandler):
-            handler.setStream(sys.stderr)
+        if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stdout, sys.__stdout__):
+            handler.stream = sys.stderr  # not setStream, which flushes the old stream first
     datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # read failures are reported by ptrain, with the line
