@@ -35,9 +35,9 @@ def gpu_like_accelerator(build):
             PartialState._shared_state["distributed_type"] = DistributedType.MULTI_GPU
         if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false") == "true":
             import deepspeed
-            import deepspeed.comm.torch
+            import deepspeed.comm.torch  # noqa: F401 (deepspeed.comm.torch is torch itself: comm imports it)
 
-            deepspeed.comm.torch.build_shm_op = lambda: None
+            sys.modules["deepspeed.comm.torch"].build_shm_op = lambda: None
             deepspeed.init_distributed(dist_backend="gloo")
             os.environ.pop("ACCELERATE_USE_CPU", None)
             kwargs["cpu"] = False

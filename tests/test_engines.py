@@ -65,9 +65,10 @@ EMA = {"train.ema_decay": "0.9"}
 
 
 def launch(engine: str, out: Path, cache: Path, *extra: str, env: dict | None = None):
+    """The launch's output is also kept in OUT/launch-N.log (both streams), read when an assertion names it."""
     config_file = CONFIGS / "accelerate" / ("cpu_2proc.yaml" if engine == "ddp" else ENGINES[engine])
     args = tiny_overrides(out, cache, rows=256, **SETTINGS, **({} if engine == "zero3" else EMA))
-    return accelerate_launch(
+    result = accelerate_launch(
         ["--config_file", str(config_file), "--num_processes", "2"],
         "tests.gpu_launch",
         "train",
@@ -76,6 +77,14 @@ def launch(engine: str, out: Path, cache: Path, *extra: str, env: dict | None = 
         *extra,
         env=env,
     )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"launch-{len(list(out.glob('launch-*.log')))}.log").write_text(result.stdout + result.stderr)
+    return result
+
+
+def failed(result) -> str:
+    """What a failed launch printed last: both streams (a process's error may be on either)."""
+    return f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-5000:]}"
 
 
 def run_folder(out: Path) -> Path:
@@ -87,7 +96,7 @@ def run_folder(out: Path) -> Path:
 def ddp(tmp_path_factory, cache_dir) -> SimpleNamespace:
     out = tmp_path_factory.mktemp("ddp")
     result = launch("ddp", out, cache_dir)
-    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.returncode == 0, failed(result)
     return SimpleNamespace(result=result, run_dir=run_folder(out))
 
 
@@ -99,11 +108,11 @@ def engine(request, tmp_path_factory, cache_dir) -> SimpleNamespace:
     name = request.param
     out, killed = tmp_path_factory.mktemp(name), tmp_path_factory.mktemp(f"{name}_killed")
     result = launch(name, out, cache_dir)
-    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.returncode == 0, failed(result)
     crash = launch(name, killed, cache_dir, env={"PTRAIN_TEST_KILL_AT_STEP": str(KILLED_AFTER_STEP)})
     assert crash.returncode != 0
     resumed = launch(name, killed, cache_dir, "train.resume=auto")
-    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert resumed.returncode == 0, failed(resumed)
     return SimpleNamespace(
         name=name, result=result, run_dir=run_folder(out), crash=crash, resumed=resumed, resumed_dir=run_folder(killed)
     )
@@ -177,7 +186,7 @@ def test_lora_under_fsdp_trains_sharded_adapters_and_exports_the_merged_model(tm
     """Frozen base weights sharded like the rest; the export gathers them, merges on the main process, and the
     merged model scores what the trained adapters scored."""
     result = launch("fsdp2", tmp_path, cache_dir, "model.lora=true", "train.ema_decay=0.9", "train.epochs=1")
-    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.returncode == 0, failed(result)
     assert "4,486 trainable parameters (0.22% of 2.0M)" in result.stdout  # adapters on query, value + the head
     run_dir = run_folder(tmp_path)
     assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()

@@ -38,7 +38,8 @@ class ClassificationLoss:
         real = labels != IGNORE_INDEX
         if self.class_weights is None:
             return real.sum().float()
-        return self.class_weights[labels[real]].sum()
+        # every label's weight, zero where ignored: no boolean indexing, whose data-dependent shape reads the host
+        return (self.class_weights[labels.clamp(min=0)] * real).sum()
 
 
 class TokenLoss(ClassificationLoss):

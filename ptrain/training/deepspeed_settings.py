@@ -74,6 +74,24 @@ def set_precision(config: dict, mixed_precision: str) -> None:
         }
 
 
+# Sized by Accelerate from the model's hidden size when "auto" (as in the HF and Accelerate example configs);
+# left out, DeepSpeed's defaults apply: a reduce bucket of 5e8 elements, 2 GB in float32, on every process.
+BUCKET_SIZES = {
+    2: ("reduce_bucket_size",),
+    3: ("reduce_bucket_size", "stage3_prefetch_bucket_size", "stage3_param_persistence_threshold"),
+}
+
+
+def fill_bucket_sizes(config: dict, model) -> None:
+    """The bucket sizes the DeepSpeed config leaves out, as "auto" for Accelerate to size from the model's hidden
+    size (a model whose config has none keeps DeepSpeed's defaults)."""
+    zero = config.setdefault("zero_optimization", {})
+    if getattr(getattr(model, "config", None), "hidden_size", None) is None:
+        return
+    for key in BUCKET_SIZES.get(zero.get("stage"), ()):
+        zero.setdefault(key, "auto")
+
+
 def check_batch(config: dict, num_processes: int) -> None:
     """A train_batch_size the DeepSpeed config fixes must be the global batch ptrain's settings give."""
     given = config.get("train_batch_size", "auto")

@@ -26,7 +26,7 @@ from ptrain.tasks import Task, get_task
 from ptrain.tasks.loss import with_user_loss
 from ptrain.training.callbacks import Callbacks
 from ptrain.training.checkpoint import Checkpoint
-from ptrain.training.deepspeed_settings import model_construction
+from ptrain.training.deepspeed_settings import fill_bucket_sizes, model_construction
 from ptrain.training.distributed import build_accelerator
 from ptrain.training.ema import WeightAverage, averaged
 from ptrain.training.engine import Engine, check_supported, engine_of
@@ -35,7 +35,7 @@ from ptrain.training.fsdp_settings import configure_fsdp
 from ptrain.training.gradients import folds_into_optimizer
 from ptrain.training.loop import fit
 from ptrain.training.loss_scaling import LossScaling
-from ptrain.training.memory import peaks_of_every_process
+from ptrain.training.memory import held_tensor_gib, of_every_process, peak_memory_gib
 from ptrain.training.meter import TrainMeter
 from ptrain.training.model_card import scores_by_set, write_model_card
 from ptrain.training.node_resume import resume_on_every_node, warn_unless_shared
@@ -65,7 +65,7 @@ def train(cfg: Config) -> int:
             run.runtime.preemption.uninstall()
         if state.interrupted_by:
             return stop_for_preemption(run, state, meter)
-        finish(run, state, time.perf_counter() - started)
+        finish(run, state, time.perf_counter() - started, held_gib=held_tensor_gib())  # between steps, before export
     return 0
 
 
@@ -157,6 +157,8 @@ def prepare_optimisation(
         apply_fast_paths(plain_model(model), accelerator.device)
     if engine.name == "fsdp2":
         configure_fsdp(accelerator.state.fsdp_plugin, model)
+    if engine.name == "deepspeed":
+        fill_bucket_sizes(accelerator.state.deepspeed_plugin.deepspeed_config, model)
     optimizer = build_optimizer(model, cfg.train)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, build_scheduler(optimizer, plan))
     loss_fn = with_user_loss(cfg.train, task.build_loss(cfg, data.splits)).to(accelerator.device)
@@ -195,9 +197,9 @@ def stop_for_preemption(run: Run, state: LoopState, meter: TrainMeter) -> int:
     return EXIT_CODES[state.interrupted_by]
 
 
-def finish(run: Run, state: LoopState, wall_seconds: float) -> None:
+def finish(run: Run, state: LoopState, wall_seconds: float, held_gib: float) -> None:
     """Final evaluation if the last step was not scored, final/ export (and adapter/ with model.lora), test scores,
-    metrics.json."""
+    metrics.json (with `held_gib`, the tensor memory this process held after the last step)."""
     accelerator, run_dir = run.runtime.accelerator, run.outputs.run_dir
     meter = TrainMeter(accelerator.device)
     if state.last_eval_step != state.global_step:
@@ -208,7 +210,11 @@ def finish(run: Run, state: LoopState, wall_seconds: float) -> None:
     scores = {**scores_by_set(state.last), **({"test": test} if test else {})}
     write_model_card(run, run_dir / "final", scores, state.global_step)
     raw_final = score_raw_weights(run)
-    write_results(run, state, test, wall_seconds, peaks_of_every_process(accelerator), raw_final=raw_final)
+    memory = {
+        "peak_memory_gib": of_every_process(accelerator, peak_memory_gib(accelerator.device)),
+        "tensor_memory_gib": of_every_process(accelerator, held_gib),
+    }
+    write_results(run, state, test, wall_seconds, memory, raw_final=raw_final)
     run.outputs.tracker.close()
     run.callbacks.dispatch("on_train_end", run, state)
 

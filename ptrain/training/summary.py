@@ -58,12 +58,12 @@ def write_results(
     state: LoopState,
     test: dict | None,
     wall_seconds: float,
-    peak_memory_gib: list[float],
+    memory: dict[str, list[float]],
     raw_final: dict | None = None,
 ) -> None:
     """metrics.json, the HPARAMS entry and the closing lines (main process only). With train.ema_decay, `final`
-    and `best` are the EMA weights' scores and `final_raw` the trained weights' own. `peak_memory_gib`: each
-    process's peak (training/memory.py)."""
+    and `best` are the EMA weights' scores and `final_raw` the trained weights' own. `memory`: each process's
+    peak_memory_gib and tensor_memory_gib (training/memory.py)."""
     metrics = {"final": {**state.last, "step": state.global_step}, "best": state.best}
     if raw_final is not None:
         metrics["final_raw"] = {**raw_final, "step": state.global_step}
@@ -78,7 +78,7 @@ def write_results(
         "wall_seconds": wall_seconds,
         "seconds_per_step": state.train_seconds / max(state.global_step, 1),  # the loop's windows only
         "engine": run.runtime.engine.describe(),
-        "peak_memory_gib": peak_memory_gib,  # per process
+        **memory,  # per process
         "mixed_precision": run.cfg.train.mixed_precision,
         "hardware": hardware_line(describe_hardware(run.runtime.accelerator.device)),
     }
@@ -87,11 +87,11 @@ def write_results(
         return
     write_json(run_dir / "metrics.json", metrics)
     run.outputs.tracker.hparams(hparams_of(run.cfg), summary_metrics(metrics, run.task.metrics), state.global_step)
+    peaks = ", ".join(f"{gib:.2f}" for gib in memory["peak_memory_gib"])
     accelerator.print(
         f"ptrain: best {metric_for_best(run.cfg.train, run.task)} {state.best_value:.4f} "
-        f"at step {state.best['step']}; "
-        f"wall time {wall_seconds:.0f}s; peak memory per process {', '.join(f'{gib:.2f}' for gib in peak_memory_gib)} "
-        f"GiB\nptrain: TensorBoard: tensorboard --logdir {run_dir.parent}\n"
+        f"at step {state.best['step']}; wall time {wall_seconds:.0f}s; peak memory per process {peaks} GiB\n"
+        f"ptrain: TensorBoard: tensorboard --logdir {run_dir.parent}\n"
         f"ptrain: model: {run_dir / 'best'} (best), {run_dir / 'final'} (final); "
         f"metrics: {run_dir / 'metrics.json'}"
     )
