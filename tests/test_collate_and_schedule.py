@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, get_linear_schedule_with_warmup
 
 from ptrain.config import TrainConfig
 from ptrain.data.batching import eval_loader
@@ -14,6 +14,7 @@ from ptrain.data.collate import padding_collator
 from ptrain.errors import ConfigError
 from ptrain.model.loading import resolve_model_path
 from ptrain.training.optim import build_optimizer, build_scheduler, plan_steps
+from ptrain.training.resume import schedule_at_step
 
 CPU = torch.device("cpu")
 
@@ -112,3 +113,20 @@ def test_schedule_warms_up_linearly_then_decays_to_zero():
     rates = learning_rates(plan)
     assert rates[:5] == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0])
     assert rates[4:] == pytest.approx([1.0, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6])
+
+
+def test_a_checkpoint_whose_schedule_stepped_once_per_process_resumes_at_its_step():
+    """Before ptrain recorded the engine in checkpoints, N processes stepped the schedule N times per optimizer
+    step (built N times longer); such a schedule, resumed, is put back at the step on today's one-step plan."""
+    plan = plan_steps(10, TrainConfig(epochs=1, warmup_steps=4))
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    old = get_linear_schedule_with_warmup(optimizer, plan.warmup_steps * 2, plan.total_steps * 2)
+    for _ in range(6 * 2):  # 6 optimizer steps on 2 processes
+        optimizer.step()
+        old.step()
+    scheduler = build_scheduler(optimizer, plan)
+    scheduler.load_state_dict(old.state_dict())
+    schedule_at_step(scheduler, 6)
+    assert scheduler.last_epoch == 6 and optimizer.param_groups[0]["lr"] == pytest.approx(learning_rates(plan)[6])
+    scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(learning_rates(plan)[7])

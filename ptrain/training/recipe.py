@@ -55,7 +55,10 @@ def train(cfg: Config) -> int:
     run, checkpoint = setup(cfg)
     accelerator = run.runtime.accelerator
     with run.outputs.lock, stop_resumably(run):  # the lock is released on return, on errors and after signals
-        state, meter = restore(accelerator, checkpoint) if checkpoint else (LoopState(), TrainMeter(accelerator.device))
+        if checkpoint:
+            state, meter = restore(accelerator, checkpoint, run.optim.scheduler)
+        else:
+            state, meter = LoopState(), TrainMeter(accelerator.device)
         announce(run, state)
         run.callbacks.dispatch("on_train_start", run, state)
         run.runtime.preemption.install()

@@ -87,7 +87,7 @@ def check_same_config(cfg: Config, run_dir: Path) -> None:
         )
 
 
-def restore(accelerator: Accelerator, checkpoint: Checkpoint) -> tuple[LoopState, TrainMeter]:
+def restore(accelerator: Accelerator, checkpoint: Checkpoint, scheduler) -> tuple[LoopState, TrainMeter]:
     """Model, optimizer, scheduler, scaler and every process's RNG (Accelerate), then loop state and meter."""
     started = time.perf_counter()
     if accelerator.is_main_process:  # the run folder is this process's now: clear what interrupted writes left
@@ -103,6 +103,8 @@ def restore(accelerator: Accelerator, checkpoint: Checkpoint) -> tuple[LoopState
         ) from None
     state = LoopState.from_dict(checkpoint.meta["loop"])
     state.stop, state.interrupted_by = False, None
+    if ENGINE not in checkpoint.meta:
+        schedule_at_step(scheduler, state.global_step)
     meter = TrainMeter(accelerator.device)
     meter.load_state_dict(checkpoint.meta["meter"])
     accelerator.print(
@@ -110,6 +112,16 @@ def restore(accelerator: Accelerator, checkpoint: Checkpoint) -> tuple[LoopState
         f"epoch {state.epoch}, {state.micro_batches_in_epoch} batches of that epoch done (skipped, not loaded)"
     )
     return state, meter
+
+
+def schedule_at_step(scheduler, step: int) -> None:
+    """A checkpoint written before ptrain recorded its engine (and stepped its schedule once per optimizer step)
+    holds, from a run of N processes, a schedule N x its step along: set it at the step, its learning rate
+    recomputed, as the run's own schedule would have it."""
+    inner = getattr(scheduler, "scheduler", scheduler)  # Accelerate's wrapper holds the torch scheduler
+    if inner.last_epoch != step:
+        inner.last_epoch = step - 1
+        inner.step()
 
 
 def checkpoint_run(run: Run, state: LoopState, meter: TrainMeter) -> Path | None:
