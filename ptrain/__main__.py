@@ -12,7 +12,7 @@ from ptrain.cli import main
 
 if __name__ == "__main__":
     code = main()
-    from ptrain.training.distributed import launched_world_size  # imported by main() already: no cost
+    from ptrain.runtime.distributed import launched_world_size  # imported by main() already: no cost
 
     if launched_world_size(os.environ) > 1:
         logging.shutdown()

@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 
 from ptrain.errors import PtrainError
-from ptrain.training.allocator import keep_freed_memory
+from ptrain.runtime.allocator import keep_freed_memory
 
 USAGE_EXIT = 2
 LOST_PEER_EXIT = 1  # a launched run lost a process: not the user's mistake
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
         return 0
     except RuntimeError as err:  # a collective that lost another process; anything else propagates
-        from ptrain.training.lost_peer import lost_peer_message
+        from ptrain.runtime.lost_peer import lost_peer_message
 
         message = lost_peer_message(err, args.command)
         if message is None:
@@ -160,9 +160,16 @@ def run_check(cfg, args: argparse.Namespace) -> int:
 
 
 def run_train(cfg, args: argparse.Namespace) -> int:
-    from ptrain.training.recipes import train_task
+    """The recipe the config's task names (Task.recipe): the optimizer loop, or the linear probe's fit."""
+    from ptrain.tasks import get_task
 
-    return train_task(cfg)
+    if get_task(cfg.task).recipe == "linear_probe":
+        from ptrain.training.probe import train_probe
+
+        return train_probe(cfg)
+    from ptrain.training.recipe import train
+
+    return train(cfg)
 
 
 def run_eval(cfg, args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
-from ptrain.training.nodes import caches_first
+from ptrain.runtime.nodes import caches_first
 
 
 def main(cache_dir: str) -> None:

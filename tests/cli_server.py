@@ -26,7 +26,8 @@ def preload() -> None:
     """Import what `ptrain train` imports, without running anything."""
     import ptrain.cli  # noqa: F401
     import ptrain.tasks  # noqa: F401
-    import ptrain.training.recipes  # noqa: F401
+    import ptrain.training.probe  # noqa: F401
+    import ptrain.training.recipe  # noqa: F401
 
 
 def run_child(request: dict) -> None:

@@ -52,7 +52,7 @@ def gpu_like_accelerator(build):
 
 def main() -> None:
     from ptrain.config import checks
-    from ptrain.training import distributed
+    from ptrain.runtime import distributed
 
     distributed.Accelerator = gpu_like_accelerator(distributed.Accelerator)
     if "PTRAIN_TEST_GRAD_SCALER" in os.environ:

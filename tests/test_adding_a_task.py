@@ -27,11 +27,11 @@ def keyword_task():
 SCRIPT = """
 import sys
 from ptrain.tasks import load_config, register_task
-from ptrain.training.recipes import train_task
+from ptrain.training.recipe import train
 from tests.example_task import KeywordSpotting
 
 register_task(KeywordSpotting())
-sys.exit(train_task(load_config(sys.argv[1], sys.argv[2:])))
+sys.exit(train(load_config(sys.argv[1], sys.argv[2:])))
 """
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ptrain.training.precision import resolve_precision
+from ptrain.runtime.precision import resolve_precision
 from tests.conftest import CONFIGS, run_cli, tiny_overrides
 
 

@@ -7,8 +7,8 @@ import errno
 import pytest
 
 from ptrain.errors import OutputError
-from ptrain.training.checkpoint import complete_checkpoints, latest_complete, save_checkpoint
-from ptrain.training.resume import resumable
+from ptrain.training.checkpointing.checkpoint import complete_checkpoints, latest_complete, save_checkpoint
+from ptrain.training.checkpointing.resume import resumable
 
 
 def meta(step: int) -> dict:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ptrain.cli import main
-from ptrain.training.checkpoint import complete_checkpoints, prune, save_checkpoint
+from ptrain.training.checkpointing.checkpoint import complete_checkpoints, prune, save_checkpoint
 from tests.conftest import CONFIGS, run_cli, tiny_overrides
 
 # 96 rows, batch 32: 3 optimizer steps, a checkpoint after each, all three kept.

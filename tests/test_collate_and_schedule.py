@@ -13,8 +13,8 @@ from ptrain.data.batching import eval_loader
 from ptrain.data.collate import padding_collator
 from ptrain.errors import ConfigError
 from ptrain.model.loading import resolve_model_path
+from ptrain.training.checkpointing.resume import schedule_at_step
 from ptrain.training.optim import build_optimizer, build_scheduler, plan_steps
-from ptrain.training.resume import schedule_at_step
 
 CPU = torch.device("cpu")
 

@@ -21,7 +21,9 @@ import pytest
 
 from ptrain.cli import main
 from ptrain.errors import RunInUseError
-from ptrain.outputs import agreement, lock, run_dir
+from ptrain.files import lock
+from ptrain.outputs import run_dir
+from ptrain.runtime import agreement
 from tests.conftest import CONFIGS, REPO, run_cli, tiny_overrides
 
 HOST = socket.gethostname()

@@ -12,8 +12,8 @@ from accelerate.commands.config.config_args import ClusterConfig, load_config_fr
 from accelerate.commands.launch import launch_command_parser
 from accelerate.utils import DistributedType
 
+from ptrain.runtime import distributed
 from ptrain.tasks import get_task, load_config
-from ptrain.training import distributed
 from tests.conftest import CONFIGS, accelerate_launch, run_cli, tiny_overrides
 from tests.test_cli_end_to_end import events
 

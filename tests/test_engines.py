@@ -19,12 +19,12 @@ from accelerate.utils import FullyShardedDataParallelPlugin
 from safetensors.torch import load_file
 
 from ptrain.errors import CheckpointError, ConfigError, LaunchError
+from ptrain.runtime import deepspeed_settings
+from ptrain.runtime.deepspeed_settings import check_batch, deepspeed_plugin
+from ptrain.runtime.engine import Engine, check_fsdp_plugin, check_supported
 from ptrain.tasks import load_config
-from ptrain.training import deepspeed_settings
-from ptrain.training.checkpoint import Checkpoint
-from ptrain.training.deepspeed_settings import check_batch, deepspeed_plugin
-from ptrain.training.engine import Engine, check_fsdp_plugin, check_supported
-from ptrain.training.resume import check_same_engine
+from ptrain.training.checkpointing.checkpoint import Checkpoint
+from ptrain.training.checkpointing.resume import check_same_engine
 from tests.conftest import CONFIGS, accelerate_launch, run_cli, scalar_values, tiny_overrides
 
 DEEPSPEED = pytest.mark.skipif(

@@ -11,12 +11,11 @@ import torch
 from accelerate import Accelerator
 from transformers import BertConfig, BertForSequenceClassification
 
-from ptrain.model import fast_dropout, keep_masks, math_attention
-from ptrain.model.embedding_grad import reuse_embedding_gradient
-from ptrain.model.fast_paths import apply_fast_paths
-from ptrain.model.first_token import first_token_last_layer
-from ptrain.model.packed_linears import packed_linears
-from ptrain.training.engine import Engine
+from ptrain.fast_paths import apply_fast_paths, fast_dropout, keep_masks, math_attention
+from ptrain.fast_paths.embedding_grad import reuse_embedding_gradient
+from ptrain.fast_paths.first_token import first_token_last_layer
+from ptrain.fast_paths.packed_linears import packed_linears
+from ptrain.runtime.engine import Engine
 from ptrain.training.gradients import clip_gradients, folds_into_optimizer
 
 

@@ -23,8 +23,8 @@ from transformers import AutoModelForSequenceClassification, BertConfig, BertMod
 
 from ptrain.config import LoraSettings, TrainConfig
 from ptrain.errors import ConfigError, ModelError
+from ptrain.fast_paths import apply_fast_paths
 from ptrain.inference.exports import load_exported
-from ptrain.model.fast_paths import apply_fast_paths
 from ptrain.model.loading import enable_gradient_checkpointing
 from ptrain.model.lora import add_lora, plain_model
 from ptrain.tasks import load_config

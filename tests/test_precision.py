@@ -14,9 +14,9 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from ptrain.model.sources import resolve_model_path
-from ptrain.training import precision
-from ptrain.training.precision import cpu_bf16_speedup, cpu_native_bf16, resolve_precision
+from ptrain.config.sources import resolve_model_path
+from ptrain.runtime import precision
+from ptrain.runtime.precision import cpu_bf16_speedup, cpu_native_bf16, resolve_precision
 from tests.conftest import CONFIGS, REPO, run_cli, tiny_overrides
 from tests.test_cli_end_to_end import events
 

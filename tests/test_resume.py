@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ptrain.outputs.integrity import manifest
+from ptrain.files.integrity import manifest
 from tests.conftest import CONFIGS, REPO, run_cli, tiny_overrides
 
 # 300 rows, batch 32, accumulation 2: 10 micro-batches = 5 optimizer steps per epoch, 15 in all.

@@ -228,7 +228,7 @@ def test_a_fixed_run_dir_is_used_refused_when_taken_and_resumed_from(tmp_path):
 
     from ptrain.errors import ConfigError
     from ptrain.outputs.run_dir import claim_run_dir
-    from ptrain.training.checkpoint import REQUIRED_FILES, resolve_resume
+    from ptrain.training.checkpointing.checkpoint import REQUIRED_FILES, resolve_resume
 
     main_process = SimpleNamespace(is_main_process=True, num_processes=1)
     point = tmp_path / "sweep" / "lr-0.1"

@@ -10,7 +10,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoTokenizer, pipeline
 
-from ptrain.model.sources import resolve_model_path
+from ptrain.config.sources import resolve_model_path
 from ptrain.tasks.masked_lm import MaskingCollator
 from tests.conftest import CONFIGS, DATA_DIR, run_cli
 

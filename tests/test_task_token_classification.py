@@ -10,11 +10,11 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoTokenizer, pipeline
 
+from ptrain.config.sources import resolve_model_path
 from ptrain.data.conll import read_conll
 from ptrain.data.splits import load_raw_splits
 from ptrain.data.tokenize import tokenize_splits
 from ptrain.errors import ConfigError, DataError
-from ptrain.model.sources import resolve_model_path
 from ptrain.tasks import EvalContext, get_task, load_config
 from ptrain.tasks.entities import align_to_subtokens, entity_scores
 from ptrain.tasks.loss import IGNORE_INDEX

@@ -22,9 +22,10 @@ import psutil
 import pytest
 import torch
 
-from ptrain.training import lost_peer, node_resume
-from ptrain.training.checkpoint import REQUIRED_FILES, Checkpoint
-from ptrain.training.distributed import process_group_settings
+from ptrain.runtime import lost_peer
+from ptrain.runtime.distributed import process_group_settings
+from ptrain.training.checkpointing import node_resume
+from ptrain.training.checkpointing.checkpoint import REQUIRED_FILES, Checkpoint
 from tests.conftest import CONFIGS, REPO, free_port, run_cli
 
 HOLD = f"train.callbacks={REPO / 'tests' / 'hold_at_checkpoint.py'}:HoldAtCheckpoint"

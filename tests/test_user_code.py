@@ -12,9 +12,9 @@ import yaml
 
 from ptrain.errors import ConfigError, ModelError
 from ptrain.model.loading import build_model
+from ptrain.runtime.precision import resolve_config_precision
 from ptrain.tasks import load_config
-from ptrain.training.precision import resolve_config_precision
-from ptrain.training.resume import check_same_config
+from ptrain.training.checkpointing.resume import check_same_config
 from tests.conftest import CONFIGS, run_cli, scalar_values, tiny_overrides, train_tiny
 
 

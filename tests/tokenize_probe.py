@@ -3,9 +3,9 @@ whether its tokenization was read back from the cache (all but the main process 
 
 import sys
 
+from ptrain.runtime.distributed import build_accelerator
+from ptrain.runtime.precision import resolve_config_precision
 from ptrain.tasks import get_task, load_config
-from ptrain.training.distributed import build_accelerator
-from ptrain.training.precision import resolve_config_precision
 from ptrain.training.recipe import load_data
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ptrain.bench.hardware import PeakMemory
+from ptrain.runtime.hardware import PeakMemory
 from ptrain.training.recipe import load_model
 from ptrain.training.run import Run
 

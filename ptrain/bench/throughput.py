@@ -3,7 +3,7 @@
 Both sides get the same tokenized rows, model, collator, batch size, accumulation, precision and length
 grouping; training runs warm-up steps first, then the timed steps. Tokens are real (non-pad) tokens; MFU is
 against a peak measured on the same device in the same invocation: the best rate of the model's own Linear
-shapes, in the precision the run resolved to (train.mixed_precision, `auto` by ptrain/training/precision.py's rule).
+shapes, in the precision the run resolved to (train.mixed_precision, `auto` by ptrain/runtime/precision.py's rule).
 Progress goes to stderr, the report to stdout.
 """
 
@@ -18,7 +18,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ptrain.bench.hardware import (
+from ptrain.config import Config
+from ptrain.runtime.hardware import (
     PeakMemory,
     describe_hardware,
     hardware_line,
@@ -27,13 +28,11 @@ from ptrain.bench.hardware import (
     linear_shapes,
     training_flops_per_token,
 )
-from ptrain.config import Config
 from ptrain.tasks import EvalContext
 from ptrain.training.loop import epoch_batches, train_epoch
 from ptrain.training.meter import TrainMeter
 from ptrain.training.recipe import setup
-from ptrain.training.run import Run
-from ptrain.training.state import LoopState
+from ptrain.training.run import LoopState, Run
 
 PROFILE_STEPS = 10
 EVAL_PASSES = 3  # timed evaluation passes per side; the median is reported

@@ -14,11 +14,11 @@ from pathlib import Path
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from ptrain.bench.hardware import describe_hardware, hardware_line
 from ptrain.config import Config
 from ptrain.errors import ConfigError
+from ptrain.runtime.hardware import describe_hardware, hardware_line
+from ptrain.runtime.precision import resolve_config_precision
 from ptrain.training.best import BestRule
-from ptrain.training.precision import resolve_config_precision
 from ptrain.training.recipe import load_model, setup, train
 
 

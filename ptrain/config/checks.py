@@ -9,8 +9,8 @@ from pathlib import Path
 
 from ptrain.config.keys import MISSING, config_value, data_path
 from ptrain.config.schema import DATA_DIR_ENV, Config
+from ptrain.config.sources import resolve_model_path
 from ptrain.errors import ConfigError, ModelError
-from ptrain.model.sources import resolve_model_path
 
 
 def check_config(cfg: Config, path: Path) -> None:

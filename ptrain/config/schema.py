@@ -148,7 +148,7 @@ class TrainConfig(Strict):
     warmup_steps: int | None = Field(None, ge=0)
     warmup_ratio: float | None = Field(None, ge=0, lt=1)
     max_grad_norm: float | None = Field(1.0, gt=0)
-    # auto: bf16 on GPUs and CPUs with native bf16, fp16 on GPUs without, fp32 elsewhere (ptrain/training/precision.py)
+    # auto: bf16 on GPUs and CPUs with native bf16, fp16 on GPUs without, fp32 elsewhere (ptrain/runtime/precision.py)
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     class_weights: Literal["balanced"] | list[float] | None = None
@@ -173,7 +173,7 @@ class TrainConfig(Strict):
     loss: str | None = None  # file.py:Name or module:Name: (logits, labels) -> loss summed over the batch
     metrics: list[str] = []  # file.py:Name references: functions of the gathered predictions -> a float
     callbacks: list[str] = []  # file.py:Name references: classes with on_<event> methods (ptrain/training/callbacks.py)
-    fast_paths: bool = True  # exact speed-ups (ptrain/model/fast_paths.py); false: the plain model, for comparison
+    fast_paths: bool = True  # exact speed-ups (ptrain/fast_paths/__init__.py); false: the plain model, for comparison
     # torch.compile (inductor) of the model for training and evaluation, lengths dynamic; the CPU fast paths are off
     # under it. For GPUs: on the CPU it measured slower than eager (docs/engines.md)
     compile: bool = False

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from ptrain.data.conll import read_conll
-from ptrain.outputs.atomic import written_through
+from ptrain.files.atomic import written_through
 
 DEFAULT_CONLL = Path("../shared/data/conll2003")
 DEFAULT_OUT = Path("runs/standins/conll_entity_types")

@@ -6,10 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from ptrain.errors import ConfigError
-from ptrain.outputs.integrity import export_problems
-from ptrain.outputs.leftovers import leftovers
-from ptrain.training.checkpoint import ENGINE, FILES, checkpoint_problems, marked_folders, read_meta, unmarked_folders
-from ptrain.training.engine import Engine
+from ptrain.files.integrity import export_problems
+from ptrain.files.leftovers import leftovers
+from ptrain.runtime.engine import Engine
+from ptrain.training.checkpointing.checkpoint import (
+    ENGINE,
+    FILES,
+    checkpoint_problems,
+    marked_folders,
+    read_meta,
+    unmarked_folders,
+)
 
 EXPORTS = ("best", "final", "adapter")
 

@@ -19,13 +19,13 @@ from torchmetrics.functional.classification import (
     multiclass_recall,
 )
 
-from ptrain.bench.hardware import describe_hardware, hardware_line
 from ptrain.config import flatten_config
 from ptrain.data.summary import summarise_data
 from ptrain.errors import ConfigError
 from ptrain.experiments.report_figures import curves_figure, per_class_figure, read_curves, save
+from ptrain.files.atomic import swap_folder, write_text
 from ptrain.inference.evaluate import Scored, score_export
-from ptrain.outputs.atomic import swap_folder, write_text
+from ptrain.runtime.hardware import describe_hardware, hardware_line
 from ptrain.tasks import load_config
 from ptrain.tasks.figures import confusion_figure, label_counts_figure, length_figure
 from ptrain.tasks.tables import markdown_table

@@ -14,11 +14,11 @@ import yaml
 from ptrain.config import NOT_HYPERPARAMETERS, SEED_KEY, flatten_config
 from ptrain.config.user_code import metric_name
 from ptrain.errors import SweepError
-from ptrain.outputs.lock import holder
+from ptrain.files.lock import holder
 from ptrain.outputs.run_dir import RUNNING
 from ptrain.tasks import TASKS
 from ptrain.training.best import lower_is_better
-from ptrain.training.checkpoint import latest_complete
+from ptrain.training.checkpointing.checkpoint import latest_complete
 
 EVAL_FILES = "data.eval_files."  # flattened config keys of the named evaluation sets
 

@@ -21,12 +21,12 @@ from pathlib import Path
 
 from ptrain.config import SEED_KEY, to_yaml
 from ptrain.errors import RunInUseError, SweepError
-from ptrain.outputs.atomic import written_through
-from ptrain.outputs.lock import acquire, describe, holder
+from ptrain.files.atomic import written_through
+from ptrain.files.lock import acquire, describe, holder
 from ptrain.outputs.run_dir import RUNNING
 from ptrain.tasks import load_config
-from ptrain.training.checkpoint import latest_complete
-from ptrain.training.preemption import EXIT_CODES, Preemption
+from ptrain.training.checkpointing.checkpoint import latest_complete
+from ptrain.training.checkpointing.preemption import EXIT_CODES, Preemption
 
 SWEEP_FILE = "sweep.json"
 LOG_FILE = "train.log"

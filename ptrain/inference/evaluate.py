@@ -13,14 +13,14 @@ from ptrain.data import batching
 from ptrain.data.splits import load_raw_splits
 from ptrain.data.tokenize import tokenize_splits
 from ptrain.errors import ConfigError, DataError
+from ptrain.fast_paths import allowed, apply_fast_paths
 from ptrain.inference.exports import export_label_names, load_exported
 from ptrain.inference.predict import check_output_name, write_rows
-from ptrain.model.fast_paths import allowed, apply_fast_paths
+from ptrain.runtime.distributed import build_accelerator
+from ptrain.runtime.nodes import caches_first
+from ptrain.runtime.precision import resolve_config_precision
 from ptrain.tasks import EvalContext, EvalResult, Task
 from ptrain.tasks.user_metrics import add_user_metrics, user_metrics
-from ptrain.training.distributed import build_accelerator
-from ptrain.training.nodes import caches_first
-from ptrain.training.precision import resolve_config_precision
 
 
 @dataclass

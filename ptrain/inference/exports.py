@@ -6,8 +6,8 @@ from pathlib import Path
 
 from transformers import AutoConfig, AutoTokenizer
 
+from ptrain.config.sources import resolve_model_path
 from ptrain.errors import ModelError
-from ptrain.model.sources import resolve_model_path
 from ptrain.tasks import task_of_export
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ptrain.errors import ModelError
 from ptrain.inference.exports import load_exported
+from ptrain.runtime.precision import autocast, inference_precision
 from ptrain.tasks.generation import Sampling, continue_prompts
-from ptrain.training.precision import autocast, inference_precision
 
 
 def generate_command(model_dir: str, prompts: list[str], sampling: Sampling, precision: str = "auto") -> list[str]:

@@ -10,9 +10,9 @@ from pathlib import Path
 from ptrain.config import DataConfig
 from ptrain.data.splits import read_table
 from ptrain.errors import DataError
+from ptrain.files.atomic import write_text, written_through
 from ptrain.inference.exports import load_exported
-from ptrain.outputs.atomic import write_text, written_through
-from ptrain.training.precision import autocast, inference_precision
+from ptrain.runtime.precision import autocast, inference_precision
 
 OUTPUT_FORMATS = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".json": None}
 

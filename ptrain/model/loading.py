@@ -8,8 +8,8 @@ import torch
 from transformers import AutoConfig, AutoTokenizer, PreTrainedModel
 
 from ptrain.config.references import load_reference
+from ptrain.config.sources import resolve_model_path
 from ptrain.errors import ModelError
-from ptrain.model.sources import resolve_model_path
 from ptrain.model.tokenizer_training import cached_trained_tokenizer
 
 DEFAULT_TOKENIZER_CACHE = Path("~/.cache/ptrain/tokenizers")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from ptrain.outputs.atomic import move_folder
+from ptrain.files.atomic import move_folder
 
 # Byte-level BPE has no unknown characters; <unk> is kept because some model configs expect one.
 SPECIAL_TOKENS = {

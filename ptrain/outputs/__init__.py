@@ -1,1 +1,2 @@
-"""What a run leaves on disk: run folders, atomic writes, exports, TensorBoard tracking."""
+"""What a run leaves for its users: run folders, exports that `pipeline()` loads, the model card, tracking
+(TensorBoard and metrics.jsonl)."""

@@ -12,10 +12,10 @@ from pathlib import Path
 from torch.distributed.tensor import DTensor
 
 from ptrain.errors import OutputError
+from ptrain.files.atomic import WRITE_ERRORS, swap_folder, write_failed
+from ptrain.files.integrity import write_export_manifest
 from ptrain.model.lora import is_peft_model, whole_twin
-from ptrain.outputs.agreement import raise_if_any_failed
-from ptrain.outputs.atomic import WRITE_ERRORS, swap_folder, write_failed
-from ptrain.outputs.integrity import write_export_manifest
+from ptrain.runtime.agreement import raise_if_any_failed
 
 
 def export_model(accelerator, model, tokenizer, out_dir: Path, adapter_dir: Path | None = None) -> None:

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 from ptrain.errors import ConfigError
-from ptrain.outputs.agreement import decided_by_main
-from ptrain.outputs.lock import RunLock, acquire
+from ptrain.files.lock import RunLock, acquire
+from ptrain.runtime.agreement import decided_by_main
 
 RUNNING = "running.json"  # held (lock.py) while a process trains in the folder: its pid, host, start and command
 

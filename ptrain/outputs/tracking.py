@@ -13,7 +13,7 @@ from pathlib import Path
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
-from ptrain.outputs.atomic import write_failed, write_text
+from ptrain.files.atomic import write_failed, write_text
 
 STREAM = "metrics.jsonl"
 

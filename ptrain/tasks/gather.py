@@ -9,8 +9,8 @@ from contextlib import nullcontext
 
 import torch
 
-from ptrain.model.fast_paths import allowed
-from ptrain.model.packed_linears import packed_linears
+from ptrain.fast_paths import allowed
+from ptrain.fast_paths.packed_linears import packed_linears
 
 PerBatch = Callable[[dict, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
 

@@ -14,10 +14,10 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_SEQ_TO_SEQ_CAUSAL_L
 from transformers.models.bart.modeling_bart import shift_tokens_right
 
 from ptrain.config import Strict
+from ptrain.config.sources import resolve_model_path
 from ptrain.data.collate import pad_multiple
 from ptrain.errors import ConfigError, ModelError
 from ptrain.model.loading import from_config_or_pretrained
-from ptrain.model.sources import resolve_model_path
 from ptrain.tasks.base import EvalContext, EvalResult, Task
 from ptrain.tasks.language_modeling import perplexity
 from ptrain.tasks.loss import IGNORE_INDEX, TokenLoss

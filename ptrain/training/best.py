@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from ptrain.config import TrainConfig
 from ptrain.tasks import Task
 from ptrain.tasks.user_metrics import user_metrics
-from ptrain.training.state import LoopState
+from ptrain.training.run import LoopState
 
 
 def metric_for_best(train_cfg: TrainConfig, task: Task) -> str:

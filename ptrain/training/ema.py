@@ -7,7 +7,7 @@ Every checkpoint carries the shadows as `ema.safetensors` (written and read thro
 hooks, never pickled), so a resume continues them exactly.
 
 Under FSDP2, whose parameters are sharded DTensors, each process averages only its own shard and writes it as
-`ema-rank<N>.safetensors`: nothing is gathered. (DeepSpeed ZeRO-3 is refused: training/engine.py.)
+`ema-rank<N>.safetensors`: nothing is gathered. (DeepSpeed ZeRO-3 is refused: runtime/engine.py.)
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch.distributed.tensor import DTensor
 
 from ptrain.errors import CheckpointError
-from ptrain.training.engine import Engine
+from ptrain.runtime.engine import Engine
 
 FILE = "ema.safetensors"
 SHARD_FILE = "ema-rank{rank}.safetensors"  # one per process when the parameters are sharded

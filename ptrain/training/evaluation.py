@@ -8,15 +8,14 @@ from tqdm.auto import tqdm
 
 from ptrain.data.splits import EVAL_SET_PREFIX
 from ptrain.outputs.export import export_model
+from ptrain.outputs.model_card import scores_by_set, write_model_card
 from ptrain.outputs.tracking import Tracker
 from ptrain.tasks import EvalContext, EvalResult, Task
 from ptrain.tasks.user_metrics import add_user_metrics, user_metrics
 from ptrain.training.best import BestRule, record_evaluation
 from ptrain.training.ema import averaged
 from ptrain.training.meter import TrainMeter
-from ptrain.training.model_card import scores_by_set, write_model_card
-from ptrain.training.run import Run
-from ptrain.training.state import LoopState
+from ptrain.training.run import LoopState, Run
 
 
 def evaluate_and_track(run: Run, state: LoopState, meter: TrainMeter) -> EvalResult:

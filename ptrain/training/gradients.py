@@ -16,7 +16,7 @@ import math
 import torch
 from torch.distributed.tensor import DTensor
 
-from ptrain.training.engine import Engine
+from ptrain.runtime.engine import Engine
 
 
 def folds_into_optimizer(accelerator, optimizer, engine: Engine) -> bool:

@@ -9,13 +9,12 @@ from collections.abc import Iterable
 
 from tqdm.auto import tqdm
 
+from ptrain.training.checkpointing.resume import checkpoint_run
 from ptrain.training.evaluation import evaluate_and_track
 from ptrain.training.gradients import clip_gradients
 from ptrain.training.meter import TrainMeter
-from ptrain.training.resume import checkpoint_run
-from ptrain.training.run import Run
+from ptrain.training.run import LoopState, Run
 from ptrain.training.stability import record_step, step_is_finite
-from ptrain.training.state import LoopState
 from ptrain.training.step_verdict import agree
 from ptrain.training.window import micro_step, window_scale, windows
 

@@ -18,20 +18,20 @@ from safetensors.torch import load_file, save_file
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from ptrain.config import Config, to_yaml
+from ptrain.config.sources import resolve_model_path
 from ptrain.data import batching
 from ptrain.data.tokenize import DEFAULT_CACHE_DIR
 from ptrain.errors import ConfigError
-from ptrain.model.sources import resolve_model_path
-from ptrain.outputs.atomic import write_json, write_text, written_through
+from ptrain.files.atomic import write_json, write_text, written_through
 from ptrain.outputs.export import save_folder
 from ptrain.outputs.run_dir import claim_run_dir
 from ptrain.outputs.tracking import Tracker
+from ptrain.runtime.distributed import build_accelerator
+from ptrain.runtime.precision import resolve_config_precision
 from ptrain.tasks import get_task
 from ptrain.tasks.classification import label_scores
 from ptrain.tasks.figures import confusion_figure
 from ptrain.tasks.probe import HEAD_FILE, encode
-from ptrain.training.distributed import build_accelerator
-from ptrain.training.precision import resolve_config_precision
 from ptrain.training.recipe import load_data
 from ptrain.training.summary import hparams_of, summary_metrics
 

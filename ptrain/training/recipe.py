@@ -14,38 +14,38 @@ from ptrain.config.references import with_copied_code
 from ptrain.data import batching
 from ptrain.data.splits import EVAL_SET_PREFIX, load_raw_splits
 from ptrain.data.tokenize import Splits, tokenize_splits
-from ptrain.model.fast_paths import allowed as fast_paths_allowed
-from ptrain.model.fast_paths import apply_fast_paths
+from ptrain.fast_paths import allowed as fast_paths_allowed
+from ptrain.fast_paths import apply_fast_paths
+from ptrain.files.atomic import write_text
 from ptrain.model.loading import build_model, enable_gradient_checkpointing, load_tokenizer
 from ptrain.model.lora import add_lora, plain_model
-from ptrain.outputs.atomic import write_text
 from ptrain.outputs.export import export_model
+from ptrain.outputs.model_card import scores_by_set, write_model_card
 from ptrain.outputs.run_dir import claim_run_dir
 from ptrain.outputs.tracking import Tracker
+from ptrain.runtime.deepspeed_settings import fill_bucket_sizes, model_construction
+from ptrain.runtime.distributed import build_accelerator
+from ptrain.runtime.engine import Engine, check_supported, engine_of
+from ptrain.runtime.fsdp_settings import configure_fsdp
+from ptrain.runtime.lost_peer import resume_command
+from ptrain.runtime.memory import held_tensor_gib, of_every_process, peak_memory_gib
+from ptrain.runtime.nodes import caches_first
+from ptrain.runtime.precision import resolve_config_precision
 from ptrain.tasks import Task, get_task
 from ptrain.tasks.loss import with_user_loss
 from ptrain.training.callbacks import Callbacks
-from ptrain.training.checkpoint import Checkpoint
-from ptrain.training.deepspeed_settings import fill_bucket_sizes, model_construction
-from ptrain.training.distributed import build_accelerator
+from ptrain.training.checkpointing.checkpoint import Checkpoint
+from ptrain.training.checkpointing.node_resume import resume_on_every_node, warn_unless_shared
+from ptrain.training.checkpointing.preemption import EXIT_CODES, Preemption
+from ptrain.training.checkpointing.resume import checkpoint_run, restore, stop_resumably
 from ptrain.training.ema import WeightAverage, averaged
-from ptrain.training.engine import Engine, check_supported, engine_of
 from ptrain.training.evaluation import evaluate_and_track, score_split
-from ptrain.training.fsdp_settings import configure_fsdp
 from ptrain.training.gradients import folds_into_optimizer
 from ptrain.training.loop import fit
 from ptrain.training.loss_scaling import LossScaling
-from ptrain.training.memory import held_tensor_gib, of_every_process, peak_memory_gib
 from ptrain.training.meter import TrainMeter
-from ptrain.training.model_card import scores_by_set, write_model_card
-from ptrain.training.node_resume import resume_on_every_node, warn_unless_shared
-from ptrain.training.nodes import caches_first
 from ptrain.training.optim import StepPlan, build_optimizer, build_scheduler, plan_steps
-from ptrain.training.precision import resolve_config_precision
-from ptrain.training.preemption import EXIT_CODES, Preemption
-from ptrain.training.resume import checkpoint_run, restore, resume_command, stop_resumably
-from ptrain.training.run import Optimisation, Run, RunData, RunOutputs, Runtime
-from ptrain.training.state import LoopState
+from ptrain.training.run import LoopState, Optimisation, Run, RunData, RunOutputs, Runtime
 from ptrain.training.summary import announce, write_results
 
 

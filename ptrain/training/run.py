@@ -3,6 +3,7 @@ runtime. Each is built once by the recipe's setup and never reassigned."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -15,16 +16,44 @@ from transformers import PreTrainedTokenizerBase
 
 from ptrain.config import Config
 from ptrain.data.tokenize import Splits
-from ptrain.outputs.lock import RunLock
+from ptrain.files.lock import RunLock
 from ptrain.outputs.tracking import Tracker
+from ptrain.runtime.engine import Engine
+from ptrain.runtime.precision import Precision
 from ptrain.tasks import Task
 from ptrain.training.callbacks import Callbacks
+from ptrain.training.checkpointing.preemption import Preemption
 from ptrain.training.ema import WeightAverage
-from ptrain.training.engine import Engine
 from ptrain.training.loss_scaling import LossScaling
 from ptrain.training.optim import StepPlan
-from ptrain.training.precision import Precision
-from ptrain.training.preemption import Preemption
+
+
+@dataclass
+class LoopState:
+    global_step: int = 0  # optimizer steps taken
+    epoch: int = 0  # the epoch in progress (or next to start)
+    micro_batches_in_epoch: int = 0  # batches of this process consumed in the current epoch
+    best_value: float | None = None  # of train.metric_for_best; these three follow best.py's rule
+    best: dict[str, float] = field(default_factory=dict)
+    evals_without_improvement: int = 0
+    last_eval_step: int = -1
+    last: dict[str, float] = field(default_factory=dict)
+    last_checkpoint_step: int = -1
+    consecutive_nonfinite: int = 0
+    nonfinite_skips: int = 0
+    train_seconds: float = 0.0  # in the loop's windows (forward to optimizer step), evaluations and checkpoints apart
+    scaler_skips: int = 0  # fp16: steps the grad scaler skipped for non-finite gradients (it then lowers its scale)
+    stop: bool = False
+    early_stopped: bool = False
+    interrupted_by: str | None = None  # the signal name when preempted
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> LoopState:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
 
 
 class TaskLoss(Protocol):
@@ -60,7 +89,7 @@ class Optimisation:
 class RunOutputs:
     run_dir: Path
     tracker: Tracker
-    lock: RunLock  # the run folder's (outputs/lock.py), held by the main process from setup to the end
+    lock: RunLock  # the run folder's (files/lock.py), held by the main process from setup to the end
 
 
 @dataclass(frozen=True, kw_only=True)

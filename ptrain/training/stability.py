@@ -6,7 +6,7 @@ DeepSpeed skips a step whose gradient norm is not finite inside its own step, be
 from __future__ import annotations
 
 from ptrain.errors import TrainingError
-from ptrain.training.state import LoopState
+from ptrain.training.run import LoopState
 from ptrain.training.step_verdict import StepVerdict
 
 

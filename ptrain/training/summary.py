@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from ptrain.bench.hardware import describe_hardware, hardware_line
 from ptrain.config import Config, config_value, to_yaml
 from ptrain.data.summary import summarise_data
 from ptrain.data.tokenize import Splits
-from ptrain.outputs.atomic import write_json
+from ptrain.files.atomic import write_json
+from ptrain.runtime.hardware import describe_hardware, hardware_line
 from ptrain.tasks.figures import label_counts_figure, length_figure
 from ptrain.training.best import metric_for_best
-from ptrain.training.run import Run
-from ptrain.training.state import LoopState
+from ptrain.training.run import LoopState, Run
 
 
 def announce(run: Run, state: LoopState) -> None:
@@ -63,7 +62,7 @@ def write_results(
 ) -> None:
     """metrics.json, the HPARAMS entry and the closing lines (main process only). With train.ema_decay, `final`
     and `best` are the EMA weights' scores and `final_raw` the trained weights' own. `memory`: each process's
-    peak_memory_gib and tensor_memory_gib (training/memory.py)."""
+    peak_memory_gib and tensor_memory_gib (runtime/memory.py)."""
     metrics = {"final": {**state.last, "step": state.global_step}, "best": state.best}
     if raw_final is not None:
         metrics["final_raw"] = {**raw_final, "step": state.global_step}

@@ -4,8 +4,6 @@ whose files cannot be written (a full disk) stops saying which checkpoint it con
 from __future__ import annotations
 
 import pickle
-import shlex
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,9 +15,11 @@ from accelerate import Accelerator
 from ptrain.config import NOT_HYPERPARAMETERS, Config, flatten_config
 from ptrain.config.references import comparable_references
 from ptrain.errors import CheckpointError, ConfigError, OutputError, first_line
-from ptrain.outputs.agreement import decided_by_main
-from ptrain.outputs.leftovers import remove_leftovers
-from ptrain.training.checkpoint import (
+from ptrain.files.leftovers import remove_leftovers
+from ptrain.runtime.agreement import decided_by_main
+from ptrain.runtime.engine import Engine, engine_of
+from ptrain.runtime.lost_peer import resume_command
+from ptrain.training.checkpointing.checkpoint import (
     ENGINE,
     Checkpoint,
     marked_folders,
@@ -28,10 +28,8 @@ from ptrain.training.checkpoint import (
     resolve_resume,
     save_checkpoint,
 )
-from ptrain.training.engine import Engine, engine_of
 from ptrain.training.meter import TrainMeter
-from ptrain.training.run import Run
-from ptrain.training.state import LoopState
+from ptrain.training.run import LoopState, Run
 
 
 def find_resume(cfg: Config, accelerator: Accelerator) -> Checkpoint | None:
@@ -172,9 +170,3 @@ def resumable(run_dir: Path) -> str:
     if checkpoint is None:
         return "no intact checkpoint was written before: a resume starts a new run"
     return f"a resume continues from the intact checkpoint {checkpoint.path} (step {checkpoint.step})"
-
-
-def resume_command() -> str:
-    """The command line that continues this run: the same arguments plus train.resume=auto."""
-    args = [a for a in sys.argv[1:] if not a.startswith("train.resume=")]
-    return shlex.join(["ptrain", *args, "train.resume=auto"])

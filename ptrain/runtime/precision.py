@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ptrain.errors import ConfigError
-from ptrain.outputs.atomic import written_through
+from ptrain.files.atomic import written_through
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "no": torch.float32}
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # x86; arm64 reports "bf16"

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import sys
 from collections.abc import Mapping
 
-from ptrain.training.nodes import process_name
-from ptrain.training.resume import resume_command
+from ptrain.runtime.nodes import process_name
 
 # What gloo, NCCL and the c10d store say when the other end went away or fell silent; matched only in errors
 # that come from one of them, so a RuntimeError of the user's or of a model is never taken for one.
@@ -70,3 +70,9 @@ def peer_name(rank: int, world: int, address: re.Match | None) -> str:
     if world == 2:
         return f"{process_name(1 - rank, world)}{at}"
     return f"a process of the group{at}"
+
+
+def resume_command() -> str:
+    """The command line that continues this run: the same arguments plus train.resume=auto."""
+    args = [a for a in sys.argv[1:] if not a.startswith("train.resume=")]
+    return shlex.join(["ptrain", *args, "train.resume=auto"])

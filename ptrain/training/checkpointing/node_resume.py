@@ -11,9 +11,9 @@ from accelerate.utils import RNG_STATE_NAME, gather_object
 
 from ptrain.config import Config
 from ptrain.errors import CheckpointError
-from ptrain.training.checkpoint import Checkpoint, required_files
-from ptrain.training.nodes import process_name
-from ptrain.training.resume import find_resume
+from ptrain.runtime.nodes import process_name
+from ptrain.training.checkpointing.checkpoint import Checkpoint, required_files
+from ptrain.training.checkpointing.resume import find_resume
 
 SHARED_OUTPUT = "give every node the same output_dir on a disk they share"
 

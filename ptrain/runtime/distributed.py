@@ -14,8 +14,8 @@ from accelerate.utils import DataLoaderConfiguration, InitProcessGroupKwargs, To
 
 from ptrain.config import Config
 from ptrain.errors import LaunchError
-from ptrain.training.deepspeed_settings import check_batch, deepspeed_plugin
-from ptrain.training.engine import asked_engine, check_engine, check_fsdp_plugin, engine_of
+from ptrain.runtime.deepspeed_settings import check_batch, deepspeed_plugin
+from ptrain.runtime.engine import asked_engine, check_engine, check_fsdp_plugin, engine_of
 
 # Where launchers put the number of processes: torchrun and `accelerate launch --multi_gpu` (WORLD_SIZE),
 # mpirun flavours (the others). The same list, in another order, that Accelerate reads for CPU groups.

@@ -9,7 +9,7 @@ import time
 import psutil
 import torch
 
-from ptrain.training.precision import cpu_name, cpu_native_bf16
+from ptrain.runtime.precision import cpu_name, cpu_native_bf16
 
 EMBEDDING_TYPES = (torch.nn.Embedding,)
 

@@ -26,7 +26,7 @@ import math
 
 import torch
 
-from ptrain.model import keep_masks
+from ptrain.fast_paths import keep_masks
 
 _last_mask: list = []  # [(mask, its version, additive float32 mask, every query row has a key)]
 

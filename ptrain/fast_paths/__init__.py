@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from accelerate.utils import DistributedType, DynamoBackend
 
-from ptrain.model.embedding_grad import reuse_embedding_gradient
-from ptrain.model.fast_dropout import replace_dropout_modules, use_fast_attention
-from ptrain.model.first_token import first_token_last_layer
+from ptrain.fast_paths.embedding_grad import reuse_embedding_gradient
+from ptrain.fast_paths.fast_dropout import replace_dropout_modules, use_fast_attention
+from ptrain.fast_paths.first_token import first_token_last_layer
 
 SHARDING = (DistributedType.FSDP, DistributedType.DEEPSPEED)
 

@@ -19,15 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ptrain.errors import CheckpointError, OutputError
-from ptrain.outputs.agreement import on_every_process
-from ptrain.outputs.atomic import move_folder, write_reason
-from ptrain.outputs.integrity import manifest, problems
+from ptrain.files.atomic import move_folder, write_reason
+from ptrain.files.integrity import manifest, problems
+from ptrain.runtime.agreement import on_every_process
 
 CHECKPOINTS = "checkpoints"
 META = "meta.json"
 MARKER = "complete"
 FILES = "files"  # meta.json's manifest: {relative path: {"bytes", "sha256"}} of every file but meta.json and MARKER
-ENGINE = "engine"  # meta.json's record of the engine that wrote it (training/engine.py's Engine, as a dict)
+ENGINE = "engine"  # meta.json's record of the engine that wrote it (runtime/engine.py's Engine, as a dict)
 # The model and optimizer files each engine's Accelerate state must hold (the manifest lists every file besides).
 ENGINE_FILES = {
     "fsdp2": ("pytorch_model_fsdp_0/.metadata", "optimizer_0/.metadata"),  # torch.distributed.checkpoint folders

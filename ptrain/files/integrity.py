@@ -9,7 +9,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from ptrain.outputs.atomic import write_text
+from ptrain.files.atomic import write_text
 
 EXPORT_MANIFEST = "ptrain-manifest.json"  # in an export folder; pipeline() and the Hub ignore the extra file
 

@@ -12,8 +12,8 @@ import transformers
 import yaml
 
 from ptrain.config import data_path
-from ptrain.outputs.atomic import write_text
-from ptrain.outputs.integrity import add_to_export_manifest
+from ptrain.files.atomic import write_text
+from ptrain.files.integrity import add_to_export_manifest
 from ptrain.tasks.tables import markdown_table
 
 

@@ -11,7 +11,7 @@ from typing import TypeVar
 from accelerate.utils import broadcast_object_list, gather_object
 
 from ptrain.errors import OutputError, PtrainError
-from ptrain.outputs.atomic import WRITE_ERRORS
+from ptrain.files.atomic import WRITE_ERRORS
 
 T = TypeVar("T")
 

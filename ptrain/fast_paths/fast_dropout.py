@@ -15,8 +15,8 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
-from ptrain.model import keep_masks
-from ptrain.model.math_attention import causal_mask, math_attention
+from ptrain.fast_paths import keep_masks
+from ptrain.fast_paths.math_attention import causal_mask, math_attention
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from transformers.activations import GELUActivation
 
-from ptrain.training.precision import cpu_native_bf16
+from ptrain.runtime.precision import cpu_native_bf16
 
 _LINEAR = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
 

@@ -1,0 +1,2 @@
+"""The bottom layer: atomic writes, integrity manifests, leftovers of interrupted writes, the run lock. Imports
+nothing of ptrain but its errors."""
