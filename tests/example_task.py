@@ -4,13 +4,15 @@ check, and reuses sequence classification's model, loss and evaluation."""
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from ptrain.config import Strict
 from ptrain.errors import ConfigError
 from ptrain.tasks.classification import SequenceClassification, text_encoder
 
 
 class KeywordOptions(Strict):
-    keyword: str = "feel"  # a text containing it is labelled "yes"
+    keyword: str = Field("feel", description='A text containing it is labelled "yes", any other "no".')
 
 
 class KeywordSpotting(SequenceClassification):

@@ -18,9 +18,15 @@ from ptrain.tasks.packing import PACKING_MOVED_KEYS, PackingOptions, check_block
 
 
 class CausalLMOptions(PackingOptions):
-    prompt_column: str | None = None  # without packing: the prompt, no loss on its tokens; text_column is the response
-    sample_prompts: list[str] = []  # continuations of these prompts go to TensorBoard at each evaluation
-    sample_max_new_tokens: int = Field(40, gt=0)  # tokens generated per sample prompt
+    prompt_column: str | None = Field(
+        None,
+        description="Without packing: a column of prompts, read before data.text_column (the response); its tokens "
+        "get no loss.",
+    )
+    sample_prompts: list[str] = Field(
+        [], description="Prompts whose generated continuations go to TensorBoard at each evaluation."
+    )
+    sample_max_new_tokens: int = Field(40, gt=0, description="Tokens generated per sample prompt.")
 
 
 class CausalLM(Task):

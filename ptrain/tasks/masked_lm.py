@@ -18,7 +18,12 @@ EVAL_MASK_SEED = 1234  # evaluation masks depend on this and the row's tokens on
 
 
 class MaskedLMOptions(PackingOptions):
-    mlm_probability: float = Field(0.15, gt=0, lt=1)  # share of tokens masked (80% [MASK], 10% random, 10% kept)
+    mlm_probability: float = Field(
+        0.15,
+        gt=0,
+        lt=1,
+        description="Share of tokens chosen for prediction: 80% become [MASK], 10% a random token, 10% stay.",
+    )
 
 
 class MaskedLM(Task):

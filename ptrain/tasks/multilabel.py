@@ -41,8 +41,14 @@ class BinaryCrossEntropyLoss:
 
 
 class MultiLabelOptions(Strict):
-    label_separator: str | None = None  # a label string holds several names split by this, e.g. "|"
-    decision_threshold: float = Field(0.5, gt=0, lt=1)  # a label is predicted when its sigmoid > this
+    label_separator: str | None = Field(
+        None,
+        description='A label string holds several names split by this, e.g. "|" (quote it in YAML); without it the '
+        "label column must hold lists of names (json, jsonl, parquet).",
+    )
+    decision_threshold: float = Field(
+        0.5, gt=0, lt=1, description="A label is predicted when its sigmoid probability is above this."
+    )
 
 
 class MultiLabelClassification(TextTask):

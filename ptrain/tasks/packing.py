@@ -12,8 +12,12 @@ from ptrain.errors import ConfigError
 
 
 class PackingOptions(Strict):
-    packing: bool = False  # concatenate the texts and cut them into blocks of block_size tokens
-    block_size: int = Field(128, gt=1)  # tokens per packed block
+    packing: bool = Field(
+        False,
+        description="Concatenate the texts and cut them into blocks of block_size tokens (no padding); without it "
+        "each text is one row, truncated at data.max_length.",
+    )
+    block_size: int = Field(128, gt=1, description="Tokens per packed block; at most the model's positions.")
 
 
 PACKING_MOVED_KEYS = {"data.packing": "packing", "data.block_size": "block_size"}

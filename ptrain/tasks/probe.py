@@ -23,11 +23,18 @@ HEAD_FILE = "probe_head.safetensors"  # weight [labels, hidden] and bias [labels
 
 
 class LinearProbeOptions(Strict):
-    # the sentence feature: the [CLS] hidden state, or the masked mean of the last hidden states
-    pooling: Literal["cls", "mean"] = "cls"
-    regularization_c: float = Field(1.0, gt=0)  # scikit-learn's C (inverse L2 strength)
-    max_iter: int = Field(1000, gt=0)  # LBFGS iterations of the logistic regression
-    projector_rows: int = Field(2000, ge=0)  # validation rows sent to the embedding projector
+    pooling: Literal["cls", "mean"] = Field(
+        "cls",
+        description="The sentence feature: the [CLS] hidden state (cls), or the masked mean of the last hidden states "
+        "(mean).",
+    )
+    regularization_c: float = Field(
+        1.0, gt=0, description="scikit-learn's C of the logistic regression: the inverse L2 strength."
+    )
+    max_iter: int = Field(1000, gt=0, description="LBFGS iterations of the logistic regression at most.")
+    projector_rows: int = Field(
+        2000, ge=0, description="Validation rows sent to TensorBoard's embedding projector; 0: none."
+    )
 
 
 class LinearProbe(TextTask):

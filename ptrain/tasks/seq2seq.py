@@ -25,12 +25,24 @@ from ptrain.tasks.tables import markdown_table
 
 
 class Seq2SeqOptions(Strict):
-    target_column: str | None = None  # the column of target texts (data.text_column holds the sources); required
-    max_target_length: int = Field(128, gt=1)  # tokens, truncation limit of targets (EOS included)
-    generation_eval_rows: int = Field(200, gt=0)  # first N evaluated rows scored by generation (BLEU, chrF)
-    generation_max_new_tokens: int = Field(64, gt=0)  # generated tokens at most (eval, predict, export)
-    generation_num_beams: int = Field(1, gt=0)  # beam search width; 1 is greedy decoding
-    generation_examples: int = Field(10, ge=0)  # source/reference/generated rows shown in TensorBoard
+    target_column: str | None = Field(
+        None, description="Required: the column of target texts (data.text_column holds the sources)."
+    )
+    max_target_length: int = Field(
+        128, gt=1, description="Tokens per target text at most (EOS included); longer targets are truncated."
+    )
+    generation_eval_rows: int = Field(
+        200, gt=0, description="The first N rows of each evaluation also scored by generation (BLEU, chrF)."
+    )
+    generation_max_new_tokens: int = Field(
+        64,
+        gt=0,
+        description="Generated tokens at most, in evaluation and in the export's generation settings (ptrain predict).",
+    )
+    generation_num_beams: int = Field(1, gt=0, description="Beam search width; 1 is greedy decoding.")
+    generation_examples: int = Field(
+        10, ge=0, description="Rows of source, reference and generated text shown in TensorBoard at each evaluation."
+    )
 
 
 class SequenceToSequence(Task):
