@@ -156,7 +156,7 @@ class TrainConfig(Strict):
     )
     fast_paths: bool = Field(
         True,
-        description="Exact speed-ups (ptrain/fast_paths/__init__.py); false runs the plain model, for comparison.",
+        description="Exact speed-ups (`ptrain/fast_paths/__init__.py`); false runs the plain model, for comparison.",
     )
     compile: bool = Field(
         False,
