@@ -11,7 +11,7 @@ CONFIG ?= configs/emotion.yaml
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup train test lint format bench clean
+.PHONY: setup train test lint format docs bench clean
 
 setup: $(VENV)/.installed
 
@@ -35,6 +35,9 @@ format: setup
 
 test: setup
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15  # two workers (the tests wait on subprocesses as much as they compute); a module's tests on one worker, so its module fixtures run once
+
+docs: setup  # docs/config.md from the schema's field descriptions; tests/test_config_reference.py fails when it is stale
+	$(BIN)/python -m ptrain.tasks.config_reference docs/config.md
 
 bench: setup
 	$(BIN)/ptrain bench $(CONFIG) --steps 100 --compare-hf
