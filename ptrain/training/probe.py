@@ -74,9 +74,10 @@ def train_probe(cfg: Config) -> int:
         tracker.close()
     for split, values in scores.items():
         accelerator.print(f"ptrain: {split}: " + " | ".join(f"{k} {v:.4f}" for k, v in values.items()))
+    trackers = "".join(f"ptrain: {line}\n" for line in tracker.destinations())
     accelerator.print(
         f"ptrain: wall time {metrics['train']['wall_seconds']:.0f}s (encoding {encode_seconds:.0f}s, "
-        f"fit {fit_seconds:.0f}s)\nptrain: TensorBoard: tensorboard --logdir {run_dir.parent}\n"
+        f"fit {fit_seconds:.0f}s)\n{trackers}"
         f"ptrain: model: {run_dir / 'final'} (encoder + {HEAD_FILE}); metrics: {run_dir / 'metrics.json'}"
     )
     return 0
