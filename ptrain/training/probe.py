@@ -65,7 +65,9 @@ def train_probe(cfg: Config) -> int:
         names, majority = splits.label_names, int(torch.bincount(features["train"][1]).argmax())
         scores = {split: score(weight, bias, *features[split], majority, len(names)) for split in features}
         export_probe(cfg, encoder, tokenizer, weight, bias, names, run_dir / "final")
-        tracker = Tracker(run_dir, True)
+        tracker = Tracker(
+            run_dir, True, report_to=cfg.train.report_to, experiment=cfg.name, hyperparameters=hparams_of(cfg)
+        )
         track(cfg, tracker, scores, features["validation"], splits, weight, bias, names)
         wall_seconds = time.perf_counter() - started
         metrics = probe_metrics(cfg, scores, hits, {"encode": encode_seconds, "fit": fit_seconds}, wall_seconds)
