@@ -258,6 +258,7 @@ def quiet_libraries() -> None:
     """Silence library chatter that means nothing to a user; our own messages stay."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # train.report_to=[mlflow]: no store set-up lines
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated.*")
     import torch

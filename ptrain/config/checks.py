@@ -3,6 +3,7 @@ own checks are the task's: ptrain.tasks); `ptrain check CONFIG` runs only these 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -11,6 +12,21 @@ from ptrain.config.keys import MISSING, config_value, data_path
 from ptrain.config.schema import DATA_DIR_ENV, Config
 from ptrain.config.sources import resolve_model_path
 from ptrain.errors import ConfigError, ModelError
+
+# What each train.report_to tracker but tensorboard (a dependency of ptrain) imports, and the pip install that gives it.
+# MLflow's database stores (ptrain's default sqlite:///RUN/mlflow.db) need SQLAlchemy and Alembic beside mlflow-skinny.
+TRACKER_PACKAGES = {
+    "mlflow": (("mlflow",), "mlflow-skinny"),
+    "wandb": (("wandb",), "wandb"),
+    "trackio": (("trackio",), "trackio"),
+    "comet_ml": (("comet_ml",), "comet_ml"),
+    "aim": (("aim",), "aim"),
+    "clearml": (("clearml",), "clearml"),
+    "dvclive": (("dvclive",), "dvclive"),
+    "swanlab": (("swanlab",), "swanlab"),
+}
+MLFLOW_DATABASE_PACKAGES = (("sqlalchemy", "alembic"), "mlflow-skinny sqlalchemy alembic")
+MLFLOW_DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")  # MLflow's SQL stores (scheme[+driver]://)
 
 
 def check_config(cfg: Config, path: Path) -> None:
@@ -27,6 +43,7 @@ def check_config(cfg: Config, path: Path) -> None:
         if config_value(cfg, key) is MISSING:
             raise ConfigError(f"{path}: hparams names '{key}', which is not a config key (e.g. train.learning_rate)")
     _check_writable(path, cfg.run_dir or cfg.output_dir)
+    _check_trackers(train.report_to, path)
     if train.mixed_precision == "fp16" and not _has_cuda():
         raise ConfigError(
             f"{path}: train.mixed_precision=fp16 needs a GPU; "
@@ -124,6 +141,28 @@ def _check_writable(path: Path, output_dir: str) -> None:
     existing = next(p for p in (target, *target.parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK):
         raise ConfigError(f"{path}: output_dir {output_dir} cannot be created ({existing} is not a writable folder)")
+
+
+def _check_trackers(names: list[str], path: Path) -> None:
+    """A tracker whose package is missing is refused now, not after the model and data are loaded (Accelerate
+    itself would leave it out with a debug line)."""
+    for name in names:
+        if name == "tensorboard":
+            continue
+        modules, install = TRACKER_PACKAGES[name]
+        if name == "mlflow" and _mlflow_database(os.environ.get("MLFLOW_TRACKING_URI", "")):
+            modules, install = modules + MLFLOW_DATABASE_PACKAGES[0], MLFLOW_DATABASE_PACKAGES[1]
+        missing = [module for module in modules if importlib.util.find_spec(module) is None]
+        if missing:
+            raise ConfigError(
+                f"{path}: train.report_to names {name}, which needs {' and '.join(missing)} (not installed): "
+                f"pip install {install}"
+            )
+
+
+def _mlflow_database(tracking_uri: str) -> bool:
+    """Whether MLflow stores runs in a database: ptrain's default (no MLFLOW_TRACKING_URI) or a database URI."""
+    return not tracking_uri or tracking_uri.partition(":")[0].partition("+")[0] in MLFLOW_DATABASE_SCHEMES
 
 
 def _has_cuda() -> bool:

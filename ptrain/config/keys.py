@@ -20,6 +20,7 @@ NOT_HYPERPARAMETERS = frozenset(
         "data.cache_dir",
         "data.num_workers",
         "train.collective_timeout_seconds",  # how long a launched run waits for a silent process
+        "train.report_to",  # where the run is reported, not how it trains: a resume may add or drop a tracker
     }
 )
 SEED_KEY = "train.seed"

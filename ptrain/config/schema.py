@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import typing
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, create_model, field_validator, model_validator
@@ -16,6 +17,9 @@ from ptrain.config.model_section import ModelConfig
 from ptrain.config.strict import Strict
 
 DATA_DIR_ENV = "PTRAIN_DATA_DIR"
+# train.report_to: ptrain's own TensorBoard writer, and the trackers Accelerate's tracker classes drive
+TrackerName = Literal["tensorboard", "mlflow", "wandb", "trackio", "comet_ml", "aim", "clearml", "dvclive", "swanlab"]
+TRACKERS: tuple[str, ...] = typing.get_args(TrackerName)
 
 
 class TrainConfig(Strict):
@@ -170,11 +174,35 @@ class TrainConfig(Strict):
         "process ends the run in one line (a frozen node, a cut network); waits for a process writing a cache allow "
         "30 minutes.",
     )
+    report_to: list[TrackerName] = Field(
+        ["tensorboard"],
+        description="Trackers that get the run's scalars and hyperparameters: tensorboard (ptrain's own, with the "
+        "figures, tables and HPARAMS), and through Accelerate's trackers mlflow (store: sqlite:///RUN/mlflow.db, "
+        "or $MLFLOW_TRACKING_URI), wandb, trackio, comet_ml, aim, clearml, dvclive, swanlab; [] for none "
+        "(RUN/metrics.jsonl is written whatever this says).",
+    )
 
     @field_validator("metrics", "callbacks", mode="before")
     @classmethod
     def _one_or_a_list(cls, value):
         return [value] if isinstance(value, str) else value
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _known_trackers(cls, value):
+        """One line naming the key and the trackers it takes (pydantic's would name an index per bad entry)."""
+        names = [value] if isinstance(value, str) else value
+        if not isinstance(names, list):
+            return value  # pydantic's own type error
+        for name in names:
+            if name not in TRACKERS:
+                close = difflib.get_close_matches(str(name), TRACKERS, n=1, cutoff=0.6)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise ValueError(
+                    f"train.report_to tracker {name!r} is not one ptrain knows{hint}; "
+                    f"allowed: {', '.join(TRACKERS)}, or [] for none"
+                )
+        return list(dict.fromkeys(names))  # each tracker once
 
     @model_validator(mode="after")
     def _warmup_one_way(self) -> TrainConfig:

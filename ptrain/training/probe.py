@@ -65,7 +65,9 @@ def train_probe(cfg: Config) -> int:
         names, majority = splits.label_names, int(torch.bincount(features["train"][1]).argmax())
         scores = {split: score(weight, bias, *features[split], majority, len(names)) for split in features}
         export_probe(cfg, encoder, tokenizer, weight, bias, names, run_dir / "final")
-        tracker = Tracker(run_dir, True)
+        tracker = Tracker(
+            run_dir, True, report_to=cfg.train.report_to, experiment=cfg.name, hyperparameters=hparams_of(cfg)
+        )
         track(cfg, tracker, scores, features["validation"], splits, weight, bias, names)
         wall_seconds = time.perf_counter() - started
         metrics = probe_metrics(cfg, scores, hits, {"encode": encode_seconds, "fit": fit_seconds}, wall_seconds)
@@ -74,9 +76,10 @@ def train_probe(cfg: Config) -> int:
         tracker.close()
     for split, values in scores.items():
         accelerator.print(f"ptrain: {split}: " + " | ".join(f"{k} {v:.4f}" for k, v in values.items()))
+    trackers = "".join(f"ptrain: {line}\n" for line in tracker.destinations())
     accelerator.print(
         f"ptrain: wall time {metrics['train']['wall_seconds']:.0f}s (encoding {encode_seconds:.0f}s, "
-        f"fit {fit_seconds:.0f}s)\nptrain: TensorBoard: tensorboard --logdir {run_dir.parent}\n"
+        f"fit {fit_seconds:.0f}s)\n{trackers}"
         f"ptrain: model: {run_dir / 'final'} (encoder + {HEAD_FILE}); metrics: {run_dir / 'metrics.json'}"
     )
     return 0

@@ -46,7 +46,7 @@ from ptrain.training.loss_scaling import LossScaling
 from ptrain.training.meter import TrainMeter
 from ptrain.training.optim import StepPlan, build_optimizer, build_scheduler, plan_steps
 from ptrain.training.run import LoopState, Optimisation, Run, RunData, RunOutputs, Runtime
-from ptrain.training.summary import announce, write_results
+from ptrain.training.summary import announce, hparams_of, write_results
 
 
 def train(cfg: Config) -> int:
@@ -94,7 +94,14 @@ def setup(cfg: Config, track: bool = True) -> tuple[Run, Checkpoint | None]:
         optim = prepare_optimisation(cfg, task, data, plan, accelerator, engine)
         # A resumed run hides the events it logged after its checkpoint: one step axis, no duplicates.
         purge_step = checkpoint.step + 1 if checkpoint else None
-        tracker = Tracker(run_dir, track and accelerator.is_main_process, purge_step=purge_step)
+        tracker = Tracker(
+            run_dir,
+            track and accelerator.is_main_process,
+            purge_step=purge_step,
+            report_to=cfg.train.report_to,
+            experiment=cfg.name,
+            hyperparameters=hparams_of(cfg),
+        )
         run = Run(
             cfg=cfg,
             task=task,
