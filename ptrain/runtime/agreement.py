@@ -1,14 +1,13 @@
 """What every process of a launch must agree on. A decision the main process takes (the run folder, the checkpoint
 to resume) reaches every process, its refusal too; a write that every process takes part in (checkpoints, exports)
 fails on every process together: one process's full disk raises the same one-line error everywhere, instead of
-leaving the others waiting at a barrier."""
+leaving the others waiting at a barrier. accelerate is imported by the collectives that use it: `ptrain runs` and
+`ptrain check-run` reach this module through the checkpoint and run-folder code, and import no torch."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TypeVar
-
-from accelerate.utils import broadcast_object_list, gather_object
 
 from ptrain.errors import OutputError, PtrainError
 from ptrain.files.atomic import WRITE_ERRORS
@@ -28,6 +27,8 @@ def decided_by_main(accelerator, decide: Callable[[], T]) -> T | None:
                 raise
             outcome[1] = err
     if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
         broadcast_object_list(outcome)
     if outcome[1] is not None:
         raise outcome[1]
@@ -52,6 +53,8 @@ def on_every_process(
 def raise_if_any_failed(accelerator, error: OutputError | None) -> None:
     """Raise `error`, or the first other process's, on every process; return when none failed."""
     if accelerator.num_processes > 1:
+        from accelerate.utils import gather_object
+
         messages = [message for message in gather_object([str(error) if error else None]) if message]
         if messages and error is None:
             error = OutputError(messages[0])
