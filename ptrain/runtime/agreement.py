@@ -27,8 +27,6 @@ def decided_by_main(accelerator, decide: Callable[[], T]) -> T | None:
                 raise
             outcome[1] = err
     if accelerator.num_processes > 1:
-        from accelerate.utils import broadcast_object_list
-
         broadcast_object_list(outcome)
     if outcome[1] is not None:
         raise outcome[1]
@@ -53,10 +51,22 @@ def on_every_process(
 def raise_if_any_failed(accelerator, error: OutputError | None) -> None:
     """Raise `error`, or the first other process's, on every process; return when none failed."""
     if accelerator.num_processes > 1:
-        from accelerate.utils import gather_object
-
         messages = [message for message in gather_object([str(error) if error else None]) if message]
         if messages and error is None:
             error = OutputError(messages[0])
     if error is not None:
         raise error
+
+
+def broadcast_object_list(objects: list) -> None:
+    """Accelerate's (the main process's list to every process), imported at the call."""
+    from accelerate.utils import broadcast_object_list as broadcast
+
+    broadcast(objects)
+
+
+def gather_object(objects: list) -> list:
+    """Accelerate's (every process's list, concatenated), imported at the call."""
+    from accelerate.utils import gather_object as gather
+
+    return gather(objects)
