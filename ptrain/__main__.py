@@ -12,9 +12,9 @@ from ptrain.cli import main
 
 if __name__ == "__main__":
     code = main()
-    from ptrain.runtime.distributed import launched_world_size  # imported by main() already: no cost
-
-    if launched_world_size(os.environ) > 1:
+    # Imported by every command that joins a process group; the others (check, runs, ...) have none to leave.
+    distributed = sys.modules.get("ptrain.runtime.distributed")
+    if distributed is not None and distributed.launched_world_size(os.environ) > 1:
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()

@@ -16,6 +16,9 @@ from ptrain.runtime.allocator import keep_freed_memory
 
 USAGE_EXIT = 2
 LOST_PEER_EXIT = 1  # a launched run lost a process: not the user's mistake
+# Commands that read YAML and JSON only: they import no torch, transformers or datasets (tests/test_fast_cli.py),
+# so they answer in well under a second.
+WITHOUT_LIBRARIES = ("check", "runs", "check-run")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,7 +106,8 @@ def run_generate(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    quiet_libraries()
+    if args.command not in WITHOUT_LIBRARIES:
+        quiet_libraries()
     keep_freed_memory()
     try:
         code = run_command(args)

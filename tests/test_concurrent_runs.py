@@ -5,6 +5,7 @@ taken over. Two sweeps of one grid run each point once; runs started in one seco
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import pickle
@@ -196,23 +197,31 @@ def test_runs_started_in_the_same_second_get_different_folders(tmp_path, monkeyp
     assert sorted(folders) == ["20240101-120000", *(f"20240101-120000-{n}" for n in range(2, 7))]
 
 
-def test_without_file_locks_the_pid_decides(tmp_path, monkeypatch, capsys):
-    """On a file system without flock (NFS mounted nolock, Lustre without -o flock)."""
+def test_without_file_locks_the_owner_record_decides(tmp_path, monkeypatch, capsys):
+    """On a file system without flock (Lustre without -o flock), filelock's marker of the owner's pid, host and
+    process start time decides: a live owner is refused, one on another host cannot be checked (the refusal says
+    what to delete), and a marker whose pid now names another process (its start time differs) is taken over."""
 
     def no_locks(fd, operation):
-        raise OSError(errno.ENOLCK, "No locks available")
+        raise OSError(errno.ENOSYS, "Function not implemented")
 
-    monkeypatch.setattr(lock.fcntl, "flock", no_locks)
-    ended = subprocess.Popen(["true"])
-    ended.wait()
-    marker = tmp_path / run_dir.RUNNING
-    for owner in ({"pid": os.getpid(), "host": HOST}, {"pid": 1, "host": "node-7"}):
-        marker.write_text(json.dumps(owner))
-        with pytest.raises(RunInUseError, match=f"in use by process {owner['pid']} on host {owner['host']}") as info:
-            lock.acquire(marker, "run folder x")
-        assert ("delete" in str(info.value)) == (owner["host"] != HOST)
-    marker.write_text(json.dumps({"pid": ended.pid, "host": HOST}))
-    with lock.acquire(marker, "run folder x"):
-        assert json.loads(marker.read_text())["pid"] == os.getpid()
-    assert f"process {ended.pid} on host {HOST} no longer runs; taking its place" in capsys.readouterr().out
-    assert not marker.exists()
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    record = tmp_path / run_dir.RUNNING
+    with lock.acquire(record, "run folder x"):
+        with pytest.raises(RunInUseError, match=f"in use by process {os.getpid()} on host {HOST}") as info:
+            lock.acquire(record, "run folder x")
+        assert "delete" not in str(info.value) and lock.holder(record)["pid"] == os.getpid()
+    assert not record.exists() and not lock.lock_file(record).exists()
+    soft_marker = "{pid}\n{host}\n123\n"  # filelock's: pid, host, a start-time token that matches no process
+    for owner in ({"pid": 1, "host": "node-7"}, {"pid": os.getpid(), "host": HOST}):
+        lock.lock_file(record).write_text(soft_marker.format(**owner))
+        record.write_text(json.dumps(owner))
+        if owner["host"] != HOST:
+            with pytest.raises(RunInUseError, match="in use by process 1 on host node-7.*then delete") as info:
+                lock.acquire(record, "run folder x")
+            assert str(lock.lock_file(record)) in str(info.value)
+            continue
+        with lock.acquire(record, "run folder x"):  # a reused pid: its start time is not the marker's
+            assert json.loads(record.read_text())["pid"] == os.getpid()
+    assert f"process {os.getpid()} on host {HOST} no longer runs; taking its place" in capsys.readouterr().out
+    assert not record.exists()

@@ -202,9 +202,9 @@ def run_point(
 
 
 def claim_file(point_dir: Path) -> Path:
-    """SWEEP/<point>.lock: held by the sweep that trains the point (outside the point's folder, which a failed
-    attempt's retry deletes)."""
-    return point_dir.with_name(point_dir.name + ".lock")
+    """SWEEP/<point>.json, the owner record of SWEEP/<point>.lock (files/lock.py): held by the sweep that trains
+    the point (outside the point's folder, which a failed attempt's retry deletes)."""
+    return point_dir.with_name(point_dir.name + ".json")
 
 
 def train_point(

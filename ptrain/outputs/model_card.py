@@ -1,6 +1,7 @@
-"""The model card (README.md) of every export, laid out as the Hub's cards are: YAML metadata (library,
-pipeline tag, base model, metrics as a model-index), then the model, its intended use, the data, the training
-hyperparameters, the scores and the framework versions."""
+"""The model card (README.md) of every export, laid out as the Hub's cards are: YAML metadata written with
+huggingface_hub's ModelCardData (library, pipeline tag, base model, datasets, metrics as a model-index naming the
+data each set was scored on), then the model, its intended use, the data, the training hyperparameters, the
+scores and the framework versions."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from pathlib import Path
 import accelerate
 import torch
 import transformers
-import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ptrain.config import data_path
+from ptrain.config.sources import PACKAGE_PREFIX
 from ptrain.files.atomic import write_text
 from ptrain.files.integrity import add_to_export_manifest
 from ptrain.tasks.tables import markdown_table
@@ -34,15 +36,14 @@ def scores_by_set(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
     return sets
 
 
+HEADER_ORDER = ["library_name", "pipeline_tag", "tags", "base_model", "datasets"]  # then the model-index
+
+
 def model_card(run, scores: dict[str, dict[str, float]], step: int) -> str:
+    """The card's text. It is parsed back with huggingface_hub before it is written, so metadata the Hub would
+    refuse (a malformed model-index) fails the export here instead of the upload later."""
     cfg, task = run.cfg, run.task
     base = cfg.model.name_or_path or "a randomly initialised model (model.scratch_config)"
-    header = {"library_name": "transformers", "tags": ["ptrain", task.name]}
-    if task.pipeline:
-        header["pipeline_tag"] = task.pipeline
-    if cfg.model.name_or_path:
-        header["base_model"] = cfg.model.name_or_path
-    header["model-index"] = [{"name": cfg.name, "results": [_result(task, split, m) for split, m in scores.items()]}]
     sections = [
         f"# {cfg.name}\n\nA {task.name.replace('_', ' ')} model fine-tuned from {base} with ptrain "
         f"(step {step}, {step / run.optim.plan.steps_per_epoch:.2f} epochs).",
@@ -54,15 +55,57 @@ def model_card(run, scores: dict[str, dict[str, float]], step: int) -> str:
         f"- ptrain\n- Transformers {transformers.__version__}\n- PyTorch {torch.__version__}\n"
         f"- Accelerate {accelerate.__version__}",
     ]
-    return "---\n" + yaml.safe_dump(header, sort_keys=False) + "---\n\n" + "\n\n".join(sections) + "\n"
+    metadata = card_metadata(cfg, task, scores).to_yaml(original_order=HEADER_ORDER)
+    return str(ModelCard(f"---\n{metadata}\n---\n\n" + "\n\n".join(sections) + "\n"))
 
 
-def _result(task, split: str, metrics: dict[str, float]) -> dict:
-    return {
-        "task": {"type": task.pipeline or task.name},
-        "dataset": {"name": split, "type": split},
-        "metrics": [{"type": name, "value": round(float(value), 4)} for name, value in metrics.items()],
-    }
+def card_metadata(cfg, task, scores: dict[str, dict[str, float]]) -> ModelCardData:
+    """The Hub's metadata: base_model and datasets only where they are Hub ids; one model-index result per scored
+    set and metric (huggingface_hub groups them by set)."""
+    name, data = cfg.model.name_or_path, cfg.data
+    from_hub = data.train_file is None
+    return ModelCardData(
+        library_name="transformers",
+        pipeline_tag=task.pipeline,
+        tags=["ptrain", task.name],
+        base_model=name if name and _is_hub_id(name) else None,
+        datasets=[data.hub_dataset] if from_hub else None,
+        model_name=cfg.name,
+        eval_results=[
+            EvalResult(
+                task_type=task.pipeline or task.name,
+                metric_type=metric,
+                metric_value=round(float(value), 4),
+                **scored_dataset(cfg, split),
+            )
+            for split, metrics in scores.items()
+            for metric, value in metrics.items()
+        ],
+    )
+
+
+def scored_dataset(cfg, split: str) -> dict[str, str | None]:
+    """model-index's dataset of a scored set: the Hub dataset and its split when the data came from the Hub, else
+    the file the set was read from (as the config names it), which is the train file for a validation split cut
+    out of it (data.validation_fraction, data.num_folds, data.split_column)."""
+    data = cfg.data
+    if split not in data.eval_files and data.train_file is None:
+        return {
+            "dataset_type": data.hub_dataset,
+            "dataset_name": data.hub_dataset,
+            "dataset_config": data.hub_config,
+            "dataset_split": split,
+        }
+    file = data.eval_files.get(split) or getattr(data, f"{split}_file", None) or data.train_file
+    if data.split_column:
+        file = data.train_file
+    shown = Path(file).name if Path(file).is_absolute() else file  # an absolute path would name the user's folders
+    return {"dataset_type": shown, "dataset_name": shown, "dataset_split": split}
+
+
+def _is_hub_id(name: str) -> bool:
+    """A model named by its Hub id, not a local folder nor an installed package (the Hub only links ids)."""
+    return not name.startswith(PACKAGE_PREFIX) and not Path(name).expanduser().exists()
 
 
 def _intended_use(task, label_names: list[str]) -> str:

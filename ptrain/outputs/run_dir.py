@@ -10,7 +10,8 @@ from ptrain.errors import ConfigError
 from ptrain.files.lock import RunLock, acquire
 from ptrain.runtime.agreement import decided_by_main
 
-RUNNING = "running.json"  # held (lock.py) while a process trains in the folder: its pid, host, start and command
+RUNNING = "running.json"  # while a process trains in the folder: its pid, host, start and command, beside the
+# running.lock it holds (files/lock.py)
 
 
 def claim_run_dir(

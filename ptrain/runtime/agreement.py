@@ -1,14 +1,13 @@
 """What every process of a launch must agree on. A decision the main process takes (the run folder, the checkpoint
 to resume) reaches every process, its refusal too; a write that every process takes part in (checkpoints, exports)
 fails on every process together: one process's full disk raises the same one-line error everywhere, instead of
-leaving the others waiting at a barrier."""
+leaving the others waiting at a barrier. accelerate is imported by the collectives that use it: `ptrain runs` and
+`ptrain check-run` reach this module through the checkpoint and run-folder code, and import no torch."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TypeVar
-
-from accelerate.utils import broadcast_object_list, gather_object
 
 from ptrain.errors import OutputError, PtrainError
 from ptrain.files.atomic import WRITE_ERRORS
@@ -57,3 +56,17 @@ def raise_if_any_failed(accelerator, error: OutputError | None) -> None:
             error = OutputError(messages[0])
     if error is not None:
         raise error
+
+
+def broadcast_object_list(objects: list) -> None:
+    """Accelerate's (the main process's list to every process), imported at the call."""
+    from accelerate.utils import broadcast_object_list as broadcast
+
+    broadcast(objects)
+
+
+def gather_object(objects: list) -> list:
+    """Accelerate's (every process's list, concatenated), imported at the call."""
+    from accelerate.utils import gather_object as gather
+
+    return gather(objects)

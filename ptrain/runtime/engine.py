@@ -9,8 +9,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from accelerate.utils import DistributedType
-
 from ptrain.config import Config
 from ptrain.errors import ConfigError, LaunchError
 
@@ -74,6 +72,8 @@ class Engine:
 
 def engine_of(accelerator) -> Engine:
     """The engine of a built Accelerator."""
+    from accelerate.utils import DistributedType  # here: `ptrain check-run` reads an Engine without accelerate
+
     kind, processes = accelerator.distributed_type, accelerator.num_processes
     if kind == DistributedType.FSDP:
         plugin = accelerator.state.fsdp_plugin

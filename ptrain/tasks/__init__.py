@@ -2,11 +2,16 @@
 loss, evaluation, export recognition and prediction (ptrain/tasks/base.py); the registry below; and
 load_config, which reads a config with its task's section and runs the task's checks.
 
+The registry holds the built-in tasks' declarations (ptrain/tasks/declarations.py: names, metrics, sections,
+checks), which import no torch, so `ptrain check` and `ptrain runs` answer in a fraction of a second; get_task
+imports a task's own module, and torch and transformers with it, when a command first needs its hooks.
+
 Adding a task is one module and one `register_task(...)` line: nothing in config/, training/ or cli.py changes.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,16 +19,9 @@ from ptrain.config import Config, read_config
 from ptrain.config.user_code import check_user_code, metric_name
 from ptrain.errors import ConfigError, ModelError
 from ptrain.tasks.base import EvalContext, EvalResult, Task
-from ptrain.tasks.causal_lm import CausalLM
-from ptrain.tasks.classification import SequenceClassification
-from ptrain.tasks.masked_lm import MaskedLM
-from ptrain.tasks.multilabel import MultiLabelClassification
-from ptrain.tasks.probe import LinearProbe
-from ptrain.tasks.regression import Regression
-from ptrain.tasks.seq2seq import SequenceToSequence
-from ptrain.tasks.token_classification import TokenClassification
+from ptrain.tasks.declarations import DECLARATIONS
 
-TASKS: dict[str, Task] = {}
+TASKS: dict[str, Task] = {task.name: task for task in DECLARATIONS}  # a built-in task's declaration, or a task
 
 
 def register_task(task: Task) -> Task:
@@ -32,18 +30,35 @@ def register_task(task: Task) -> Task:
     return task
 
 
-register_task(SequenceClassification())
-register_task(TokenClassification())
-register_task(Regression())
-register_task(MultiLabelClassification())
-register_task(LinearProbe())
-register_task(MaskedLM())
-register_task(CausalLM())
-register_task(SequenceToSequence())
-
-
 def get_task(name: str) -> Task:
-    return TASKS[name]
+    """The task with its hooks: for a built-in task, its module's class in place of its declaration."""
+    task = TASKS[name]
+    return built_in_tasks()[name] if task in DECLARATIONS else task
+
+
+@functools.cache
+def built_in_tasks() -> dict[str, Task]:
+    """Every built-in task with its hooks, by name; their modules import torch, transformers and datasets."""
+    from ptrain.tasks.causal_lm import CausalLM
+    from ptrain.tasks.classification import SequenceClassification
+    from ptrain.tasks.masked_lm import MaskedLM
+    from ptrain.tasks.multilabel import MultiLabelClassification
+    from ptrain.tasks.probe import LinearProbe
+    from ptrain.tasks.regression import Regression
+    from ptrain.tasks.seq2seq import SequenceToSequence
+    from ptrain.tasks.token_classification import TokenClassification
+
+    tasks = (
+        SequenceClassification(),
+        TokenClassification(),
+        Regression(),
+        MultiLabelClassification(),
+        LinearProbe(),
+        MaskedLM(),
+        CausalLM(),
+        SequenceToSequence(),
+    )
+    return {task.name: task for task in tasks}
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
@@ -55,7 +70,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
         for old, new in task.moved_keys.items():
             moved.setdefault(old, {})[task.name] = f"{task.name}.{new}"
     cfg = read_config(path, overrides, sections, moved)
-    task = get_task(cfg.task)
+    task = TASKS[cfg.task]  # its declaration: no torch for `ptrain check`
     check_task_config(cfg, task, Path(path))
     check_user_code(cfg, Path(path), task.metric_inputs, task.metrics)
     task.check(cfg, Path(path))
@@ -88,7 +103,7 @@ def check_task_config(cfg: Config, task: Task, path: Path) -> None:
 
 def task_of_export(config, folder: str) -> Task:
     """The task an exported model was trained for, from its config.json (architecture and problem_type)."""
-    for task in TASKS.values():
+    for task in map(get_task, TASKS):
         if task.matches_export(config):
             return task
     raise ModelError(f"{folder}: model architecture {config.architectures} is not one ptrain predicts with")

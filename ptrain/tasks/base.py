@@ -1,16 +1,17 @@
-"""The Task interface: every hook the recipe, evaluation, export and `ptrain predict` call for one task."""
+"""The Task interface: every hook the recipe, evaluation, export and `ptrain predict` call for one task. Torch-free
+(annotations only): a task's declaration (ptrain/tasks/declarations.py) is a Task without its hooks."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ptrain.config import NoOptions, Strict
-from ptrain.data.collate import padding_collator
 from ptrain.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -33,7 +34,9 @@ class EvalResult:
 
 class Task:
     """One task's choices. The recipe calls only these hooks, so a new task is one new module (and one line in
-    the registry, ptrain/tasks/__init__.py)."""
+    the registry, ptrain/tasks/__init__.py). A built-in task declares what config loading and `ptrain runs` read
+    (name, metrics, lower_is_better, Options, moved_keys, reads_word_lists, recipe, metric_inputs, peft_task_type,
+    check) in ptrain/tasks/declarations.py, torch-free; its module subclasses that declaration with the rest."""
 
     name: str
     metrics: tuple[str, ...]  # every evaluation reports these; the first is the default train.metric_for_best
@@ -79,7 +82,8 @@ class Task:
         raise NotImplementedError
 
     def collator(self, cfg, tokenizer, device: torch.device):
-        return padding_collator(tokenizer, cfg.train.mixed_precision, device)
+        """A callable list of encoded rows -> batch of tensors."""
+        raise NotImplementedError
 
     def load_model(self, cfg, label_names: list[str], tokenizer):
         raise NotImplementedError

@@ -4,53 +4,21 @@ no loss on the prompt; perplexity on validation and sampled continuations of fix
 from __future__ import annotations
 
 import torch
-from pydantic import Field
 from transformers import AutoModelForCausalLM, DataCollatorForTokenClassification
 
 from ptrain.data.collate import pad_multiple
-from ptrain.errors import ConfigError
 from ptrain.model.loading import from_config_or_pretrained
-from ptrain.tasks.base import EvalContext, EvalResult, Task
+from ptrain.tasks.base import EvalContext, EvalResult
+from ptrain.tasks.declarations import CausalLMDeclaration
 from ptrain.tasks.generation import Sampling, continue_prompts, samples_table
 from ptrain.tasks.language_modeling import TokenLoss, perplexity_result
 from ptrain.tasks.loss import IGNORE_INDEX
-from ptrain.tasks.packing import PACKING_MOVED_KEYS, PackingOptions, check_block_size, pack_blocks
+from ptrain.tasks.packing import pack_blocks
 
 
-class CausalLMOptions(PackingOptions):
-    prompt_column: str | None = Field(
-        None,
-        description="Without packing: a column of prompts, read before data.text_column (the response); its tokens "
-        "get no loss.",
-    )
-    sample_prompts: list[str] = Field(
-        [], description="Prompts whose generated continuations go to TensorBoard at each evaluation."
-    )
-    sample_max_new_tokens: int = Field(40, gt=0, description="Tokens generated per sample prompt.")
-
-
-class CausalLM(Task):
-    name = "causal_lm"
-    metrics = ("perplexity", "loss")
-    lower_is_better = frozenset({"loss", "perplexity"})
+class CausalLM(CausalLMDeclaration):
     pipeline = "text-generation"
     auto_class = AutoModelForCausalLM
-    Options = CausalLMOptions
-    moved_keys = {
-        **PACKING_MOVED_KEYS,
-        "data.prompt_column": "prompt_column",
-        "train.sample_prompts": "sample_prompts",
-        "train.sample_max_new_tokens": "sample_max_new_tokens",
-    }
-
-    def check(self, cfg, path) -> None:
-        options = self.options(cfg)
-        if options.prompt_column is not None and options.packing:
-            raise ConfigError(
-                f"{path}: causal_lm.prompt_column is for causal_lm without causal_lm.packing (packed blocks cut "
-                "across prompts)"
-            )
-        check_block_size(cfg, options, path)
 
     def columns(self, cfg) -> list[tuple[str, str]]:
         wanted = [("data.text_column", cfg.data.text_column)]

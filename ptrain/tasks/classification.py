@@ -14,24 +14,27 @@ from torchmetrics.functional.classification import (
 )
 from transformers import AutoModelForSequenceClassification
 
+from ptrain.data.collate import padding_collator
 from ptrain.data.labels import label_to_id, resolve_label_names
 from ptrain.model.loading import load_head_model
-from ptrain.tasks.base import EvalContext, EvalResult, Task, example_texts, file_order
+from ptrain.tasks.base import EvalContext, EvalResult, example_texts, file_order
+from ptrain.tasks.declarations import SequenceClassificationDeclaration, TextTaskDeclaration
 from ptrain.tasks.figures import confusion_figure
 from ptrain.tasks.gather import gather_outputs
 from ptrain.tasks.loss import ClassificationLoss, balanced_class_weights
 from ptrain.tasks.tables import highest_loss_table
 
 
-class TextTask(Task):
+class TextTask(TextTaskDeclaration):
     """What the sequence-level text tasks share: a text (and text pair) column and a label column, labels named
-    by data.label_names (or the training data), a sequence-classification head."""
+    by data.label_names (or the training data), a sequence-classification head. Each text task's class comes
+    before its declaration, e.g. Regression(TextTask, RegressionDeclaration): the declaration's facts are the
+    task's, and these hooks are its unless it has its own."""
 
     pipeline = "text-classification"
     reads_pairs = True
     uses_label_names = True
     auto_class = AutoModelForSequenceClassification
-    peft_task_type = "SEQ_CLS"
 
     def columns(self, cfg) -> list[tuple[str, str]]:
         wanted = [("data.text_column", cfg.data.text_column), ("data.label_column", cfg.data.label_column)]
@@ -46,12 +49,12 @@ class TextTask(Task):
         mapping = label_to_id(ds, split, cfg.data.label_column, label_names)
         return text_encoder(cfg, tokenizer, lambda values: [mapping[value] for value in values])
 
+    def collator(self, cfg, tokenizer, device: torch.device):
+        return padding_collator(tokenizer, cfg.train.mixed_precision, device)
 
-class SequenceClassification(TextTask):
-    name = "sequence_classification"
-    metrics = ("weighted_f1", "loss", "accuracy", "macro_f1")
+
+class SequenceClassification(TextTask, SequenceClassificationDeclaration):
     problem_types = (None, "single_label_classification")
-    metric_inputs = ("predictions", "labels", "probabilities", "losses")
     stratified = True
 
     def load_model(self, cfg, label_names, tokenizer):

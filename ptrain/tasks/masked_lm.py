@@ -4,39 +4,22 @@ the same masks at every evaluation, perplexity over the masked tokens; the expor
 from __future__ import annotations
 
 import torch
-from pydantic import Field
 from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling, DataCollatorForTokenClassification
 
 from ptrain.data.collate import pad_multiple
 from ptrain.errors import ModelError
 from ptrain.model.loading import from_config_or_pretrained
-from ptrain.tasks.base import EvalContext, EvalResult, Task
+from ptrain.tasks.base import EvalContext, EvalResult
+from ptrain.tasks.declarations import MaskedLMDeclaration
 from ptrain.tasks.language_modeling import TokenLoss, perplexity_result
-from ptrain.tasks.packing import PACKING_MOVED_KEYS, PackingOptions, check_block_size, pack_blocks
+from ptrain.tasks.packing import pack_blocks
 
 EVAL_MASK_SEED = 1234  # evaluation masks depend on this and the row's tokens only: successive evaluations compare
 
 
-class MaskedLMOptions(PackingOptions):
-    mlm_probability: float = Field(
-        0.15,
-        gt=0,
-        lt=1,
-        description="Share of tokens chosen for prediction: 80% become [MASK], 10% a random token, 10% stay.",
-    )
-
-
-class MaskedLM(Task):
-    name = "masked_lm"
-    metrics = ("perplexity", "loss")
-    lower_is_better = frozenset({"loss", "perplexity"})
+class MaskedLM(MaskedLMDeclaration):
     pipeline = "fill-mask"
     auto_class = AutoModelForMaskedLM
-    Options = MaskedLMOptions
-    moved_keys = {**PACKING_MOVED_KEYS, "train.mlm_probability": "mlm_probability"}
-
-    def check(self, cfg, path) -> None:
-        check_block_size(cfg, self.options(cfg), path)
 
     def columns(self, cfg) -> list[tuple[str, str]]:
         return [("data.text_column", cfg.data.text_column)]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torchmetrics.functional.classification import (
     multilabel_exact_match,
     multilabel_f1_score,
@@ -13,12 +12,12 @@ from torchmetrics.functional.classification import (
     multilabel_recall,
 )
 
-from ptrain.config import Strict
 from ptrain.data.labels import source_name
-from ptrain.errors import ConfigError, DataError
+from ptrain.errors import DataError
 from ptrain.model.loading import load_head_model
 from ptrain.tasks.base import EvalContext, EvalResult, example_texts, file_order
 from ptrain.tasks.classification import TextTask, label_maps, predict_logits, text_encoder
+from ptrain.tasks.declarations import MultiLabelClassificationDeclaration
 from ptrain.tasks.gather import gather_outputs
 from ptrain.tasks.tables import per_label_table
 
@@ -40,40 +39,11 @@ class BinaryCrossEntropyLoss:
         return torch.full((), float(labels.numel()), device=labels.device)  # a fill on the device: no host copy
 
 
-class MultiLabelOptions(Strict):
-    label_separator: str | None = Field(
-        None,
-        description='A label string holds several names split by this, e.g. "|" (quote it in YAML); without it the '
-        "label column must hold lists of names (json, jsonl, parquet).",
-    )
-    decision_threshold: float = Field(
-        0.5, gt=0, lt=1, description="A label is predicted when its sigmoid probability is above this."
-    )
-
-
-class MultiLabelClassification(TextTask):
+class MultiLabelClassification(TextTask, MultiLabelClassificationDeclaration):
     """The label column holds a list of label names per row (json/jsonl/parquet), or a string of names split
     by multi_label_classification.label_separator; an empty list means no label."""
 
-    name = "multi_label_classification"
-    metrics = ("micro_f1", "macro_f1", "subset_accuracy", "loss")
     problem_types = (PROBLEM_TYPE,)
-    metric_inputs = ("probabilities", "labels", "losses")
-    Options = MultiLabelOptions
-    moved_keys = {"data.label_separator": "label_separator", "train.decision_threshold": "decision_threshold"}
-
-    def check(self, cfg, path) -> None:
-        if self.options(cfg).label_separator == "":
-            raise ConfigError(
-                f"{path}: multi_label_classification.label_separator is empty; quote it (a bare | is YAML's "
-                "block-scalar sign), e.g. label_separator: '|'"
-            )
-        if cfg.train.class_weights is not None:
-            raise ConfigError(
-                f"{path}: train.class_weights is for sequence_classification; multi-label losses are unweighted"
-            )
-        if cfg.train.label_smoothing:
-            raise ConfigError(f"{path}: train.label_smoothing applies to sequence_classification only")
 
     def label_names(self, cfg, train) -> list[str]:
         if cfg.data.label_names is not None:

@@ -5,58 +5,29 @@ head. The recipe that fits the head is ptrain/training/probe.py; these hooks sco
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import torch
-from pydantic import Field
 from safetensors.torch import load_file
 from transformers import AutoModel
 
-from ptrain.config import Strict
 from ptrain.errors import ModelError
 from ptrain.model.loading import from_config_or_pretrained
 from ptrain.tasks.base import EvalContext, EvalResult
 from ptrain.tasks.classification import TextTask, label_rows, label_scores
+from ptrain.tasks.declarations import LinearProbeDeclaration
 from ptrain.tasks.gather import evaluation_pass
 
 HEAD_FILE = "probe_head.safetensors"  # weight [labels, hidden] and bias [labels], in the export folder
 
 
-class LinearProbeOptions(Strict):
-    pooling: Literal["cls", "mean"] = Field(
-        "cls",
-        description="The sentence feature: the [CLS] hidden state (cls), or the masked mean of the last hidden states "
-        "(mean).",
-    )
-    regularization_c: float = Field(
-        1.0, gt=0, description="scikit-learn's C of the logistic regression: the inverse L2 strength."
-    )
-    max_iter: int = Field(1000, gt=0, description="LBFGS iterations of the logistic regression at most.")
-    projector_rows: int = Field(
-        2000, ge=0, description="Validation rows sent to TensorBoard's embedding projector; 0: none."
-    )
-
-
-class LinearProbe(TextTask):
+class LinearProbe(TextTask, LinearProbeDeclaration):
     """Text and label columns, label names and tokenization as in sequence classification; trained by its own
     recipe (ptrain/training/probe.py), which encodes once and fits a logistic regression: no loss, no loop."""
 
-    name = "linear_probe"
     reads_pairs = False
-    metrics = ("accuracy", "macro_f1", "weighted_f1")
     stratified = True
-    lower_is_better = frozenset()
     pipeline = "feature-extraction"
     auto_class = AutoModel
-    recipe = "linear_probe"
-    Options = LinearProbeOptions
-    peft_task_type = None  # the encoder stays frozen: nothing for adapters to train
-    moved_keys = {
-        "model.pooling": "pooling",
-        "train.probe_regularization_c": "regularization_c",
-        "train.probe_max_iter": "max_iter",
-        "train.projector_rows": "projector_rows",
-    }
 
     def load_model(self, cfg, label_names, tokenizer):
         model = from_config_or_pretrained(cfg, self.auto_class, tokenizer)

@@ -10,10 +10,11 @@ import torch
 from torchmetrics.functional import mean_absolute_error, mean_squared_error, pearson_corrcoef, spearman_corrcoef
 
 from ptrain.data.labels import source_name
-from ptrain.errors import ConfigError, DataError
+from ptrain.errors import DataError
 from ptrain.model.loading import load_head_model
 from ptrain.tasks.base import EvalContext, EvalResult, example_texts, file_order
 from ptrain.tasks.classification import TextTask, predict_logits, text_encoder
+from ptrain.tasks.declarations import RegressionDeclaration
 from ptrain.tasks.figures import scatter_figure
 from ptrain.tasks.gather import gather_outputs
 from ptrain.tasks.tables import largest_errors_table
@@ -34,24 +35,11 @@ class SquaredErrorLoss:
         return torch.full((), float(labels.shape[0]), device=labels.device)  # a fill on the device: no host copy
 
 
-class Regression(TextTask):
+class Regression(TextTask, RegressionDeclaration):
     """Text columns as in classification; the label column holds numbers."""
 
-    name = "regression"
-    metrics = ("pearson", "spearman", "loss", "mae")  # loss is the mean squared error
-    lower_is_better = frozenset({"loss", "mae"})
     uses_label_names = False
     problem_types = (PROBLEM_TYPE,)
-    metric_inputs = ("predictions", "labels")
-
-    def check(self, cfg, path) -> None:
-        data, train = cfg.data, cfg.train
-        if data.label_names is not None or train.class_weights is not None:
-            raise ConfigError(
-                f"{path}: task regression has one numeric target; remove data.label_names and train.class_weights"
-            )
-        if train.label_smoothing:
-            raise ConfigError(f"{path}: train.label_smoothing applies to sequence_classification only")
 
     def label_names(self, cfg, train) -> list[str]:
         return []

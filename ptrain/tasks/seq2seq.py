@@ -8,67 +8,26 @@ import time
 import sacrebleu
 import torch
 from accelerate.utils import gather_object
-from pydantic import Field
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES
 from transformers.models.bart.modeling_bart import shift_tokens_right
 
-from ptrain.config import Strict
 from ptrain.config.sources import resolve_model_path
 from ptrain.data.collate import pad_multiple
-from ptrain.errors import ConfigError, ModelError
+from ptrain.errors import ModelError
 from ptrain.model.loading import from_config_or_pretrained
-from ptrain.tasks.base import EvalContext, EvalResult, Task
+from ptrain.tasks.base import EvalContext, EvalResult
+from ptrain.tasks.declarations import SequenceToSequenceDeclaration
 from ptrain.tasks.language_modeling import perplexity
 from ptrain.tasks.loss import IGNORE_INDEX, TokenLoss
 from ptrain.tasks.tables import markdown_table
 
 
-class Seq2SeqOptions(Strict):
-    target_column: str | None = Field(
-        None, description="Required: the column of target texts (data.text_column holds the sources)."
-    )
-    max_target_length: int = Field(
-        128, gt=1, description="Tokens per target text at most (EOS included); longer targets are truncated."
-    )
-    generation_eval_rows: int = Field(
-        200, gt=0, description="The first N rows of each evaluation also scored by generation (BLEU, chrF)."
-    )
-    generation_max_new_tokens: int = Field(
-        64,
-        gt=0,
-        description="Generated tokens at most, in evaluation and in the export's generation settings (ptrain predict).",
-    )
-    generation_num_beams: int = Field(1, gt=0, description="Beam search width; 1 is greedy decoding.")
-    generation_examples: int = Field(
-        10, ge=0, description="Rows of source, reference and generated text shown in TensorBoard at each evaluation."
-    )
-
-
-class SequenceToSequence(Task):
-    name = "seq2seq"
-    metrics = ("bleu", "chrf", "loss", "perplexity")
-    lower_is_better = frozenset({"loss", "perplexity"})
+class SequenceToSequence(SequenceToSequenceDeclaration):
     # transformers 5 removed the "translation" and "text2text-generation" pipelines: exports load with
     # AutoModelForSeq2SeqLM + AutoTokenizer and generate (their generation_config.json holds the settings).
     pipeline = None
     auto_class = AutoModelForSeq2SeqLM
-    Options = Seq2SeqOptions
-    moved_keys = {
-        "data.target_column": "target_column",
-        "data.max_target_length": "max_target_length",
-        **{f"train.{key}": key for key in ("generation_eval_rows", "generation_max_new_tokens")},
-        **{f"train.{key}": key for key in ("generation_num_beams", "generation_examples")},
-    }
-
-    def check(self, cfg, path) -> None:
-        target = self.options(cfg).target_column
-        if target is None:
-            raise ConfigError(f"{path}: task seq2seq needs seq2seq.target_column, the column of target texts")
-        if target == cfg.data.text_column:
-            raise ConfigError(f"{path}: seq2seq.target_column and data.text_column are both '{target}'")
-        if cfg.train.class_weights is not None:
-            raise ConfigError(f"{path}: train.class_weights is for classification; remove it for task seq2seq")
 
     def columns(self, cfg) -> list[tuple[str, str]]:
         return [("data.text_column", cfg.data.text_column), ("seq2seq.target_column", cfg.seq2seq.target_column)]

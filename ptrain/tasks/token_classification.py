@@ -10,10 +10,10 @@ import torch.nn.functional as F
 from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification, pipeline
 
 from ptrain.data.collate import pad_multiple
-from ptrain.errors import ConfigError
 from ptrain.model.loading import load_head_model
-from ptrain.tasks.base import EvalContext, EvalResult, Task
+from ptrain.tasks.base import EvalContext, EvalResult
 from ptrain.tasks.classification import label_maps
+from ptrain.tasks.declarations import TokenClassificationDeclaration
 from ptrain.tasks.entities import (
     OUTSIDE,
     align_to_subtokens,
@@ -30,20 +30,10 @@ from ptrain.tasks.gather import evaluation_pass
 from ptrain.tasks.loss import IGNORE_INDEX, TokenLoss, balanced_class_weights
 
 
-class TokenClassification(Task):
-    name = "token_classification"
-    metrics = ("f1", "loss", "precision", "recall", "accuracy")  # entity-level micro scores; accuracy per word
+class TokenClassification(TokenClassificationDeclaration):
     pipeline = "token-classification"
     uses_label_names = True
     auto_class = AutoModelForTokenClassification
-    peft_task_type = "TOKEN_CLS"
-    reads_word_lists = True  # data.format=conll
-
-    def check(self, cfg, path) -> None:
-        if cfg.data.text_pair_column is not None:
-            raise ConfigError(
-                f"{path}: token_classification tags one list of words per row; unset data.text_pair_column"
-            )
 
     def columns(self, cfg) -> list[tuple[str, str]]:
         return [("data.text_column", cfg.data.text_column), ("data.label_column", cfg.data.label_column)]

@@ -12,8 +12,6 @@ import inspect
 import numbers
 from collections.abc import Callable
 
-import torch
-
 from ptrain.config.references import load_reference
 from ptrain.config.user_code import metric_name
 from ptrain.errors import TrainingError
@@ -26,6 +24,8 @@ def user_metrics(train_cfg) -> dict[str, Callable]:
 
 def add_user_metrics(metrics: dict[str, float], details: dict, functions: dict[str, Callable]) -> None:
     """Each user metric of the gathered `details`, into `metrics`."""
+    import torch  # here, where tensors are: `ptrain runs` imports this module for user_metrics, without torch
+
     for name, function in functions.items():
         wanted = inspect.signature(function).parameters
         value = function(**{key: details[key] for key in wanted if key in details})

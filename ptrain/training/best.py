@@ -5,11 +5,14 @@ when patience runs out."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ptrain.config import TrainConfig
 from ptrain.tasks import Task
 from ptrain.tasks.user_metrics import user_metrics
-from ptrain.training.run import LoopState
+
+if TYPE_CHECKING:  # ptrain.training.run imports torch; `ptrain runs` uses lower_is_better without it
+    from ptrain.training.run import LoopState
 
 
 def metric_for_best(train_cfg: TrainConfig, task: Task) -> str:
