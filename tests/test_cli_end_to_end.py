@@ -87,6 +87,8 @@ def test_outputs_config_metrics_and_exports(trained):
     assert not list(run_dir.glob("*.tmp")) and not list(run_dir.glob("*.old"))
     assert "Traceback" not in result.stderr
     assert str(run_dir / "best") in result.stdout
+    paths = "[CLS]-only last layer, SFC64 dropout masks, oneDNN-packed evaluation Linears"
+    assert f"; fast paths: {paths}\n" in result.stdout and set(metrics["train"]["fast_paths"].values()) == {"active"}
 
 
 def test_export_loads_in_pipeline_and_predicts_label_names(trained):

@@ -23,14 +23,13 @@ from transformers import AutoModelForSequenceClassification, BertConfig, BertMod
 
 from ptrain.config import LoraSettings, TrainConfig
 from ptrain.errors import ConfigError, ModelError
-from ptrain.fast_paths import apply_fast_paths
 from ptrain.inference.exports import load_exported
 from ptrain.model.loading import enable_gradient_checkpointing
 from ptrain.model.lora import add_lora, plain_model
 from ptrain.tasks import load_config
 from ptrain.training.param_groups import parameter_groups
 from tests.conftest import CONFIGS, DATA_DIR, REPO, run_cli, tiny_overrides
-from tests.test_fast_paths import assert_same, loss_and_grads, tiny_bert
+from tests.test_fast_paths import active_paths, assert_same, loss_and_grads, tiny_bert
 
 # 200 rows, batch 32, accumulation 2: 4 optimizer steps per epoch, 12 in all; a checkpoint at step 6 (and 12).
 SETTINGS = {
@@ -155,14 +154,18 @@ def lora_bert(dropout: float = 0.0, **settings):
 def test_fast_paths_under_lora_give_the_plain_loss_and_gradients():
     plain = lora_bert()
     fast = copy.deepcopy(plain)
-    assert apply_fast_paths(plain_model(fast), torch.device("cpu")) == ["[CLS]-only last layer", "SFC64 dropout masks"]
+    assert active_paths(plain_model(fast)) == [
+        "[CLS]-only last layer",
+        "SFC64 dropout masks",
+        "oneDNN-packed evaluation Linears",
+    ]
     reference, patched = loss_and_grads(plain), loss_and_grads(fast)
     assert_same(reference, patched)
     last_query = "base_model.model.bert.encoder.layer.1.attention.self.query.lora_A.default.weight"
     assert patched[1][last_query].abs().sum() > 0  # the patched last layer runs the adapters
     assert set(patched[1]) == {name for name, param in plain.named_parameters() if param.requires_grad}
     with_dropout = lora_bert(dropout=0.1)
-    apply_fast_paths(plain_model(with_dropout), torch.device("cpu"))
+    active_paths(plain_model(with_dropout))
     dropouts = [module for name, module in with_dropout.named_modules() if name.endswith("lora_dropout.default")]
     assert dropouts and all(type(module).__name__ == "FastDropout" for module in dropouts)
 

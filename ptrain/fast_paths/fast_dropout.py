@@ -4,7 +4,12 @@ distribution, replayed by torch's seed and a checkpoint's RNG state.
 Kept elements are scaled by 1 / (1 - p), in one kernel (aten's native_dropout_backward, x * mask * scale, whose
 derivative is the same masked scaling): the forward and backward mathematics of nn.Dropout. Attention-probability
 dropout goes through the "ptrain_sdpa" attention function registered here (math_attention.py when training on
-the CPU). Off the CPU, or in eval mode, everything is torch's own.
+the CPU). Off the CPU, or in eval mode, everything is torch's own. That function also runs evaluation under
+bf16 in float32 (float32_attention, or math_attention with p = 0): within the same path.
+
+Private internals: aten's native_dropout_backward as dropout's forward, transformers' attention and mask
+registries ("ptrain_sdpa" set on the model's config) and sdpa_attention_forward, and math_attention.py's. Gates
+(gates.py): CPU only; the families in FAMILIES; torch and transformers in gates.TESTED.
 """
 
 from __future__ import annotations
@@ -33,6 +38,23 @@ class FastDropout(nn.Dropout):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return dropout(x, self.p, self.training)
+
+
+FAMILIES = frozenset({"bert", "roberta", "xlm-roberta", "camembert", "electra", "distilbert", "gpt2", "t5"})
+
+
+def unsupported(model: nn.Module) -> str | None:
+    """Why the path has nothing to replace in `model` (no plain nn.Dropout, attention other than "sdpa"), or None."""
+    dropouts = any(type(module) is nn.Dropout and not module.inplace for module in model.modules())
+    if not dropouts and getattr(model.config, "_attn_implementation", None) != "sdpa":
+        return "no nn.Dropout modules and attention not sdpa"
+    return None
+
+
+def use_fast_dropout(model: nn.Module) -> None:
+    """The path: FastDropout for every plain nn.Dropout, and "ptrain_sdpa" attention for a model on "sdpa"."""
+    replace_dropout_modules(model)
+    use_fast_attention(model)
 
 
 def replace_dropout_modules(model: nn.Module) -> int:

@@ -7,7 +7,7 @@ random bits from numpy's SFC64 (Doty-Humphrey's small fast chaotic generator; it
 cycle of at least 2**64), which filled 64 bits in 1.45 ns against PCG64DXSM's 2.87 ns on that EPYC: P(keep) is
 exact to 2**-32, finer than CUDA's float32 draw. Each call's generator is seeded (through numpy's SeedSequence)
 by two draws of torch's own generator, so `torch.manual_seed` seeds it and a checkpoint's saved torch RNG state
-replays it bitwise on resume.
+replays it bitwise on resume. Public numpy and torch only; part of fast_dropout.py's path, under its gates.
 """
 
 from __future__ import annotations

@@ -16,6 +16,10 @@ backward are written out once, with the same operations in float32:
 
 Same mathematics as SDPA's math kernel; the results differ by float32 rounding (the scale's place, the order
 of sums). In evaluation it replaces SDPA's float32 flash kernel (float32_attention), to the same precision.
+
+Private torch internals: torch._safe_softmax, torch._softmax_backward_data, the oneDNN matmul precision setting
+(torch.backends.mkldnn.matmul.fp32_precision, from torch 2.9) and a module-level cache of the last mask keyed on
+the tensor's identity and version. Part of fast_dropout.py's path, under its gates.
 """
 
 from __future__ import annotations

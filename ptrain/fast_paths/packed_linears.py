@@ -8,6 +8,10 @@ an exact GELU (BERT's intermediate layer) applies the GELU inside the same kerne
 accumulation are the same (bf16 inputs, fp32 accumulation); the fused GELU is applied before the output is
 rounded to bf16 instead of after, so outputs differ by at most that rounding (tests/test_fast_paths.py).
 Leaving the context restores the plain modules; training never runs through here.
+
+Private torch internals: torch.ops.mkldnn._linear_pointwise and _reorder_linear_weight, set as instance-level
+`forward`s for the pass. Gates (gates.py): CPU with oneDNN; the families in FAMILIES; torch in gates.TESTED; an
+evaluation pass packs a model only when apply_fast_paths made this path active for it (fast_paths.packed_evaluation).
 """
 
 from __future__ import annotations
@@ -21,6 +25,18 @@ from transformers.activations import GELUActivation
 from ptrain.runtime.precision import cpu_native_bf16
 
 _LINEAR = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+
+
+FAMILIES = frozenset({"bert", "roberta", "xlm-roberta", "camembert", "electra", "distilbert", "gpt2", "t5"})
+
+
+def unsupported(model: nn.Module) -> str | None:
+    """Why evaluation of `model` has nothing to pack (no nn.Linear) or oneDNN is missing, or None."""
+    if _LINEAR is None or not torch.backends.mkldnn.is_available():
+        return "torch built without oneDNN"
+    if not any(type(module) is nn.Linear for module in model.modules()):
+        return "no nn.Linear modules"
+    return None
 
 
 def _pass_dtype(device: torch.device) -> torch.dtype | None:

@@ -13,7 +13,7 @@ from ptrain.data import batching
 from ptrain.data.splits import load_raw_splits
 from ptrain.data.tokenize import tokenize_splits
 from ptrain.errors import ConfigError, DataError
-from ptrain.fast_paths import allowed, apply_fast_paths
+from ptrain.fast_paths import apply_fast_paths
 from ptrain.inference.exports import export_label_names, load_exported
 from ptrain.inference.predict import check_output_name, write_rows
 from ptrain.runtime.distributed import build_accelerator
@@ -68,8 +68,7 @@ def score_export(cfg: Config, model_dir: str, split: str, needs_rows: bool = Fal
             raise DataError(f"no {split} split: set data.{split}_file in the config")
         splits = tokenize_splits(cfg, raw, tokenizer, task, names)
     collator = task.collator(cfg, tokenizer, accelerator.device)
-    if cfg.train.fast_paths and allowed(accelerator):  # the computation of training's
-        apply_fast_paths(model, accelerator.device)
+    apply_fast_paths(model, accelerator, cfg.train.fast_paths)  # the computation of training's
     model, loader = accelerator.prepare(model, batching.eval_loader(cfg, splits.tokenized[split], collator))
     context = EvalContext(cfg, tokenizer, names, raw[split])
     result = task.evaluate(model, loader, accelerator, context)

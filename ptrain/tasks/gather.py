@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 
 import torch
 
-from ptrain.fast_paths import allowed
-from ptrain.fast_paths.packed_linears import packed_linears
+from ptrain.fast_paths import packed_evaluation
 
 PerBatch = Callable[[dict, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
 
@@ -27,8 +25,7 @@ def evaluation_pass(
     parts: dict[str, list[torch.Tensor]] = {}
     real_tokens = torch.zeros((), device=accelerator.device)
     # one context for the pass: each weight is cast to bf16/fp16 (and on the CPU packed for oneDNN) once, not per batch
-    packed = allowed(accelerator)
-    with accelerator.autocast(), packed_linears(model, accelerator.device) if packed else nullcontext():
+    with accelerator.autocast(), packed_evaluation(model, accelerator.device):
         for batch in loader:
             labels, rows = batch.pop("labels"), batch.pop("idx")
             real_tokens += batch["attention_mask"].sum()

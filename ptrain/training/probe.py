@@ -22,6 +22,7 @@ from ptrain.config.sources import resolve_model_path
 from ptrain.data import batching
 from ptrain.data.tokenize import DEFAULT_CACHE_DIR
 from ptrain.errors import ConfigError
+from ptrain.fast_paths import PACKED_EVALUATION, apply_fast_paths
 from ptrain.files.atomic import write_json, write_text, written_through
 from ptrain.outputs.export import save_folder
 from ptrain.outputs.run_dir import claim_run_dir
@@ -51,6 +52,7 @@ def train_probe(cfg: Config) -> int:
     with lock:  # no other process trains in the folder until the end (or an error)
         write_text(run_dir / "config.yaml", to_yaml(cfg))
         encoder = task.load_model(cfg, splits.label_names, tokenizer).to(accelerator.device)
+        apply_fast_paths(encoder, accelerator, cfg.train.fast_paths, only=(PACKED_EVALUATION,))  # features as before
         features, hits, encode_seconds = encode_splits(cfg, encoder, tokenizer, splits.tokenized, accelerator)
         if precision.warning:
             accelerator.print(f"ptrain: warning: {precision.warning}")

@@ -14,7 +14,6 @@ from ptrain.config.references import with_copied_code
 from ptrain.data import batching
 from ptrain.data.splits import EVAL_SET_PREFIX, load_raw_splits
 from ptrain.data.tokenize import Splits, tokenize_splits
-from ptrain.fast_paths import allowed as fast_paths_allowed
 from ptrain.fast_paths import apply_fast_paths
 from ptrain.files.atomic import write_text
 from ptrain.model.loading import build_model, enable_gradient_checkpointing, load_tokenizer
@@ -163,8 +162,8 @@ def prepare_optimisation(
         model = load_model(cfg, task, data)
     if cfg.train.gradient_checkpointing:
         enable_gradient_checkpointing(plain_model(model))
-    if cfg.train.fast_paths and fast_paths_allowed(accelerator):  # inside LoRA's wrapper: adapters run inside them
-        apply_fast_paths(plain_model(model), accelerator.device)
+    # inside LoRA's wrapper: adapters run inside the patched modules
+    fast_paths = apply_fast_paths(plain_model(model), accelerator, cfg.train.fast_paths)
     if engine.name == "fsdp2":
         configure_fsdp(accelerator.state.fsdp_plugin, model)
     if engine.name == "deepspeed":
@@ -183,6 +182,7 @@ def prepare_optimisation(
         plan=plan,
         ema=ema,
         clip_in_optimizer=folds_into_optimizer(accelerator, optimizer, engine),
+        fast_paths=tuple(fast_paths),
     )
 
 

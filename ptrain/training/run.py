@@ -83,6 +83,7 @@ class Optimisation:
     plan: StepPlan
     ema: WeightAverage | None = None  # train.ema_decay: the weights evaluations and exports use
     clip_in_optimizer: bool = False  # clipping rides on the fused AdamW step (gradients.py)
+    fast_paths: tuple = ()  # fast_paths.PathState of each path: active, or off with the reason
 
 
 @dataclass(frozen=True, kw_only=True)

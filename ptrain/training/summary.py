@@ -5,6 +5,7 @@ from __future__ import annotations
 from ptrain.config import Config, config_value, to_yaml
 from ptrain.data.summary import summarise_data
 from ptrain.data.tokenize import Splits
+from ptrain.fast_paths import as_record, describe
 from ptrain.files.atomic import write_json
 from ptrain.runtime.hardware import describe_hardware, hardware_line
 from ptrain.tasks.figures import label_counts_figure, length_figure
@@ -25,7 +26,7 @@ def announce(run: Run, state: LoopState) -> None:
         f"{', torch.compile (dynamic lengths, fast paths off)' if train_cfg.compile else ''}, "
         f"precision {precision.describe()}, {_weights(run.cfg.model.dtype)}, "
         f"per-device batch {train_cfg.per_device_batch_size} x accumulation {train_cfg.gradient_accumulation_steps} "
-        f"x {acc.num_processes} = global batch {global_batch}\n"
+        f"x {acc.num_processes} = global batch {global_batch}; {describe(run.optim.fast_paths)}\n"
         f"ptrain: rows {sizes}; tokenization cache reused for {cached or 'none'}; "
         f"task {run.task.name}{_label_count(splits)}; {_trainable(run.optim.model)}{dropped}\n"
         f"ptrain: {plan.steps_per_epoch} optimizer steps per epoch, {plan.total_steps} in total "
@@ -77,6 +78,7 @@ def write_results(
         "wall_seconds": wall_seconds,
         "seconds_per_step": state.train_seconds / max(state.global_step, 1),  # the loop's windows only
         "engine": run.runtime.engine.describe(),
+        "fast_paths": as_record(run.optim.fast_paths),
         **memory,  # per process
         "mixed_precision": run.cfg.train.mixed_precision,
         "hardware": hardware_line(describe_hardware(run.runtime.accelerator.device)),
