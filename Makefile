@@ -11,7 +11,7 @@ CONFIG ?= configs/emotion.yaml
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup train test lint format docs bench clean
+.PHONY: setup train test test-fast test-fresh lint format docs bench clean
 
 setup: $(VENV)/.installed
 
@@ -38,6 +38,12 @@ test: setup
 
 docs: setup  # docs/config.md from the schema's field descriptions; tests/test_config_reference.py fails when it is stale
 	$(BIN)/python -m ptrain.tasks.config_reference docs/config.md
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -n 2 -m "not slow and not multiprocess"  # the edit-test loop: under a minute on 2 cores
+
+test-fresh: setup
+	PTRAIN_TEST_FORK=0 $(BIN)/python -m pytest -q -n 2 --dist loadfile -m end_to_end  # each CLI call a fresh interpreter, as a user's: what the fork server could hide (import order, exit)
 
 bench: setup
 	$(BIN)/ptrain bench $(CONFIG) --steps 100 --compare-hf

@@ -76,6 +76,7 @@ def reference_gradients(weights: torch.Tensor | None) -> dict[str, torch.Tensor]
     return {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("weights", [None, torch.tensor([0.5, 1.0, 3.0])], ids=["unweighted", "class_weights"])
 def test_four_micro_batches_of_two_equal_one_batch_of_eight(weights):
     expected = reference_gradients(weights)

@@ -35,6 +35,7 @@ sys.exit(train(load_config(sys.argv[1], sys.argv[2:])))
 """
 
 
+@pytest.mark.slow
 def test_a_registered_task_trains_with_its_own_section(tmp_path, cache_dir):
     overrides = [
         *tiny_overrides(tmp_path, cache_dir, rows=200),

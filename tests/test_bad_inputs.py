@@ -34,11 +34,13 @@ def assert_refused(result, tmp_path, *needles: str) -> None:
     assert not (tmp_path / "runs").exists(), "a run folder was left behind"
 
 
+@pytest.mark.slow
 def test_validation_label_outside_the_training_labels(tmp_path, cache_dir):
     result = run_on_files(tmp_path, cache_dir, GOOD, GOOD + "an unseen label,zzz\n")
     assert_refused(result, tmp_path, "val.csv", "label 'zzz' at row 40", "['a', 'b']")
 
 
+@pytest.mark.slow
 def test_empty_texts_are_refused_by_default_and_dropped_on_request(tmp_path, cache_dir):
     broken = GOOD + ",a\n   ,b\n"
     assert_refused(
@@ -64,6 +66,7 @@ def test_malformed_csv_row_names_the_line(tmp_path, cache_dir):
     assert_refused(result, tmp_path, "train.csv: line 9 has 3 fields where 2 were expected")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "override, needles",
     [

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from ptrain.runtime.precision import resolve_precision
 from tests.conftest import CONFIGS, run_cli, tiny_overrides
 
 
+@pytest.mark.slow
 def test_bench_compares_with_the_hf_trainer_and_writes_json(tmp_path, cache_dir):
     out = tmp_path / "bench.json"
     result = run_cli(
@@ -52,6 +55,7 @@ def test_bench_compares_with_the_hf_trainer_and_writes_json(tmp_path, cache_dir)
     assert not (tmp_path / "runs").exists()  # the bench leaves no run folder behind
 
 
+@pytest.mark.slow
 def test_time_to_target_stops_both_sides_at_the_first_evaluation_reaching_it(tmp_path, cache_dir):
     out = tmp_path / "time_to.json"
     overrides = tiny_overrides(tmp_path, cache_dir, rows=300, **{"train.eval_every_steps": "5"})

@@ -60,6 +60,7 @@ def killed_then_rerun(tmp_path_factory):
     return tmp, cache, leftovers, rerun
 
 
+@pytest.mark.slow
 def test_a_killed_tokenization_write_leaves_no_cache_entry(killed_then_rerun):
     _, _, leftovers, rerun = killed_then_rerun
     assert not [name for name in leftovers if name.endswith(".arrow")], leftovers  # only datasets' tmp file
@@ -67,6 +68,7 @@ def test_a_killed_tokenization_write_leaves_no_cache_entry(killed_then_rerun):
     assert reused_splits(rerun.stdout) == "none"  # the half-written split was tokenized again, not read
 
 
+@pytest.mark.slow
 def test_a_damaged_cache_entry_is_tokenized_again(killed_then_rerun):
     tmp, cache, _, _ = killed_then_rerun
     entry = max(cache.glob("*.arrow"), key=lambda path: path.stat().st_size)  # the training split's

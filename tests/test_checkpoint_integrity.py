@@ -60,6 +60,7 @@ def check_run(run_dir: Path) -> tuple[int, str]:
     return code, out.getvalue()
 
 
+@pytest.mark.slow
 def test_checkpoints_and_exports_record_every_file_and_the_export_still_loads(trained):
     from transformers import pipeline
 
@@ -76,6 +77,7 @@ def test_checkpoints_and_exports_record_every_file_and_the_export_still_loads(tr
     assert prediction[0]["label"] in {"sadness", "joy", "love", "anger", "fear", "surprise"}
 
 
+@pytest.mark.slow
 def test_damaged_checkpoints_are_refused_when_named_skipped_by_auto_and_reported(trained, cache_dir, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(trained, out)

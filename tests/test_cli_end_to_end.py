@@ -12,6 +12,8 @@ from transformers import pipeline
 
 from tests.conftest import CONFIGS, run_cli, tiny_overrides, train_tiny
 
+pytestmark = pytest.mark.end_to_end  # CI also runs these with each CLI call in a fresh interpreter
+
 EMOTIONS = {"sadness", "joy", "love", "anger", "fear", "surprise"}
 TRAIN_SCALARS = [
     "train/loss",
@@ -38,6 +40,7 @@ def events(run_dir: Path) -> EventAccumulator:
     return EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0}).Reload()
 
 
+@pytest.mark.slow
 def test_training_loss_falls_and_dashboards_are_written(trained):
     run_dir, _, _ = trained
     acc = events(run_dir)
@@ -57,6 +60,7 @@ def test_training_loss_falls_and_dashboards_are_written(trained):
     assert max(len(piece) for text in texts for piece in text.split("<br>")) <= 70  # narrow columns stay narrow
 
 
+@pytest.mark.slow
 def test_hparams_tab_holds_hyperparameters_and_metrics(trained):
     run_dir, _, _ = trained
     acc = events(run_dir)
@@ -77,6 +81,7 @@ def test_hparams_tab_holds_hyperparameters_and_metrics(trained):
     assert "hparams/best_weighted_f1" in acc.Tags()["scalars"]
 
 
+@pytest.mark.slow
 def test_outputs_config_metrics_and_exports(trained):
     run_dir, result, _ = trained
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -91,6 +96,7 @@ def test_outputs_config_metrics_and_exports(trained):
     assert f"; fast paths: {paths}\n" in result.stdout and set(metrics["train"]["fast_paths"].values()) == {"active"}
 
 
+@pytest.mark.slow
 def test_export_loads_in_pipeline_and_predicts_label_names(trained):
     run_dir, _, _ = trained
     for folder in ("best", "final"):
@@ -99,6 +105,7 @@ def test_export_loads_in_pipeline_and_predicts_label_names(trained):
         assert {p["label"] for p in predictions} <= EMOTIONS
 
 
+@pytest.mark.slow
 def test_second_run_reuses_the_tokenization_cache(trained, cache_dir, tmp_path):
     overrides = tiny_overrides(tmp_path, cache_dir, **{"train.max_steps": "2"})
     result = run_cli("train", str(CONFIGS / "tiny.yaml"), *overrides)
@@ -106,6 +113,7 @@ def test_second_run_reuses_the_tokenization_cache(trained, cache_dir, tmp_path):
     assert "tokenization cache reused for ['train', 'validation']" in result.stdout
 
 
+@pytest.mark.slow
 def test_eval_command_scores_an_export(trained):
     run_dir, _, tmp = trained
     result = run_cli("eval", str(CONFIGS / "tiny.yaml"), "data.max_eval_rows=200", "--model", str(run_dir / "final"))
@@ -115,6 +123,7 @@ def test_eval_command_scores_an_export(trained):
     assert scores["accuracy"] == pytest.approx(final["accuracy"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_predict_writes_labels_and_probabilities(trained, tmp_path):
     run_dir, _, _ = trained
     source = tmp_path / "tweets.txt"
@@ -130,6 +139,7 @@ def test_predict_writes_labels_and_probabilities(trained, tmp_path):
     assert sum(float(rows[0][f"prob_{name}"]) for name in EMOTIONS) == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_early_stopping_after_patience_evaluations_without_improvement(tmp_path, cache_dir):
     # A learning rate of 1e-12 leaves predictions unchanged: the second evaluation cannot improve.
     extra = {

@@ -75,6 +75,7 @@ def test_a_closed_pipe_is_not_an_error(tmp_path, monkeypatch, capsys):
     assert "Traceback" not in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_tests_forked_cli_calls_match_a_fresh_interpreter(tmp_path, monkeypatch):
     """run_cli forks most calls from a server that imported ptrain once (tests/cli_server.py); what they print and
     return must be what `python -m ptrain` in a new interpreter prints and returns."""

@@ -19,6 +19,7 @@ SETTINGS = {
 }
 
 
+@pytest.mark.slow
 def test_the_compiled_model_trains_and_scores_as_the_eager_one(tmp_path, cache_dir):
     runs = {}
     for compiled in (False, True):

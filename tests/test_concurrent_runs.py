@@ -87,6 +87,8 @@ def run_status(folder, capsys) -> str:
     return {row["run"]: row["status"] for row in json.loads(capsys.readouterr().out)["runs"]}[folder.name]
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_a_second_training_into_a_live_run_folder_is_refused_naming_it(live, capsys):
     files = {p: p.stat().st_mtime_ns for p in live.shared.rglob("*")}
     with ThreadPoolExecutor(1) as pool:  # the same run_dir, and resume=auto (which finds its checkpoint), at once
@@ -128,6 +130,8 @@ def test_every_launched_process_gets_the_main_process_refusal(tmp_path, monkeypa
     assert not (tmp_path / run_dir.RUNNING).exists()
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_a_killed_runs_marker_is_taken_over_by_resume(live, capsys):
     live.first.send_signal(signal.SIGKILL)
     live.first.wait()
@@ -155,6 +159,8 @@ while len(starts.read_text().split()) < 2 and time.monotonic() < deadline:  # bo
 """
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_a_sweep_started_twice_runs_each_point_once(tmp_path, capsys):
     """The first sweep holds point 1 until the second, started meanwhile, passes it by and starts point 2."""
     starts = tmp_path / "starts.txt"

@@ -53,6 +53,8 @@ def plan_line(stdout: str) -> str:
     return re.search(r"ptrain: \d+ optimizer steps per epoch.*", stdout).group(0)
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_two_processes_join_one_group_with_the_same_global_batch(runs):
     assert "ptrain: 2 process(es) on cpu" in runs.two.stdout
     assert "per-device batch 16 x accumulation 1 x 2 = global batch 32" in runs.two.stdout
@@ -64,6 +66,8 @@ def test_two_processes_join_one_group_with_the_same_global_batch(runs):
     )
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_learning_rate_curve_equals_the_one_process_curve(runs):
     two = [(e.step, e.value) for e in events(runs.two_run).Scalars("train/learning_rate")]
     one = [(e.step, e.value) for e in events(runs.one_run).Scalars("train/learning_rate")]
@@ -73,6 +77,8 @@ def test_learning_rate_curve_equals_the_one_process_curve(runs):
         assert json.loads((run / "metrics.json").read_text())["train"]["optimizer_steps"] == 26
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_two_process_metrics_equal_one_process_eval_of_the_export(runs):
     result = run_cli("eval", str(CONFIGS / "tiny.yaml"), *runs.two_args, "--model", str(runs.two_run / "final"))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -82,6 +88,8 @@ def test_two_process_metrics_equal_one_process_eval_of_the_export(runs):
         assert two_processes[name] == pytest.approx(one_process[name], abs=1e-6), name
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_only_the_main_process_writes(runs):
     assert len(list(runs.two_run.glob("events.out.tfevents.*"))) == 1
     assert sorted(p.name for p in runs.two_run.iterdir() if p.is_dir()) == ["best", "checkpoints", "final"]
@@ -90,6 +98,8 @@ def test_only_the_main_process_writes(runs):
         assert {"meta.json", "random_states_0.pkl", "random_states_1.pkl"} <= {p.name for p in checkpoint.iterdir()}
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_a_cold_cache_is_tokenized_once(tmp_path):
     """The main process tokenizes; the other one waits, then reads the main's cache."""
     cpu_config = ["--config_file", str(CONFIGS / "accelerate" / "cpu_2proc.yaml")]
@@ -103,6 +113,8 @@ def test_a_cold_cache_is_tokenized_once(tmp_path):
     ]
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_the_single_process_cpu_launcher_is_refused(tmp_path, cache_dir):
     """`accelerate launch --cpu --num_processes 2` starts one process: refused before any work, in one line."""
     args = tiny_overrides(tmp_path, cache_dir)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from accelerate import Accelerator
 
@@ -44,6 +45,7 @@ def test_the_average_is_checkpointed_with_the_run(tmp_path):
     assert all(torch.equal(s, v) for s, v in zip(ema.shadow, saved))
 
 
+@pytest.mark.slow
 def test_a_run_scores_the_average_and_keeps_the_raw_weights_final_score(tmp_path, cache_dir):
     extra = {"train.ema_decay": "0.5", "train.max_steps": "6", "train.eval_every_steps": "6"}
     run_dir = train_tiny(tmp_path, cache_dir, **extra)

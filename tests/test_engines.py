@@ -118,11 +118,15 @@ def engine(request, tmp_path_factory, cache_dir) -> SimpleNamespace:
     )
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_the_start_line_names_the_engine(ddp, engine):
     assert STARTS["ddp"] in ddp.result.stdout
     assert STARTS[engine.name] in engine.result.stdout
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_losses_gradient_norms_and_learning_rates_are_ddps(ddp, engine):
     """Same initial weights, batches, dropout masks, normalisation, clipping and schedule: the curves differ only by
     the order of float32 sums (all-reduce, reduce-scatter, ZeRO's buckets) and what bf16 autocast rounds from it."""
@@ -139,6 +143,8 @@ def test_losses_gradient_norms_and_learning_rates_are_ddps(ddp, engine):
     assert "balanced_accuracy" in metrics["final"]  # the user's metric; its loss (focal) trained both runs
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_a_sigkilled_run_resumes_to_the_uninterrupted_weights(engine):
     """Sharded checkpoints written by every process, checked and loaded like any other: bitwise the same weights
     (and the same EMA, which final/ holds) and metrics as the run that was never interrupted."""
@@ -155,6 +161,8 @@ def test_a_sigkilled_run_resumes_to_the_uninterrupted_weights(engine):
     assert metrics["final"] == expected_metrics["final"]
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_checkpoints_stay_sharded_and_check_run_verifies_them(engine):
     checkpoints = sorted((engine.run_dir / "checkpoints").iterdir())
     assert {"step-00000006", "step-00000008"} <= {path.name for path in checkpoints}  # keep 2 (and the best's)
@@ -172,6 +180,8 @@ def test_checkpoints_stay_sharded_and_check_run_verifies_them(engine):
     assert f"{checkpoints[-1]}: intact (step 8, {STARTS[engine.name].removeprefix('engine ')}" in report.stdout
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_the_export_is_the_whole_float32_model_pipeline_loads(engine):
     from transformers import pipeline
 
@@ -182,6 +192,8 @@ def test_the_export_is_the_whole_float32_model_pipeline_loads(engine):
     assert classify("i feel wonderful today")[0]["label"] in {"sadness", "joy", "love", "anger", "fear", "surprise"}
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_lora_under_fsdp_trains_sharded_adapters_and_exports_the_merged_model(tmp_path, cache_dir):
     """Frozen base weights sharded like the rest; the export gathers them, merges on the main process, and the
     merged model scores what the trained adapters scored."""
@@ -198,6 +210,8 @@ def test_lora_under_fsdp_trains_sharded_adapters_and_exports_the_merged_model(tm
     assert not any("lora" in name for name in load_file(run_dir / "final" / "model.safetensors"))
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 @pytest.mark.parametrize(
     "config_file, engine", [("fsdp.yaml", "FSDP"), pytest.param("deepspeed_zero2.yaml", "DeepSpeed", marks=DEEPSPEED)]
 )

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import CONFIGS, run_cli, train_tiny
 
 
+@pytest.mark.slow
 def test_named_sets_are_scored_logged_recorded_and_may_pick_the_best(tmp_path, cache_dir):
     extra = {
         "data.eval_files": "{held: emotion/test.txt}",
@@ -28,6 +30,7 @@ def test_named_sets_are_scored_logged_recorded_and_may_pick_the_best(tmp_path, c
     assert json.loads(table.stdout)["runs"][0]["final_held/weighted_f1"] == metrics["final"]["held/weighted_f1"]
 
 
+@pytest.mark.slow
 def test_a_missing_eval_file_or_set_is_one_line(tmp_path, cache_dir):
     bad = run_cli(
         "check", str(CONFIGS / "tiny.yaml"), "data.eval_files={held: x.txt}", "train.metric_for_best=other/loss"

@@ -161,6 +161,7 @@ def test_first_token_layer_falls_back_for_heads_reading_other_positions():
     assert reasons["[CLS]-only last layer"].startswith("attention flash_attention_2 not among those tested")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", claims("SFC64 dropout masks"))
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 def test_dropout_off_every_active_path_gives_the_plain_loss_and_gradients(family, attention):
@@ -197,6 +198,7 @@ def replayed_dropout(masks: list):
 
 
 # T5 passes its position bias to the attention function, which leaves it to SDPA (and SDPA's own dropout draws)
+@pytest.mark.slow
 @pytest.mark.parametrize("family", [f for f in claims("SFC64 dropout masks") if f != "t5"])
 def test_dropout_on_the_fast_masks_give_the_plain_models_loss_and_gradients(family, monkeypatch):
     """The plain model (eager attention, its dropouts through F.dropout) fed the masks the fast model drew: the
@@ -216,6 +218,7 @@ def test_dropout_on_the_fast_masks_give_the_plain_models_loss_and_gradients(fami
     assert not replay  # the plain model drew as many masks, of the same shapes, in the same order
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", claims("SFC64 dropout masks"))
 def test_dropout_on_gradient_checkpointing_recomputes_the_same_draws(family):
     fast = tiny(family, dropout=0.2)
@@ -227,6 +230,7 @@ def test_dropout_on_gradient_checkpointing_recomputes_the_same_draws(family):
     assert loss_and_grads(fast, family, seed=6)[0] != kept[0]  # the draws change with the seed: dropout is on
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", claims("oneDNN-packed evaluation Linears"))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_packed_evaluation_computes_the_plain_evaluation(family, dtype):

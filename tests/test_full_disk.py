@@ -96,6 +96,7 @@ def assert_stopped_in_one_line(result: subprocess.CompletedProcess, failed: str,
     )
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_a_checkpoint_stops_in_one_line_on_the_previous_checkpoint(stopped):
     run_dir, results = stopped
     checkpoints = run_dir / "checkpoints"
@@ -108,6 +109,7 @@ def test_a_full_disk_during_a_checkpoint_stops_in_one_line_on_the_previous_check
     assert "step-00000002" not in report and ".tmp" not in report  # nothing half-written left behind
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_an_export_keeps_the_earlier_outputs_and_resume_completes(stopped):
     run_dir, results = stopped
     failed = f"cannot write {run_dir / 'final'} ("
@@ -124,6 +126,7 @@ def test_a_full_disk_during_an_export_keeps_the_earlier_outputs_and_resume_compl
     assert not [path for path in run_dir.rglob("*") if path.suffix in (".tmp", ".old")]
 
 
+@pytest.mark.slow
 def test_on_checkpoint_error_warn_trains_on_after_one_warning(small_disk, cache_dir):
     out = small_disk[0] / "warned"
     result = train(out, small_disk, cache_dir, "train.on_checkpoint_error=warn", fill="step_end:2", free="step_end:3")
@@ -137,6 +140,7 @@ def test_on_checkpoint_error_warn_trains_on_after_one_warning(small_disk, cache_
     assert sorted(path.name for path in checkpoints.iterdir()) == ["step-00000001", "step-00000003"]
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")  # the writer thread's traceback
 def test_full_disk_under_metrics_and_tensorboard_events_is_one_error_naming_the_file(small_disk, capfd):
     """metrics.jsonl fails at its flush; TensorBoard's writer thread fails on its own and the error comes back at

@@ -24,6 +24,7 @@ def loss_curve(tmp_path, cache_dir, checkpointing: bool) -> list[float]:
     return scalar_values(run_dir, "train/loss")
 
 
+@pytest.mark.slow
 def test_checkpointing_keeps_the_loss_curve(tmp_path, cache_dir):
     plain, checkpointed = loss_curve(tmp_path, cache_dir, False), loss_curve(tmp_path, cache_dir, True)
     assert len(plain) == 8 and checkpointed == pytest.approx(plain, abs=1e-5)

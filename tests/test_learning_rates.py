@@ -11,6 +11,7 @@ from ptrain.training.param_groups import parameter_groups
 from tests.conftest import scalar_values, train_tiny
 
 
+@pytest.mark.slow
 def test_layer_lr_decay_on_the_two_layer_tiny_model_logs_each_parts_rate(tmp_path, cache_dir):
     extra = {
         "train.layer_lr_decay": "0.8",

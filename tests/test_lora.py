@@ -77,6 +77,7 @@ def lora_run(tmp_path_factory, cache_dir, base) -> tuple[Path, str]:
     return run_dir_of(out), result.stdout
 
 
+@pytest.mark.slow
 def test_only_adapters_and_head_train_and_final_is_the_merged_plain_model(lora_run, base):
     run_dir, stdout = lora_run
     assert "trainable parameters (0.1" in stdout  # 2,438 of 2.0M: adapters on query and value, and the head
@@ -104,6 +105,7 @@ def test_only_adapters_and_head_train_and_final_is_the_merged_plain_model(lora_r
         load_exported(str(adapter))  # ptrain eval/predict --model RUN/adapter
 
 
+@pytest.mark.slow
 def test_pipeline_on_final_reproduces_ptrain_eval(lora_run):
     run_dir, _ = lora_run
     rows = [line.rsplit(";", 1) for line in (DATA_DIR / "emotion" / "val.txt").read_text().splitlines()[:100]]
@@ -119,6 +121,8 @@ def test_pipeline_on_final_reproduces_ptrain_eval(lora_run):
     assert scores["weighted_f1"] == pytest.approx(f1_score(gold, predicted, average="weighted"), abs=1e-6)
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_sigkill_then_resume_gives_the_uninterrupted_weights(lora_run, cache_dir, base, tmp_path):
     log = tmp_path / "log.txt"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}

@@ -75,6 +75,7 @@ def test_the_rule_matches_this_cpu():
     assert resolve_precision("auto", "cpu").mixed_precision == expected
 
 
+@pytest.mark.slow
 def test_train_reports_and_records_the_resolved_precision(tmp_path, cache_dir):
     result = run_cli(
         "train",
@@ -93,6 +94,8 @@ def test_train_reports_and_records_the_resolved_precision(tmp_path, cache_dir):
     assert json.loads(table.stdout)["runs"][0]["precision"] == chosen.name
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_fp16_loss_scaling_survives_a_dropped_step_and_counts_the_scalers_own(tmp_path, cache_dir):
     """fp16 as on a GPU (tests/gpu_launch.py gives Accelerate a CPU grad scaler; its initial scale of 2^20 overflows
     the first steps' fp16 gradients). The loss of the sixth micro-batch is infinite: ptrain drops that step and the
@@ -121,6 +124,7 @@ def test_fp16_loss_scaling_survives_a_dropped_step_and_counts_the_scalers_own(tm
     assert "step 6/16 | epoch 0.38 | skipped (non-finite) | lr" in result.stdout
 
 
+@pytest.mark.slow
 def test_weights_load_in_float32_whatever_dtype_they_were_saved_in(tmp_path, cache_dir):
     """A bf16 checkpoint (as most LLM checkpoints on the Hub) trains with float32 master weights, unless model.dtype
     asks for bf16 weights, which the start line explains."""

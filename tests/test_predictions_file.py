@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import CONFIGS, DATA_DIR, run_cli, scalar_values, tiny_overrides, train_tiny
 
 
+@pytest.mark.slow
 def test_the_predictions_file_has_a_row_per_example_and_its_mean_loss_is_the_printed_loss(tmp_path, cache_dir):
     run_dir = train_tiny(tmp_path, cache_dir, **{"train.max_steps": "4", "train.log_every_steps": "2"})
     stream = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -47,6 +48,7 @@ def test_the_predictions_file_has_a_row_per_example_and_its_mean_loss_is_the_pri
     assert refused.returncode == 2 and "--predictions p.xlsx: use a .csv, .tsv or .jsonl file name" in refused.stderr
 
 
+@pytest.mark.slow
 def test_predict_reads_sentence_pairs_and_cuts_at_the_trained_length(tmp_path, cache_dir):
     run_dir = train_tiny(tmp_path, cache_dir, **{"train.max_steps": "1"})
     final = run_dir / "final"

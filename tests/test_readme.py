@@ -78,6 +78,8 @@ def run_line(line: str, cwd: Path, cache: Path) -> tuple[int, str]:
     return result.returncode, result.stderr[-3000:]
 
 
+@pytest.mark.slow
+@pytest.mark.end_to_end
 def test_the_readme_command_blocks_run(tmp_path, cache_dir):
     blocks = marked_blocks(README.read_text())
     assert any(file is None for _, file, _ in blocks), "README.md has no <!-- readme-test --> block"
@@ -106,6 +108,7 @@ def test_the_task_table_names_every_shipped_config_and_every_task():
     assert not missing, f"README task table lacks {missing}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", task_table_configs())
 def test_each_config_of_the_task_table_passes_check(name):
     result = run_cli("check", f"configs/{name}")

@@ -27,6 +27,7 @@ SECTIONS = [
 ]
 
 
+@pytest.mark.slow
 def test_the_report_has_every_section_and_its_pngs_open(tmp_path, cache_dir):
     extra = {"train.max_steps": "6", "train.eval_every_steps": "3", "train.log_every_steps": "2"}
     run_dir = train_tiny(tmp_path, cache_dir, **extra)

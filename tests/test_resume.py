@@ -81,6 +81,7 @@ def resume(out: Path, cache: Path) -> subprocess.CompletedProcess:
     return result
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_gives_identical_weights(uninterrupted, cache_dir, tmp_path):
     step = random.Random().choice([3, 4, 6, 7, 8, 11, 12])  # mid-epoch steps, between checkpoints or on one
     log = tmp_path / "log.txt"
@@ -92,6 +93,7 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_weights(uninterrupted, ca
     assert_same_run(tmp_path, uninterrupted)
 
 
+@pytest.mark.slow
 def test_sigkill_during_a_checkpoint_write_then_resume(uninterrupted, cache_dir, tmp_path):
     for attempt in range(6):
         out = tmp_path / f"attempt{attempt}"
@@ -110,6 +112,7 @@ def test_sigkill_during_a_checkpoint_write_then_resume(uninterrupted, cache_dir,
     assert_same_run(out, uninterrupted)
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_the_step_checkpoints_and_says_how_to_resume(uninterrupted, cache_dir, tmp_path):
     log = tmp_path / "log.txt"
     process = start(tmp_path, cache_dir, log)
@@ -123,6 +126,7 @@ def test_sigterm_finishes_the_step_checkpoints_and_says_how_to_resume(uninterrup
     assert_same_run(tmp_path, uninterrupted)
 
 
+@pytest.mark.slow
 def test_resume_auto_without_checkpoints_starts_a_new_run(cache_dir, tmp_path):
     result = run_cli(
         "train",
@@ -135,6 +139,7 @@ def test_resume_auto_without_checkpoints_starts_a_new_run(cache_dir, tmp_path):
     assert "no checkpoint of 'tiny'" in result.stdout
 
 
+@pytest.mark.slow
 def test_damaged_or_unsafe_checkpoints_are_refused_in_one_line(uninterrupted, cache_dir, tmp_path):
     import shutil
 
@@ -160,6 +165,7 @@ def test_damaged_or_unsafe_checkpoints_are_refused_in_one_line(uninterrupted, ca
     assert not (tmp_path / "pwned").exists()
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_different_config(uninterrupted, cache_dir, tmp_path):
     import shutil
 

@@ -46,6 +46,7 @@ def splits_of(file: Path, *extra: str):
     return load_raw_splits(cfg, get_task(cfg.task))[0]
 
 
+@pytest.mark.slow
 def test_a_split_column_gives_the_splits_and_the_test_split_is_scored(tmp_path, cache_dir):
     file = emotion_csv(tmp_path / "emotion.csv")
     overrides = csv_overrides(file, "data.split_column=split", "train.max_steps=2", "train.eval_every_steps=2")
@@ -90,6 +91,7 @@ def test_three_folds_are_disjoint_and_cover_the_training_rows(tmp_path):
     assert held_out_rows == pool  # the three validation folds together: every training row exactly once
 
 
+@pytest.mark.slow
 def test_a_fold_sweep_is_averaged_by_ptrain_runs(tmp_path, cache_dir):
     file = emotion_csv(tmp_path / "emotion.csv", rows=120, split_of=lambda i: "train")
     tiny = tiny_overrides(tmp_path, cache_dir, **{"train.max_steps": "2", "data.split_column": "split"})

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import CONFIGS, REPO, tiny_overrides
 
 # Runs the real CLI with the loss of chosen micro-batches (1-based) turned into NaN.
@@ -38,6 +40,7 @@ def run_poisoned(tmp_path, cache_dir, bad: str, *extra: str) -> subprocess.Compl
     )
 
 
+@pytest.mark.slow
 def test_skip_drops_the_step_and_counts_it(tmp_path, cache_dir):
     result = run_poisoned(tmp_path, cache_dir, "3")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -47,6 +50,7 @@ def test_skip_drops_the_step_and_counts_it(tmp_path, cache_dir):
     assert "nan" not in result.stdout.lower()  # the skipped window is left out of the logged loss
 
 
+@pytest.mark.slow
 def test_stop_policy_names_the_step(tmp_path, cache_dir):
     result = run_poisoned(tmp_path, cache_dir, "3", "train.nonfinite=stop")
     assert result.returncode == 2 and "Traceback" not in result.stderr
@@ -56,6 +60,7 @@ def test_stop_policy_names_the_step(tmp_path, cache_dir):
     )
 
 
+@pytest.mark.slow
 def test_too_many_consecutive_skips_stop_the_run(tmp_path, cache_dir):
     result = run_poisoned(tmp_path, cache_dir, "2,3,4", "train.max_consecutive_nonfinite=3")
     assert result.returncode == 2

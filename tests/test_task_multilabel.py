@@ -37,6 +37,7 @@ def trained(tmp_path_factory, cache_dir, standins):
     return run_dir, result
 
 
+@pytest.mark.slow
 def test_loss_falls_and_f1_scores_are_reported(trained):
     run_dir, result = trained
     assert "task multi_label_classification, 4 labels" in result.stdout
@@ -52,6 +53,7 @@ def test_loss_falls_and_f1_scores_are_reported(trained):
     assert 0 < metrics["best"]["micro_f1"] <= 1 and 0 <= metrics["final"]["subset_accuracy"] <= 1
 
 
+@pytest.mark.slow
 def test_export_applies_sigmoid_in_pipeline_and_predict_returns_labels_over_threshold(trained, tmp_path):
     run_dir, _ = trained
     config = json.loads((run_dir / "best" / "config.json").read_text())
@@ -69,6 +71,7 @@ def test_export_applies_sigmoid_in_pipeline_and_predict_returns_labels_over_thre
         assert row["labels"] == "|".join(n for n in TYPES if row[f"prob_{n}"] > 0.35)
 
 
+@pytest.mark.slow
 def test_eval_command_matches_the_training_scores(trained, standins):
     run_dir, _ = trained
     result = run_cli(

@@ -31,6 +31,7 @@ def probed(tmp_path_factory, cache_dir):
     return run_dir, result, tmp
 
 
+@pytest.mark.slow
 def test_metrics_hold_the_probe_and_the_majority_baseline(probed):
     run_dir, result, _ = probed
     assert "feature cache reused for none" in result.stdout
@@ -44,6 +45,7 @@ def test_metrics_hold_the_probe_and_the_majority_baseline(probed):
     assert metrics["final"]["majority_accuracy"] == pytest.approx(0.32, abs=0.1)
 
 
+@pytest.mark.slow
 def test_features_go_to_the_projector_with_their_labels(probed):
     run_dir, _, _ = probed
     assert "validation_features" in (run_dir / "projector_config.pbtxt").read_text()
@@ -52,6 +54,7 @@ def test_features_go_to_the_projector_with_their_labels(probed):
     assert lines[0] == "label\ttext" and len(lines) == 51 and lines[1].split("\t")[0] in EMOTIONS
 
 
+@pytest.mark.slow
 def test_second_run_reads_the_feature_cache(probed, cache_dir):
     _, _, tmp = probed
     result = run_cli("train", str(CONFIGS / "tiny.yaml"), *tiny_overrides(tmp, cache_dir, rows=300, **EXTRA))
@@ -64,6 +67,7 @@ def test_second_run_reads_the_feature_cache(probed, cache_dir):
     )
 
 
+@pytest.mark.slow
 def test_export_is_an_encoder_for_pipeline_and_a_classifier_for_predict_and_eval(probed, tmp_path):
     run_dir, _, _ = probed
     vectors = pipeline("feature-extraction", model=str(run_dir / "final"))("i feel so happy today")

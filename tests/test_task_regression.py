@@ -25,6 +25,7 @@ def trained(tmp_path_factory, cache_dir):
     return run_dir
 
 
+@pytest.mark.slow
 def test_loss_falls_and_correlations_are_reported(trained):
     acc = EventAccumulator(str(trained), size_guidance={"scalars": 0, "images": 0, "tensors": 0}).Reload()
     losses = [event.value for event in acc.Scalars("train/loss")]
@@ -37,6 +38,7 @@ def test_loss_falls_and_correlations_are_reported(trained):
     assert -1 <= metrics["final"]["pearson"] <= 1 and metrics["final"]["loss"] < 0.5
 
 
+@pytest.mark.slow
 def test_export_predicts_raw_values_in_pipeline_predict_and_eval(trained, tmp_path):
     config = json.loads((trained / "final" / "config.json").read_text())
     assert config["problem_type"] == "regression" and config["id2label"] == {"0": "label"}

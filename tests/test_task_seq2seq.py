@@ -36,6 +36,7 @@ def trained(tmp_path_factory, seq2seq_cache):
     return run_dir, result, tmp
 
 
+@pytest.mark.slow
 def test_loss_falls_and_generation_metrics_reach_metrics_json_and_tensorboard(trained):
     run_dir, result, _ = trained
     assert "dropped 14 train rows with an empty text" in result.stdout  # data.empty_texts: drop
@@ -57,6 +58,7 @@ def test_loss_falls_and_generation_metrics_reach_metrics_json_and_tensorboard(tr
     assert "ptrain: best bleu" in result.stdout and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_export_loads_with_its_generation_settings_and_generates(trained):
     """transformers 5 has no translation/text2text-generation pipeline: the export loads with the Auto classes."""
     run_dir, _, _ = trained
@@ -71,6 +73,7 @@ def test_export_loads_with_its_generation_settings_and_generates(trained):
     assert isinstance(tokenizer.decode(generated[0], skip_special_tokens=True), str)
 
 
+@pytest.mark.slow
 def test_predict_writes_the_generated_target_of_every_row(trained):
     run_dir, _, tmp = trained
     source = tmp / "sources.csv"
@@ -82,6 +85,8 @@ def test_predict_writes_the_generated_target_of_every_row(trained):
     assert all(isinstance(row["generated"], str) for row in rows)
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_eval_of_the_export_gives_the_same_scores_on_one_and_two_processes(trained, seq2seq_cache):
     """Two processes split the teacher-forced rows (gather_for_metrics) and the generated sample (gather_object):
     the metrics of the whole split must not change. fp32 so that batch composition cannot move a greedy choice."""

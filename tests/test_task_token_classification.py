@@ -154,6 +154,7 @@ def test_conll_format_needs_the_token_classification_task():
         load_config(CONFIGS / "tiny_ner.yaml", ["task=sequence_classification", "train.metric_for_best=null"])
 
 
+@pytest.mark.slow
 def test_training_loss_falls_and_entity_scores_reach_tensorboard(trained):
     acc = EventAccumulator(str(trained), size_guidance={"scalars": 0, "tensors": 0}).Reload()
     scalars = acc.Tags()["scalars"]
@@ -168,6 +169,7 @@ def test_training_loss_falls_and_entity_scores_reach_tensorboard(trained):
     assert "eval/highest_loss_sentences/text_summary" in acc.Tags()["tensors"]
 
 
+@pytest.mark.slow
 def test_metrics_file_has_entity_scores_for_validation_and_test(trained):
     metrics = json.loads((trained / "metrics.json").read_text())
     for part in ("best", "final", "test_final"):
@@ -175,6 +177,7 @@ def test_metrics_file_has_entity_scores_for_validation_and_test(trained):
     assert metrics["final"]["f1"] > 0.05  # 300 sentences, 57 steps: far from good, but it found entities
 
 
+@pytest.mark.slow
 def test_export_loads_in_ner_pipeline_and_predicts(trained):
     for task in ("token-classification", "ner"):
         tagger = pipeline(task, model=str(trained / "final"), aggregation_strategy="first")
@@ -183,6 +186,7 @@ def test_export_loads_in_ner_pipeline_and_predicts(trained):
     assert tagger.model.config.id2label[1] == "B-PER"
 
 
+@pytest.mark.slow
 def test_predict_returns_entity_spans_with_character_offsets(trained, tmp_path):
     source = tmp_path / "news.jsonl"
     texts = ["Germany 's representative to the European Union said on Wednesday .", "Peter Blackburn visited London ."]
@@ -199,6 +203,8 @@ def test_predict_returns_entity_spans_with_character_offsets(trained, tmp_path):
         assert 0 < entity["score"] <= 1
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_two_processes_score_exactly_as_one(trained):
     """200 validation sentences in batches of 64 on 2 processes: uneven shards, sequences of different lengths
     per process (padded across processes), and the duplicated samples gather_for_metrics drops."""
@@ -223,6 +229,7 @@ def test_csv_output_holds_the_entity_list_as_json(tmp_path):
     assert json.loads(row["entities"]) == entities
 
 
+@pytest.mark.slow
 def test_the_predictions_file_gives_spans_per_sentence_and_the_printed_loss(trained, tmp_path):
     out = tmp_path / "predictions.jsonl"
     args = [str(CONFIGS / "tiny_ner.yaml"), "--model", str(trained / "final"), "--predictions", str(out)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from transformers import pipeline
 
 from ptrain.model.tokenizer_training import train_bpe
@@ -21,6 +22,7 @@ def test_byte_level_bpe_round_trips_any_text():
     assert len(tokenizer("Before we proceed any further")["input_ids"]) < len("Before we proceed any further") / 2
 
 
+@pytest.mark.slow
 def test_a_scratch_model_trains_with_its_own_tokenizer_and_exports_it(tmp_path, cache_dir):
     overrides = tiny_overrides(
         tmp_path, cache_dir, rows=300, **{"train.epochs": "1", "model.train_tokenizer.vocab_size": "500"}

@@ -60,6 +60,7 @@ def mlflow_run(store: str, run_dir: Path):
     return client, client.get_run(run_id)
 
 
+@pytest.mark.slow
 def test_mlflow_gets_the_scalars_tensorboard_and_metrics_jsonl_get(tracked):
     run_dir, result = tracked
     store = f"sqlite:///{run_dir / 'mlflow.db'}"  # the default: inside the run folder
@@ -84,6 +85,7 @@ def test_mlflow_gets_the_scalars_tensorboard_and_metrics_jsonl_get(tracked):
     assert "Traceback" not in result.stderr and "INFO mlflow" not in result.stderr
 
 
+@pytest.mark.slow
 def test_mlflow_gets_the_hyperparameters_of_the_hparams_tab(tracked):
     run_dir, _ = tracked
     _, run = mlflow_run(f"sqlite:///{run_dir / 'mlflow.db'}", run_dir)
@@ -96,6 +98,7 @@ def test_mlflow_gets_the_hyperparameters_of_the_hparams_tab(tracked):
         assert float(logged) == value if isinstance(value, float) else logged == str(value), name
 
 
+@pytest.mark.slow
 def test_a_resumed_run_continues_its_mlflow_run_in_the_store_the_environment_names(cache_dir, tmp_path, monkeypatch):
     """Killed after step 3 (checkpoint at step 2), then resumed: one MLflow run, finished, in the store the
     environment names. MLflow cannot delete points: step 3 is there twice, the resumed value last."""
@@ -125,6 +128,7 @@ def test_a_resumed_run_continues_its_mlflow_run_in_the_store_the_environment_nam
     assert sorted(latest.items()) == sorted(logged_lines(run_dir)["train/loss"])  # metrics.jsonl: the resumed 3 only
 
 
+@pytest.mark.slow
 def test_an_unknown_tracker_is_refused_in_one_line_naming_the_key_and_the_trackers(tmp_path):
     result = run_cli(
         "check", str(CONFIGS / "tiny.yaml"), f"output_dir={tmp_path}", "train.report_to=[tensorboard,mlfow]"

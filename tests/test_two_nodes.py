@@ -178,6 +178,8 @@ def per_node(tmp_path_factory) -> SimpleNamespace:
     return SimpleNamespace(folder=folder, logs=[launched.log(0), launched.log(1)], metrics=metrics)
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_a_folder_per_node_trains_like_one_process_and_only_the_main_process_writes(per_node, one_process):
     folder, logs = per_node.folder, per_node.logs
     assert "per-device batch 16 x accumulation 1 x 2 = global batch 32" in logs[0]
@@ -193,6 +195,8 @@ def test_a_folder_per_node_trains_like_one_process_and_only_the_main_process_wri
     assert not [line for log in logs for line in log.splitlines() if "cannot see the run folder" in line]
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_a_killed_node_ends_the_survivor_in_one_line_and_resume_auto_completes_the_run(tmp_path, per_node, one_process):
     """One shared folder. Node 1 is killed (launcher and training process, SIGKILL) right after the checkpoint of
     step 2; node 0 waits in a collective for it. Both relaunched with train.resume=auto end as the uninterrupted
@@ -217,6 +221,8 @@ def test_a_killed_node_ends_the_survivor_in_one_line_and_resume_auto_completes_t
     assert_same_metrics(metrics, one_process)
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_a_frozen_node_ends_the_survivor_at_the_collective_timeout_and_node_local_disks_are_told(tmp_path):
     """Node 1 is stopped (SIGSTOP) after the checkpoint of step 2: node 0 gives up after
     train.collective_timeout_seconds (20 s: the main process's own work between two collectives, such as its
@@ -253,6 +259,8 @@ def test_a_frozen_node_ends_the_survivor_at_the_collective_timeout_and_node_loca
     assert not [name for name in written if name.startswith("events.out.tfevents")]
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_each_node_fills_its_own_cache_first(tmp_path):
     """Two nodes of two processes, a cache folder per node: the main process writes node 0's cache, then the first
     process of node 1 writes node 1's; the second process of each node reads its node's (tokenization uses the

@@ -23,6 +23,7 @@ def write(path: Path, source: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_the_shipped_focal_loss_metric_and_callback_train_tiny_and_the_run_keeps_its_code(tmp_path, cache_dir):
     config = CONFIGS / "tiny_user_code.yaml"
     extra = {"train.epochs": "1", "train.eval_every_steps": "3", "train.metric_for_best": "balanced_accuracy"}
@@ -44,6 +45,7 @@ def test_the_shipped_focal_loss_metric_and_callback_train_tiny_and_the_run_keeps
         check_same_config(cfg, run_dir)
 
 
+@pytest.mark.slow
 def test_a_summed_loss_of_the_user_keeps_the_window_normalisation(tmp_path, cache_dir):
     """Cross entropy summed over the batch, as the user's function, gives the default run's losses."""
     write(
@@ -62,6 +64,7 @@ def test_a_summed_loss_of_the_user_keeps_the_window_normalisation(tmp_path, cach
         assert scalar_values(user, tag) == pytest.approx(scalar_values(plain, tag), rel=1e-6, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_callbacks_see_every_event_and_may_save_and_stop_and_a_builder_makes_the_model(tmp_path, cache_dir):
     write(
         tmp_path / "hooks.py",
