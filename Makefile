@@ -11,7 +11,11 @@ CONFIG ?= configs/emotion.yaml
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE ?= 1
 
+<<<<<<< HEAD
 .PHONY: setup train test test-fast test-fresh lint format docs bench clean
+=======
+.PHONY: setup train test test-floors lint format bench clean
+>>>>>>> floors
 
 setup: $(VENV)/.installed
 
@@ -36,6 +40,7 @@ format: setup
 test: setup
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15  # two workers (the tests wait on subprocesses as much as they compute); a module's tests on one worker, so its module fixtures run once
 
+<<<<<<< HEAD
 docs: setup  # docs/config.md from the schema's field descriptions; tests/test_config_reference.py fails when it is stale
 	$(BIN)/python -m ptrain.tasks.config_reference docs/config.md
 
@@ -44,9 +49,26 @@ test-fast: setup
 
 test-fresh: setup
 	PTRAIN_TEST_FORK=0 $(BIN)/python -m pytest -q -n 2 --dist loadfile -m end_to_end  # each CLI call a fresh interpreter, as a user's: what the fork server could hide (import order, exit)
+=======
+# The suite with every dependency at its floor (.ci/floors.txt pins pyproject.toml's floors), in its own venv: proves
+# the floors. Not part of .ci/run. Same order as setup: torch, then DeepSpeed without its ops, then ptrain.
+FLOORS_VENV ?= .venv-floors
+FLOORS := .ci/floors.txt
+
+$(FLOORS_VENV)/.installed: pyproject.toml $(FLOORS)
+	rm -rf $(FLOORS_VENV)
+	$(PYTHON) -m venv $(FLOORS_VENV)
+	$(FLOORS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c $(FLOORS) "$(TORCH_SPEC)"
+	DS_BUILD_OPS=0 $(FLOORS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-build-isolation -c $(FLOORS) deepspeed
+	$(FLOORS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c $(FLOORS) -e ".[dev,deepspeed]"
+	touch $@
+
+test-floors: $(FLOORS_VENV)/.installed
+	$(FLOORS_VENV)/bin/python -m pytest -q -n 2 --dist loadfile -x
+>>>>>>> floors
 
 bench: setup
 	$(BIN)/ptrain bench $(CONFIG) --steps 100 --compare-hf
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(FLOORS_VENV) .pytest_cache
