@@ -11,6 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from transformers import pipeline
 
 from tests.conftest import CONFIGS, run_cli, tiny_overrides, train_tiny
+from tests.test_fast_paths import UNTESTED
 
 pytestmark = pytest.mark.end_to_end  # CI also runs these with each CLI call in a fresh interpreter
 
@@ -93,7 +94,12 @@ def test_outputs_config_metrics_and_exports(trained):
     assert "Traceback" not in result.stderr
     assert str(run_dir / "best") in result.stdout
     paths = "[CLS]-only last layer, SFC64 dropout masks, oneDNN-packed evaluation Linears"
-    assert f"; fast paths: {paths}\n" in result.stdout and set(metrics["train"]["fast_paths"].values()) == {"active"}
+    if UNTESTED:  # other library versions than the paths were tested on: each is off, saying why
+        assert all(state.startswith("off") for state in metrics["train"]["fast_paths"].values())
+    else:
+        assert f"; fast paths: {paths}\n" in result.stdout and set(metrics["train"]["fast_paths"].values()) == {
+            "active"
+        }
 
 
 @pytest.mark.slow

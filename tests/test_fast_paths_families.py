@@ -24,6 +24,9 @@ from ptrain import fast_paths
 from ptrain.fast_paths import PATHS, apply_fast_paths, fast_path_states, gates, keep_masks
 from ptrain.fast_paths.packed_linears import packed_linears
 from ptrain.model.loading import enable_gradient_checkpointing
+from tests.test_fast_paths import needs_tested_versions
+
+pytestmark = needs_tested_versions
 
 ENCODER = dict(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
 FAMILIES = {  # model_type -> (tiny config keys, dropout keys, model class)

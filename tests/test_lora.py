@@ -29,7 +29,7 @@ from ptrain.model.lora import add_lora, plain_model
 from ptrain.tasks import load_config
 from ptrain.training.param_groups import parameter_groups
 from tests.conftest import CONFIGS, DATA_DIR, REPO, run_cli, tiny_overrides
-from tests.test_fast_paths import active_paths, assert_same, loss_and_grads, tiny_bert
+from tests.test_fast_paths import active_paths, assert_same, loss_and_grads, needs_tested_versions, tiny_bert
 
 # 200 rows, batch 32, accumulation 2: 4 optimizer steps per epoch, 12 in all; a checkpoint at step 6 (and 12).
 SETTINGS = {
@@ -155,6 +155,7 @@ def lora_bert(dropout: float = 0.0, **settings):
     return model
 
 
+@needs_tested_versions
 def test_fast_paths_under_lora_give_the_plain_loss_and_gradients():
     plain = lora_bert()
     fast = copy.deepcopy(plain)

@@ -49,7 +49,14 @@ def off_reason(path: FastPath, model: nn.Module, device: torch.device) -> str | 
     if family not in path.families:
         return f"model family {family} not among those tested ({', '.join(sorted(path.families))})"
     for library in path.internals:
-        installed, (low, high) = version(library), TESTED[library]
-        if not Version(low) <= Version(Version(installed).base_version) < Version(high):
-            return f"{library} {installed} outside the tested range >={low},<{high}"
+        if reason := untested_version(library):
+            return reason
     return path.unsupported(model)
+
+
+def untested_version(library: str) -> str | None:
+    """Why the installed `library` is outside the range the fast paths were tested on, or None when inside."""
+    installed, (low, high) = version(library), TESTED[library]
+    if not Version(low) <= Version(Version(installed).base_version) < Version(high):
+        return f"{library} {installed} outside the tested range >={low},<{high}"
+    return None
