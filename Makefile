@@ -11,11 +11,7 @@ CONFIG ?= configs/emotion.yaml
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE ?= 1
 
-<<<<<<< HEAD
-.PHONY: setup train test test-fast test-fresh lint format docs bench clean
-=======
-.PHONY: setup train test test-floors lint format bench clean
->>>>>>> floors
+.PHONY: setup train test test-fast test-fresh test-floors lint format docs bench clean
 
 setup: $(VENV)/.installed
 
@@ -40,7 +36,6 @@ format: setup
 test: setup
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15  # two workers (the tests wait on subprocesses as much as they compute); a module's tests on one worker, so its module fixtures run once
 
-<<<<<<< HEAD
 docs: setup  # docs/config.md from the schema's field descriptions; tests/test_config_reference.py fails when it is stale
 	$(BIN)/python -m ptrain.tasks.config_reference docs/config.md
 
@@ -49,7 +44,7 @@ test-fast: setup
 
 test-fresh: setup
 	PTRAIN_TEST_FORK=0 $(BIN)/python -m pytest -q -n 2 --dist loadfile -m end_to_end  # each CLI call a fresh interpreter, as a user's: what the fork server could hide (import order, exit)
-=======
+
 # The suite with every dependency at its floor (.ci/floors.txt pins pyproject.toml's floors), in its own venv: proves
 # the floors. Not part of .ci/run. Same order as setup: torch, then DeepSpeed without its ops, then ptrain.
 FLOORS_VENV ?= .venv-floors
@@ -65,7 +60,6 @@ $(FLOORS_VENV)/.installed: pyproject.toml $(FLOORS)
 
 test-floors: $(FLOORS_VENV)/.installed
 	$(FLOORS_VENV)/bin/python -m pytest -q -n 2 --dist loadfile -x
->>>>>>> floors
 
 bench: setup
 	$(BIN)/ptrain bench $(CONFIG) --steps 100 --compare-hf
