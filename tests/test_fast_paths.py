@@ -219,18 +219,26 @@ def test_clipping_folded_into_the_fused_step_updates_as_the_plain_steps(max_grad
         torch.testing.assert_close(param, plain_param, atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_packed_linears_compute_the_plain_evaluation(dtype):
-    if not torch.backends.mkldnn.is_available():
-        pytest.skip("torch built without oneDNN")
-    model = tiny_bert().eval()
-    inputs = {k: v for k, v in batch().items() if k != "labels"}
+def plain_and_packed_logits(model, inputs: dict, dtype: torch.dtype):
+    """The evaluation logits of `model` plain, inside packed_linears (with the modules it patched), and plain again
+    after it, under `dtype` autocast on the CPU."""
     with torch.no_grad(), torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
         plain = model(**inputs).logits.float()
         with packed_linears(model, torch.device("cpu")):
             packed = model(**inputs).logits.float()
             patched = [m for m in model.modules() if "forward" in vars(m)]
         after = model(**inputs).logits.float()
+    return plain, packed, patched, after
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_packed_linears_compute_the_plain_evaluation(dtype):
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("torch built without oneDNN")
+    model = tiny_bert().eval()
+    plain, packed, patched, after = plain_and_packed_logits(
+        model, {k: v for k, v in batch().items() if k != "labels"}, dtype
+    )
     tolerance = 1e-5 if dtype == torch.float32 else 2e-2  # the fused GELU rounds once to bf16, not twice
     torch.testing.assert_close(packed, plain, atol=tolerance, rtol=tolerance)
     # per layer 5 Linears and the intermediate (its Linear packed once, inside the fused pair); pooler, head

@@ -22,9 +22,8 @@ from transformers import (
 
 from ptrain import fast_paths
 from ptrain.fast_paths import PATHS, apply_fast_paths, fast_path_states, gates, keep_masks
-from ptrain.fast_paths.packed_linears import packed_linears
 from ptrain.model.loading import enable_gradient_checkpointing
-from tests.test_fast_paths import needs_tested_versions
+from tests.test_fast_paths import needs_tested_versions, plain_and_packed_logits
 
 pytestmark = needs_tested_versions
 
@@ -237,14 +236,9 @@ def test_dropout_on_gradient_checkpointing_recomputes_the_same_draws(family):
 @pytest.mark.parametrize("family", claims("oneDNN-packed evaluation Linears"))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_packed_evaluation_computes_the_plain_evaluation(family, dtype):
-    model = tiny(family).eval()
     inputs = {k: v for k, v in batch(family).items() if k != "labels" or family == "t5"}
-    with torch.no_grad(), torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
-        plain = model(**inputs).logits.float()
-        with packed_linears(model, torch.device("cpu")):
-            packed = model(**inputs).logits.float()
-            patched = [m for m in model.modules() if "forward" in vars(m)]
-        after = model(**inputs).logits.float()
+    model = tiny(family).eval()
+    plain, packed, patched, after = plain_and_packed_logits(model, inputs, dtype)
     tolerance = 1e-5 if dtype == torch.float32 else 3e-2  # the fused GELU rounds once to bf16, not twice
     torch.testing.assert_close(packed, plain, atol=tolerance, rtol=tolerance)
     assert patched and torch.equal(after, plain) and not any("forward" in vars(m) for m in model.modules())
