@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from ptrain.bench.throughput import busy_machine_warnings
 from ptrain.runtime.precision import resolve_precision
 from tests.conftest import CONFIGS, run_cli, tiny_overrides
 
@@ -37,11 +38,15 @@ def test_bench_compares_with_the_hf_trainer_and_writes_json(tmp_path, cache_dir)
     assert shares["attention"] > 0 and shares["dropout"] > 0  # the attention Function and the masks, apart
     assert json.loads(Path(profile["trace"]).read_text())["traceEvents"]  # Chrome trace: Perfetto, TensorBoard
     assert "step profile (10 steps" in result.stdout and "trace:" in result.stdout
-    assert report["matmul_peak_tflops"] > 0 and report["train_flops_per_token"] > 0
+    assert report["matmul_peak_tflops"] == max(report["matmul_peak_tflops_before_after"]) > 0
+    assert report["train_flops_per_token"] > 0
     for side in ("ptrain", "hf_trainer"):
         train, evaluation = report[side]["train"], report[side]["eval"]
         assert train["tokens_per_second"] > 0 and 0 <= train["padding_fraction"] < 1
-        assert 0 < train["mfu"] < 1 and 0 < evaluation["mfu"] < 1
+        peak = report["matmul_peak_tflops"] * 1e12  # MFU: real tokens/s x FLOP per token over the measured peak
+        assert train["mfu"] == pytest.approx(train["tokens_per_second"] * report["train_flops_per_token"] / peak)
+        for stats in (train, evaluation):  # below 100% on an idle machine; above it, the bench says why
+            assert stats["mfu"] > 0 and (stats["mfu"] > 1) <= any("MFU above 100%" in w for w in report["warnings"])
         assert train["peak_rss_gib"] > 0.1 and evaluation["samples_per_second"] > 0
     assert 0 <= report["ptrain"]["train"]["data_wait_share"] < 1
     assert set(report["ratios"]) == {"train", "eval"}
@@ -53,6 +58,18 @@ def test_bench_compares_with_the_hf_trainer_and_writes_json(tmp_path, cache_dir)
     for phase in ("matmul peak", "ptrain: 2 warm-up + 4 timed steps", "HF Trainer: 2 warm-up + 4 timed steps"):
         assert phase in result.stderr, phase  # progress while it runs
     assert not (tmp_path / "runs").exists()  # the bench leaves no run folder behind
+
+
+def test_a_busy_machine_is_named_in_the_report():
+    def report(before, after, mfu):
+        side = {"train": {"mfu": 0.4}, "eval": {"mfu": mfu}}
+        return {"matmul_peak_tflops_before_after": [before, after], "ptrain": side, "hf_trainer": side}
+
+    assert busy_machine_warnings(report(0.27, 0.26, 0.5)) == []
+    (spread,) = busy_machine_warnings(report(0.09, 0.27, 0.5))
+    assert "90 GFLOP/s before the timed phases and 270 after" in spread and "idle machine" in spread
+    (above,) = busy_machine_warnings(report(0.27, 0.26, 10.1))
+    assert above.startswith("MFU above 100% (ptrain eval, hf_trainer eval)")
 
 
 @pytest.mark.slow
