@@ -49,11 +49,15 @@ class DataConfig(Strict):
     hub_config: str | None = Field(
         None, description="The configuration (subset) name of data.hub_dataset, if it has several."
     )
-    format: Literal["auto", "csv", "tsv", "json", "jsonl", "parquet", "text", "conll", "corpus"] = Field(
+    format: Literal["auto", "csv", "tsv", "json", "jsonl", "parquet", "text", "conll", "corpus", "dialogues"] = Field(
         "auto",
         description="The file format; auto: from the extension (.txt is text). conll: `WORD ... TAG` lines, a list of "
         "words and a list of tags per sentence (token classification); corpus: plain text, one document per "
-        "blank-line-separated paragraph (language models).",
+        "blank-line-separated paragraph (language models); dialogues: one dialogue per line, its utterances "
+        "separated by data.turn_separator, read into a `turns` column (chat, with chat.speakers).",
+    )
+    turn_separator: str = Field(
+        "__eou__", min_length=1, description="The marker between utterances of data.format=dialogues files."
     )
     separator: str | None = Field(None, description='The field separator of `text` files, e.g. ";" for emotion.')
     column_names: list[str] | None = Field(None, description="Names of the columns, for files without a header row.")

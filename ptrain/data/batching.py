@@ -10,7 +10,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from ptrain.config import Config
 
-MODEL_COLUMNS = ["input_ids", "attention_mask", "token_type_ids", "labels", "idx"]
+MODEL_COLUMNS = ["input_ids", "attention_mask", "token_type_ids", "position_ids", "labels", "idx"]
 PADDING_COLLATORS = (DataCollatorWithPadding, DataCollatorForTokenClassification, DataCollatorForSeq2Seq)
 
 

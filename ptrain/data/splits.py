@@ -15,11 +15,13 @@ from datasets import Dataset, DatasetDict
 
 from ptrain.config import Config, DataConfig, data_path
 from ptrain.data.conll import read_conll
+from ptrain.data.dialogues import read_dialogues
 from ptrain.data.labels import source_name
 from ptrain.data.sampling import fold_split, seeded_sample, split_by_column
 from ptrain.errors import DataError, first_line
 
 SPLITS = ("train", "validation", "test")
+DIALOGUE_COLUMN = "turns"  # data.format=dialogues: the utterances of each dialogue
 EVAL_SET_PREFIX = "eval_"  # data.eval_files' sets are the splits eval_<name>
 EXTENSION_FORMATS = {
     ".csv": "csv",
@@ -37,6 +39,7 @@ class ReadsColumns(Protocol):
     def columns(self, cfg) -> list[tuple[str, str]]: ...
 
     # stratified: bool (optional) -- seeded samples and folds keep each data.label_column value's share
+    # refuses_empty_texts: bool (optional, default true) -- data.empty_texts applies to its columns
 
 
 def load_raw_splits(cfg: Config, task: ReadsColumns) -> tuple[DatasetDict, dict[str, int]]:
@@ -64,7 +67,8 @@ def load_raw_splits(cfg: Config, task: ReadsColumns) -> tuple[DatasetDict, dict[
     dropped = {}
     for split, ds in splits.items():
         _check_columns(columns, split, ds)
-        splits[split], dropped[split] = _handle_empty_texts(cfg, columns, split, ds)
+        if getattr(task, "refuses_empty_texts", True):
+            splits[split], dropped[split] = _handle_empty_texts(cfg, columns, split, ds)
     stratify = data.label_column if getattr(task, "stratified", False) else None
     if data.num_folds:
         if "validation" in splits:
@@ -99,6 +103,8 @@ def read_table(data: DataConfig, path: Path, text_columns: Sequence[str] = ()) -
     fmt = data.format if data.format != "auto" else EXTENSION_FORMATS.get(path.suffix.lower())
     if fmt == "conll":
         return read_conll(path, data.text_column, data.label_column, data.encoding)
+    if fmt == "dialogues":
+        return read_dialogues(path, data.turn_separator, DIALOGUE_COLUMN, data.encoding)
     if fmt is None:
         raise DataError(
             f"{path}: unknown extension '{path.suffix}'; set data.format to one of {list(EXTENSION_FORMATS.values())}"

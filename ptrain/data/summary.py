@@ -52,6 +52,8 @@ def summarise_data(cfg, raw: DatasetDict, tokenizer, label_names: list[str], cou
 
 def token_lengths(ds: Dataset, column: str, pair_column: str | None, tokenizer) -> list[int] | None:
     """Tokens per row with special tokens and no truncation; None when the column holds no plain texts."""
+    if column not in ds.column_names:  # a task reading other columns (chat's conversations)
+        return None
     texts = ds[column]
     if not texts or not isinstance(texts[0], str):
         return None

@@ -62,6 +62,7 @@ class Splits:
     label_names: list[str]
     cache_hits: dict[str, bool]  # split -> tokenization read back from disk
     dropped: dict[str, int] = field(default_factory=dict)  # split -> rows dropped for an empty text
+    counts: dict[str, dict] = field(default_factory=dict)  # split -> the task's counts (Task.finish_split)
 
 
 def tokenize_splits(cfg: Config, raw: DatasetDict, tokenizer, task: Encodes, label_names: list[str]) -> Splits:

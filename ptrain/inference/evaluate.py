@@ -19,7 +19,7 @@ from ptrain.inference.predict import check_output_name, write_rows
 from ptrain.runtime.distributed import build_accelerator
 from ptrain.runtime.nodes import caches_first
 from ptrain.runtime.precision import resolve_config_precision
-from ptrain.tasks import EvalContext, EvalResult, Task
+from ptrain.tasks import EvalContext, EvalResult, Task, get_task
 from ptrain.tasks.user_metrics import add_user_metrics, user_metrics
 
 
@@ -49,6 +49,8 @@ def score_export(cfg: Config, model_dir: str, split: str, needs_rows: bool = Fal
     """The export's task evaluation on `split`, with the config's train.metrics; texts cut at the shorter of
     data.max_length and the export's recorded length. needs_rows: refuse a task without prediction_rows."""
     tokenizer, model, task = load_exported(model_dir)
+    if task.name != cfg.task and get_task(cfg.task).auto_class is task.auto_class:
+        task = get_task(cfg.task)  # one architecture, two tasks: a chat run's export is a causal LM
     if task.name != cfg.task:
         raise ConfigError(f"--model {model_dir} is a {task.name} model but the config's task is {cfg.task}")
     if needs_rows and type(task).prediction_rows is Task.prediction_rows:
@@ -67,9 +69,10 @@ def score_export(cfg: Config, model_dir: str, split: str, needs_rows: bool = Fal
         if split not in raw:
             raise DataError(f"no {split} split: set data.{split}_file in the config")
         splits = tokenize_splits(cfg, raw, tokenizer, task, names)
+    rows, _ = task.finish_split(cfg, split, splits.tokenized[split], raw[split])  # policies and packing (chat)
     collator = task.collator(cfg, tokenizer, accelerator.device)
     apply_fast_paths(model, accelerator, cfg.train.fast_paths)  # the computation of training's
-    model, loader = accelerator.prepare(model, batching.eval_loader(cfg, splits.tokenized[split], collator))
+    model, loader = accelerator.prepare(model, batching.eval_loader(cfg, rows, collator))
     context = EvalContext(cfg, tokenizer, names, raw[split])
     result = task.evaluate(model, loader, accelerator, context)
     add_user_metrics(result.metrics, result.details, user_metrics(cfg.train))  # train.metrics, as in training

@@ -87,6 +87,14 @@ class Tracker:
             self.stream.flush()
         log_scalars(self.others, values, step)
 
+    def record(self, tag: str, value, step: int) -> None:
+        """A structured value (a list of sample answers) as one metrics.jsonl line {"step", "time", tag: value}."""
+        if self.stream is None:
+            return
+        with self.writing(self.lines):
+            self.stream.write(json.dumps({"step": step, "time": round(time.time(), 3), tag: value}) + "\n")
+            self.stream.flush()
+
     def text(self, tag: str, markdown: str, step: int = 0) -> None:
         if self.writer:
             with self.writing(self.events):

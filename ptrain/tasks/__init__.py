@@ -40,6 +40,7 @@ def get_task(name: str) -> Task:
 def built_in_tasks() -> dict[str, Task]:
     """Every built-in task with its hooks, by name; their modules import torch, transformers and datasets."""
     from ptrain.tasks.causal_lm import CausalLM
+    from ptrain.tasks.chat import Chat
     from ptrain.tasks.classification import SequenceClassification
     from ptrain.tasks.masked_lm import MaskedLM
     from ptrain.tasks.multilabel import MultiLabelClassification
@@ -56,6 +57,7 @@ def built_in_tasks() -> dict[str, Task]:
         LinearProbe(),
         MaskedLM(),
         CausalLM(),
+        Chat(),
         SequenceToSequence(),
     )
     return {task.name: task for task in tasks}

@@ -52,6 +52,7 @@ class Task:
     stratified: bool = False  # seeded samples and k-fold keep each label's share (single-label classification)
     metric_inputs: tuple[str, ...] = ()  # gathered tensors (evaluate's details) offered to train.metrics functions
     reads_pairs: bool = False  # its models read a text and a second text (data.text_pair_column)
+    refuses_empty_texts: bool = True  # data.empty_texts applies to its columns (chat: chat.bad_rows decides)
     peft_task_type: str | None = None  # model.lora wraps its model as this peft TaskType; None: model.lora is refused
 
     def options(self, cfg) -> Any:
@@ -80,6 +81,15 @@ class Task:
         the tokenizer, the label names, the data section and the task's own section only: the tokenization cache
         key is derived from exactly those (ptrain/data/tokenize.py)."""
         raise NotImplementedError
+
+    def finish_split(self, cfg, split: str, ds, raw) -> tuple[Any, dict | None]:
+        """The tokenized split (`raw`: its rows before tokenization) after the task's own policies and packing, run
+        at every start (not cached); and its counts for data_line (None: nothing to say)."""
+        return ds, None
+
+    def data_line(self, cfg, counts: dict[str, dict]) -> str:
+        """A start-up line about the data, from finish_split's counts per split."""
+        return ""
 
     def collator(self, cfg, tokenizer, device: torch.device):
         """A callable list of encoded rows -> batch of tensors."""

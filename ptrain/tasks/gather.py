@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import torch
 
+from ptrain.data.collate import pop_token_mask
 from ptrain.fast_paths import packed_evaluation
 
 PerBatch = Callable[[dict, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
@@ -28,7 +29,7 @@ def evaluation_pass(
     with accelerator.autocast(), packed_evaluation(model, accelerator.device):
         for batch in loader:
             labels, rows = batch.pop("labels"), batch.pop("idx")
-            real_tokens += batch["attention_mask"].sum()
+            real_tokens += pop_token_mask(batch).sum()
             values = per_batch(batch, labels, rows)
             for key, value in zip(values, accelerator.gather_for_metrics(tuple(values.values()))):
                 parts.setdefault(key, []).append(value.cpu())

@@ -18,6 +18,8 @@ class Sampling:
     top_k: int | None = 50  # None or 0: no top-k filter
     top_p: float | None = None  # nucleus sampling; None: off
     seed: int = 0
+    add_special_tokens: bool = True  # False for a prompt rendered by a chat template (it holds its own)
+    stop_token_ids: list[int] | None = None  # besides the model's EOS (a chat template's end of turn)
 
 
 def continue_prompts(model, tokenizer, prompts: list[str], sampling: Sampling) -> list[str]:
@@ -30,7 +32,8 @@ def continue_prompts(model, tokenizer, prompts: list[str], sampling: Sampling) -
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
         torch.manual_seed(sampling.seed)
         for prompt in prompts:  # one at a time: no padding side to get right, and prompts are few
-            encoded = tokenizer(prompt or tokenizer.bos_token or tokenizer.eos_token, return_tensors="pt").to(device)
+            text = prompt or tokenizer.bos_token or tokenizer.eos_token
+            encoded = tokenizer(text, return_tensors="pt", add_special_tokens=sampling.add_special_tokens).to(device)
             encoded.pop("token_type_ids", None)  # GPT-2 would add them as embeddings; causal LMs train without them
             generated = model.generate(**encoded, **_generate_options(tokenizer, sampling))
             outputs.append(tokenizer.decode(generated[0, encoded["input_ids"].shape[1] :], skip_special_tokens=True))
@@ -40,6 +43,8 @@ def continue_prompts(model, tokenizer, prompts: list[str], sampling: Sampling) -
 
 def _generate_options(tokenizer, sampling: Sampling) -> dict:
     options = {"max_new_tokens": sampling.max_new_tokens, "pad_token_id": tokenizer.pad_token_id}
+    if sampling.stop_token_ids:
+        options["eos_token_id"] = sorted({*sampling.stop_token_ids, tokenizer.eos_token_id} - {None})
     if sampling.greedy:
         return {**options, "do_sample": False}
     return {

@@ -1,8 +1,9 @@
-"""Packing texts into blocks of block_size tokens for the language-model tasks: their shared config keys, the
-check against the model's positions, and the packing itself."""
+"""Packing for the language-model tasks: texts into blocks of block_size tokens (their shared config keys, the check
+against the model's positions, the packing itself), and whole examples into rows that keep them apart (chat)."""
 
 from __future__ import annotations
 
+import bisect
 from pathlib import Path
 
 from pydantic import Field
@@ -51,3 +52,35 @@ def pack_blocks(token_lists: list[list[int]], block_size: int, first_rows: list[
         "attention_mask": [[1] * block_size for _ in blocks],
         "idx": [origin[start] for start in range(0, usable, block_size)],
     }
+
+
+def pack_examples(lengths: list[int], capacity: int) -> list[list[int]]:
+    """Best-fit decreasing: each example, longest first, goes into the row with the least room that still holds it
+    (a new row when none has room). Returns the examples' positions per row; deterministic for the same lengths."""
+    rows: list[list[int]] = []
+    free: list[tuple[int, int]] = []  # (free tokens, row), sorted
+    for position in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        size = lengths[position]
+        slot = bisect.bisect_left(free, (size, -1))
+        if slot < len(free):
+            room, row = free.pop(slot)
+        else:
+            room, row = capacity, len(rows)
+            rows.append([])
+        rows[row].append(position)
+        bisect.insort(free, (room - size, row))
+    return rows
+
+
+def packed_rows(examples: dict, capacity: int) -> dict:
+    """Examples (input_ids, labels, idx lists) joined into rows of at most `capacity` tokens with position_ids
+    restarting at each example: the attention of transformers' models (masking_utils; flash attention's varlen
+    path on CUDA) then keeps each example to itself. A row's idx is its first example's; `examples` counts them."""
+    out = {"input_ids": [], "labels": [], "position_ids": [], "idx": [], "examples": []}
+    for members in pack_examples([len(ids) for ids in examples["input_ids"]], capacity):
+        out["input_ids"].append([t for m in members for t in examples["input_ids"][m]])
+        out["labels"].append([t for m in members for t in examples["labels"][m]])
+        out["position_ids"].append([p for m in members for p in range(len(examples["input_ids"][m]))])
+        out["idx"].append(examples["idx"][members[0]])
+        out["examples"].append(len(members))
+    return out

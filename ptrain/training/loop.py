@@ -9,6 +9,7 @@ from collections.abc import Iterable
 
 from tqdm.auto import tqdm
 
+from ptrain.data.collate import pop_token_mask
 from ptrain.training.checkpointing.resume import checkpoint_run
 from ptrain.training.evaluation import evaluate_and_track
 from ptrain.training.gradients import clip_gradients
@@ -71,11 +72,11 @@ def optimizer_step(run: Run, state: LoopState, meter: TrainMeter, window: list[d
     scale = window_scale(accelerator, optim.loss_fn, window)  # the window's real targets on all processes
     for position, batch in enumerate(window):
         with micro_step(accelerator, optim.model, last=position == len(window) - 1):
-            labels, _ = batch.pop("labels"), batch.pop("idx")
+            labels, _, real = batch.pop("labels"), batch.pop("idx"), pop_token_mask(batch)
             logits = optim.model(**batch).logits
             loss_sum = optim.loss_fn(logits, labels)  # summed over targets: logged as it is
             accelerator.backward(loss_sum * scale.factor)  # DeepSpeed clips and steps in the last one
-        meter.add_micro_batch(loss_sum.detach(), batch["attention_mask"])
+        meter.add_micro_batch(loss_sum.detach(), real)
     grad_norm = clip_gradients(
         optim.model, optim.optimizer, accelerator, train_cfg.max_grad_norm, optim.clip_in_optimizer
     )

@@ -128,6 +128,10 @@ def load_data(cfg: Config, task: Task, accelerator: Accelerator) -> tuple[PreTra
         tokenizer = load_tokenizer(cfg, task, raw["train"])
         splits = tokenize_splits(cfg, raw, tokenizer, task, task.label_names(cfg, raw["train"]))
     splits.dropped = dropped
+    for split in list(splits.tokenized):
+        splits.tokenized[split], counts = task.finish_split(cfg, split, splits.tokenized[split], raw[split])
+        if counts is not None:
+            splits.counts[split] = counts
     tokenizer.model_max_length = cfg.data.max_length  # saved with every export: predict and pipeline() cut there
     return tokenizer, splits
 

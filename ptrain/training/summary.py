@@ -32,6 +32,8 @@ def announce(run: Run, state: LoopState) -> None:
         f"ptrain: {plan.steps_per_epoch} optimizer steps per epoch, {plan.total_steps} in total "
         f"({plan.epochs} epoch(s)), warmup {plan.warmup_steps}\nptrain: run folder {run.outputs.run_dir}"
     )
+    if splits.counts:
+        acc.print(f"ptrain: {run.task.data_line(run.cfg, splits.counts)}")
     if precision.warning:
         acc.print(f"ptrain: warning: {precision.warning}")
     if state.global_step == 0:
