@@ -25,7 +25,9 @@ class PositionsCollator:
     """Rows of one or more examples (input_ids, labels, position_ids, idx) padded to the batch's longest row, with
     no attention mask: transformers' models then derive attention from position_ids, causal within each example and
     never across (a position that does not follow its predecessor starts a new example). The padding gets positions
-    0, 1, ... of its own, so it is an example of its own too, with labels -100. Same batch every call."""
+    0, 1, ... of its own, so it is an example of its own too, with labels -100. The batch asks the model for no KV
+    cache (use_cache=False): with one (Llama's default, in training too) transformers ignores the boundaries and
+    every token attends to the examples before it in its row. Same batch every call."""
 
     same_every_call = True
 
@@ -45,6 +47,7 @@ class PositionsCollator:
         out = {key: torch.tensor(value, dtype=torch.long) for key, value in batch.items()}
         out["idx"] = torch.tensor([row["idx"] for row in rows], dtype=torch.long)
         out[TOKEN_MASK] = (torch.arange(longest) < torch.tensor([[len(row["input_ids"])] for row in rows])).long()
+        out["use_cache"] = False  # transformers reads position_ids as example boundaries only without a KV cache
         return out
 
 
