@@ -1,8 +1,9 @@
 """LoRA for causal LMs (model.lora with task causal_lm) through the real CLI on configs/tiny_causal_lm.yaml: only the
 adapters train (lm_head, tied to the embeddings, stays frozen), final/ is a merged plain model that
 pipeline("text-generation") loads and that computes the LoRA model's logits, adapter/ loads in peft; the default
-targets for GPT-2 and Llama; gradient checkpointing under LoRA; the export keeps the tokenizer's chat template;
-model.lora.quantize refused in one line where bitsandbytes or CUDA is missing."""
+targets for GPT-2 and Llama; gradient checkpointing under LoRA; FSDP2's merged export keeps the embeddings tied; the
+export keeps the tokenizer's chat template; model.lora.quantize refused in one line where bitsandbytes or CUDA is
+missing."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 from ptrain.config import LoraSettings
 from ptrain.model.loading import enable_gradient_checkpointing
 from ptrain.model.lora import PROJECTIONS, add_lora, plain_model
-from tests.conftest import CONFIGS, run_cli, scalar_values
+from tests.conftest import CONFIGS, accelerate_launch, run_cli, scalar_values
 
 CAUSAL = CONFIGS / "tiny_causal_lm.yaml"
 GPT2_TARGETS = ("c_attn", "c_proj", "c_fc")
@@ -108,6 +109,27 @@ def test_scratch_llama_gets_every_projection_and_trains_with_gradient_checkpoint
     final = AutoModelForCausalLM.from_pretrained(run_dir / "final")
     tokenizer = AutoTokenizer.from_pretrained(run_dir / "final")
     assert final.config.model_type == "llama" and final.config.vocab_size == len(tokenizer) == 500
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_lora_under_fsdp_exports_a_merged_causal_lm_with_its_embeddings_still_tied(tmp_path, cache_dir):
+    """Two processes, FSDP2 on gloo (tests/gpu_launch.py): the export gathers the sharded weights onto a twin, which
+    must share lm_head with the input embeddings again, or the merge unties them and stores the vocabulary twice."""
+    launch_args = ["--config_file", str(CONFIGS / "accelerate" / "fsdp.yaml"), "--num_processes", "2"]
+    args = causal_args(tmp_path, cache_dir, "model.lora=true", "train.max_steps=6", "train.mixed_precision=no")
+    result = accelerate_launch(launch_args, "tests.gpu_launch", "train", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = run_dir_of(tmp_path)
+    final = AutoModelForCausalLM.from_pretrained(run_dir / "final")
+    assert final.config.tie_word_embeddings and "lm_head.weight" not in load_file(
+        run_dir / "final" / "model.safetensors"
+    )
+    assert final.lm_head.weight is final.transformer.wte.weight
+    saved = load_file(run_dir / "adapter" / "adapter_model.safetensors")
+    assert saved and all("lora_A" in key or "lora_B" in key for key in saved)
+    generate = pipeline("text-generation", model=str(run_dir / "final"))
+    assert generate("ROMEO:", max_new_tokens=3, do_sample=False)[0]["generated_text"].startswith("ROMEO:")
 
 
 def tiny_llama() -> LlamaForCausalLM:

@@ -126,6 +126,8 @@ def whole_twin(model, state_dict: dict[str, torch.Tensor]):
     with torch.device("meta"):
         twin = peft.get_peft_model(type(base)._from_config(base.config), copy.deepcopy(model.peft_config["default"]))
     twin.load_state_dict(state_dict, assign=True)
+    if getattr(base.config, "tie_word_embeddings", False):  # assign gave lm_head a tensor of its own: share it again,
+        twin.get_base_model().tie_weights()  # or the merge unties them and the export stores the vocabulary twice
     buffers = dict(model.named_buffers())
     for name, buffer in list(twin.named_buffers()):
         if buffer.is_meta:
