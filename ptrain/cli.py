@@ -1,4 +1,4 @@
-"""`ptrain <command> ...`: train, check, eval, predict, generate, bench, sweep, runs, report, check-run.
+"""`ptrain <command> ...`: train, check, eval, predict, generate, chat, bench, sweep, runs, report, check-run.
 User mistakes print one line and exit 2."""
 
 from __future__ import annotations
@@ -84,6 +84,14 @@ def add_generate_command(commands) -> None:
     )
     sub.add_argument("--seed", type=int, default=0)
     add_precision_option(sub)
+    sub = commands.add_parser("chat", help="talk to an exported causal LM: stdin lines in, answers out (/reset, /exit)")
+    sub.add_argument("--model", required=True, help="exported model folder whose tokenizer has a chat template")
+    sub.add_argument("--system", help="a system message opening the conversation")
+    sub.add_argument("--max-new-tokens", type=int, default=256)
+    sub.add_argument("--temperature", type=float, help="sample at this temperature (default: greedy)")
+    sub.add_argument("--top-p", type=float, help="sample among the likeliest tokens holding P of the mass")
+    sub.add_argument("--seed", type=int, default=0)
+    add_precision_option(sub)
 
 
 def add_precision_option(sub) -> None:
@@ -102,6 +110,14 @@ def run_generate(args: argparse.Namespace) -> int:
     for prompt, text in zip(args.prompt, generate_command(args.model, args.prompt, sampling, args.precision)):
         print(f"=== {prompt!r}\n{prompt}{text}")
     return 0
+
+
+def run_chat(args: argparse.Namespace) -> int:
+    from ptrain.inference.chat import Sampling, chat_command
+
+    greedy = args.temperature is None and args.top_p is None
+    sampling = Sampling(args.max_new_tokens, greedy, args.temperature or 1.0, 0, args.top_p, args.seed)
+    return chat_command(args.model, sampling, args.system, args.precision)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,8 +163,8 @@ def leave_process_group(together: bool = False) -> None:
 def run_command(args: argparse.Namespace) -> int:
     if args.command in EXPERIMENT_COMMANDS:
         return run_experiment_command(args)
-    if args.command in ("generate", "predict"):
-        return run_generate(args) if args.command == "generate" else run_predict(args)
+    if args.command in ("generate", "predict", "chat"):
+        return {"generate": run_generate, "predict": run_predict, "chat": run_chat}[args.command](args)
     from ptrain.tasks import load_config
 
     cfg = load_config(args.config, args.overrides)
@@ -241,8 +257,6 @@ def run_experiment_command(args: argparse.Namespace) -> int:
         from ptrain.experiments.sweep import sweep
 
         return sweep(args.config, args.grid, args.seeds, args.sweep_id, args.launcher)
-    from pathlib import Path
-
     if args.command == "check-run":
         from ptrain.experiments.check_run import check_run
 

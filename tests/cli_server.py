@@ -8,7 +8,8 @@ exception's traceback and status 1, atexit handlers) and exits with that status:
 the imports. A call in another environment than the server's gets a new server started in it (conftest.run_cli
 decides), since libraries read some variables at import.
 
-Protocol on stdin/stdout, one JSON object per line: {"main", "args", "cwd", "env", "stdout", "stderr"} in,
+Protocol on stdin/stdout, one JSON object per line: {"main", "args", "cwd", "env", "stdout", "stderr"} (and
+"stdin", a file the child reads as its standard input; /dev/null without it) in,
 {"pid"} out once forked, then {"status"} (os.waitpid's) once the child has exited.
 """
 
@@ -36,7 +37,7 @@ def run_child(request: dict) -> None:
     os.environ.clear()
     os.environ.update(request["env"])  # the server's own but for PYTEST_CURRENT_TEST
     for fd, path, flags in (
-        (0, os.devnull, os.O_RDONLY),
+        (0, request.get("stdin", os.devnull), os.O_RDONLY),
         (1, request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
         (2, request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
     ):

@@ -47,18 +47,21 @@ def accelerator():
     return accelerator
 
 
-def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path = REPO, env: dict | None = None, timeout: int = 600, input: str | None = None
+) -> subprocess.CompletedProcess:
     """`python -m ptrain ARGS` as a user runs it; returns the finished process (never raises on failure). Forked
     from this worker's cli_server (ptrain and its libraries imported once, in the call's environment), or with
-    PTRAIN_TEST_FORK=0 a fresh interpreter."""
+    PTRAIN_TEST_FORK=0 a fresh interpreter. `input` is piped to its stdin (without it: the server's child reads
+    /dev/null, a fresh interpreter inherits pytest's stdin, as before)."""
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     command = [sys.executable, "-m", "ptrain", *args]
     if os.environ.get("PTRAIN_TEST_FORK", "1") != "0" and CliServer.lock.acquire(blocking=False):
         try:  # a call made while another thread's runs (tests that start two at once) takes a fresh interpreter
-            return CliServer.for_env(full_env).run(command, cwd, full_env, timeout)
+            return CliServer.for_env(full_env).run(command, cwd, full_env, timeout, input)
         finally:
             CliServer.lock.release()
-    return subprocess.run(command, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(command, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, input=input)
 
 
 def same_environment(first: dict, second: dict) -> bool:
@@ -96,10 +99,15 @@ class CliServer:
             cls.running = cls(env)
         return cls.running
 
-    def run(self, command: list[str], cwd: Path, env: dict, timeout: float) -> subprocess.CompletedProcess:
+    def run(
+        self, command: list[str], cwd: Path, env: dict, timeout: float, input: str | None = None
+    ) -> subprocess.CompletedProcess:
         with tempfile.TemporaryDirectory() as outputs:
             out, err = Path(outputs, "stdout"), Path(outputs, "stderr")
             request = {"args": command[3:], "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err)}
+            if input is not None:  # the child reads it from a file as from a pipe: to its end, then EOF
+                Path(outputs, "stdin").write_text(input)
+                request["stdin"] = str(Path(outputs, "stdin"))
             request["main"] = str(REPO / "ptrain" / "__main__.py")
             self.process.stdin.write(json.dumps(request).encode() + b"\n")
             self.process.stdin.flush()

@@ -75,6 +75,8 @@ def _check_model(cfg: Config, path: Path) -> None:
         raise ConfigError(
             f"{path}: model.lora trains adapters in the encoder, model.freeze_encoder freezes it; remove one of them"
         )
+    if model.lora is not None and model.lora.quantize is not None:
+        _check_quantize(cfg, path)
     for key, name in (("name_or_path", model.name_or_path), ("tokenizer", model.tokenizer)):
         if name is not None:
             try:
@@ -83,6 +85,27 @@ def _check_model(cfg: Config, path: Path) -> None:
                 raise ConfigError(f"{path}: model.{key}: {err}") from None
             if not model.trust_remote_code:
                 _refuse_remote_code(path, key, resolve_model_path(name))
+
+
+def _check_quantize(cfg: Config, path: Path) -> None:
+    """model.lora.quantize (QLoRA) loads pretrained weights through bitsandbytes, whose kernels run on CUDA only."""
+    quantize = cfg.model.lora.quantize
+    if cfg.model.scratch_config is not None:
+        raise ConfigError(
+            f"{path}: model.lora.quantize={quantize} quantizes pretrained weights as they load; a scratch_config model "
+            "has none: remove model.lora.quantize or set model.name_or_path"
+        )
+    missing = [need for need, ok in (("bitsandbytes", _has_bitsandbytes()), ("a CUDA device", _has_cuda())) if not ok]
+    if missing:
+        where = "on a GPU without bitsandbytes" if _has_cuda() else "on cpu"
+        raise ConfigError(
+            f"{path}: model.lora.quantize={quantize} needs bitsandbytes and a CUDA device; this run is {where}; remove "
+            "model.lora.quantize or run on a GPU with bitsandbytes installed (pip install bitsandbytes)"
+        )
+
+
+def _has_bitsandbytes() -> bool:
+    return importlib.util.find_spec("bitsandbytes") is not None
 
 
 def _refuse_remote_code(path: Path, key: str, folder: str) -> None:

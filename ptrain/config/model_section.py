@@ -18,15 +18,24 @@ class TokenizerTrainingConfig(Strict):
 
 
 class LoraSettings(Strict):
-    """model.lora: low-rank adapters (peft's LoRA) train instead of the encoder's weights; the head trains whole."""
+    """model.lora: low-rank adapters (peft's LoRA) train instead of the model's weights; a new head trains whole."""
 
     r: int = Field(8, gt=0, description="Rank of each adapted layer's update B @ A.")
     alpha: int = Field(16, gt=0, description="The update B @ A is scaled by alpha / r.")
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout probability on each adapter's input.")
     target_modules: list[str] | None = Field(
         None,
-        description="Names (or dotted suffixes) of the modules to adapt, or [all-linear]; default: peft's for the "
-        "model type (BERT: query, value). One name alone may be given as a string.",
+        description="Names (or dotted suffixes) of the modules to adapt, or [all-linear]; default: for a causal_lm "
+        "every attention and MLP projection (llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, olmo, olmo2, "
+        "granite: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj; phi3: qkv_proj, o_proj, "
+        "gate_up_proj, down_proj; gpt2: c_attn, c_proj, c_fc), otherwise peft's for the model type (BERT: query, "
+        "value; GPT-2: c_attn; Llama: q_proj, v_proj). One name alone may be given as a string.",
+    )
+    quantize: Literal["4bit", "8bit"] | None = Field(
+        None,
+        description="QLoRA: load the pretrained base quantized by bitsandbytes (4bit: NF4 with double quantization, "
+        "computing in train.mixed_precision's dtype; 8bit: LLM.int8) and train adapters over it. Needs bitsandbytes "
+        "and a CUDA device; refused elsewhere, with a scratch_config and under FSDP or DeepSpeed.",
     )
 
     @field_validator("target_modules", mode="before")

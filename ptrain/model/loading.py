@@ -10,6 +10,7 @@ from transformers import AutoConfig, AutoTokenizer, PreTrainedModel
 from ptrain.config.references import load_reference
 from ptrain.config.sources import resolve_model_path
 from ptrain.errors import ModelError
+from ptrain.model.quantization import quantization_options
 from ptrain.model.tokenizer_training import cached_trained_tokenizer
 
 DEFAULT_TOKENIZER_CACHE = Path("~/.cache/ptrain/tokenizers")
@@ -44,6 +45,7 @@ def from_config_or_pretrained(cfg, auto_class, tokenizer=None, **config_kwargs):
         trust_remote_code=cfg.model.trust_remote_code,
         attn_implementation=cfg.model.attention,
         dtype=weights_dtype(cfg),  # not the dtype the checkpoint was saved in (transformers 5's default)
+        **quantization_options(cfg),  # model.lora.quantize: bitsandbytes' config and this process's GPU
         **config_kwargs,
     )
 

@@ -111,6 +111,11 @@ def check_supported(cfg: Config, engine: Engine) -> None:
             f"model.dtype={cfg.model.dtype} under {engine.describe()}: FSDP and DeepSpeed keep float32 weights "
             "(ptrain sets their precision from train.mixed_precision); remove model.dtype"
         )
+    if not engine.plain and cfg.model.lora is not None and cfg.model.lora.quantize is not None:
+        raise ConfigError(
+            f"model.lora.quantize under {engine.describe()}: ptrain runs QLoRA with one process per GPU holding the "
+            "whole quantized model (DDP or a single GPU); remove model.lora.quantize or launch without FSDP/DeepSpeed"
+        )
     if engine.name != "deepspeed" or engine.zero_stage != 3:
         return
     elsewhere = "use FSDP (configs/accelerate/fsdp.yaml) or ZeRO-2, or remove the key"

@@ -154,6 +154,7 @@ class CausalLMDeclaration(Task):
     metrics = ("perplexity", "loss")
     lower_is_better = frozenset({"loss", "perplexity"})
     Options = CausalLMOptions
+    peft_task_type = "CAUSAL_LM"
     moved_keys = {
         **PACKING_MOVED_KEYS,
         "data.prompt_column": "prompt_column",

@@ -35,13 +35,14 @@ def continue_prompts(model, tokenizer, prompts: list[str], sampling: Sampling) -
             text = prompt or tokenizer.bos_token or tokenizer.eos_token
             encoded = tokenizer(text, return_tensors="pt", add_special_tokens=sampling.add_special_tokens).to(device)
             encoded.pop("token_type_ids", None)  # GPT-2 would add them as embeddings; causal LMs train without them
-            generated = model.generate(**encoded, **_generate_options(tokenizer, sampling))
+            generated = model.generate(**encoded, **generate_options(tokenizer, sampling))
             outputs.append(tokenizer.decode(generated[0, encoded["input_ids"].shape[1] :], skip_special_tokens=True))
     model.train(was_training)
     return outputs
 
 
-def _generate_options(tokenizer, sampling: Sampling) -> dict:
+def generate_options(tokenizer, sampling: Sampling) -> dict:
+    """model.generate keyword arguments for `sampling`: greedy, or sampling with temperature, top-k and top-p."""
     options = {"max_new_tokens": sampling.max_new_tokens, "pad_token_id": tokenizer.pad_token_id}
     if sampling.stop_token_ids:
         options["eos_token_id"] = sorted({*sampling.stop_token_ids, tokenizer.eos_token_id} - {None})
