@@ -29,8 +29,15 @@ SETTINGS = {
 TRL_SIDES = tuple(f"trl_{name}" for name in SETTINGS)
 
 
-def check_trl_comparison(cfg) -> None:
-    """--compare-trl is for chat configs, with TRL installed; refused in one line before any work."""
+def check_trl_options(cfg, compare_trl: bool, loss_check: bool, time_to: str | None) -> None:
+    """--compare-trl is for chat configs, with TRL installed; --loss-check comes with it. Refused in one line,
+    before any work."""
+    if loss_check and not compare_trl:
+        raise ConfigError("--loss-check compares ptrain's validation loss with TRL's: add --compare-trl")
+    if not compare_trl:
+        return
+    if time_to:
+        raise ConfigError("--compare-trl times training steps; it does not combine with --time-to")
     if cfg.task != "chat":
         raise ConfigError(
             f"--compare-trl compares chat fine-tuning with TRL's SFTTrainer; {cfg.name} is a {cfg.task} config"
