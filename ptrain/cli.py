@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--steps", type=int, default=100, help="timed optimizer steps")
     sub.add_argument("--warmup-steps", type=int, default=10, help="untimed steps first")
     sub.add_argument("--compare-hf", action="store_true", help="also time transformers.Trainer on the same job")
+    sub.add_argument("--compare-trl", action="store_true", help="chat: also time TRL's SFTTrainer, default and packed")
+    sub.add_argument(
+        "--loss-check", action="store_true", help="with --compare-trl: validation losses after train.epochs"
+    )
     sub.add_argument(
         "--time-to",
         metavar="METRIC=VALUE",
@@ -200,16 +204,24 @@ def run_eval(cfg, args: argparse.Namespace) -> int:
 
 
 def run_bench(cfg, args: argparse.Namespace) -> int:
-    from ptrain.bench.throughput import bench, print_report, write_json_report
+    from ptrain.bench.report import print_report, write_json_report
+    from ptrain.bench.throughput import bench
     from ptrain.bench.time_to import print_time_to_target, time_to_target
+    from ptrain.bench.trl_sft import check_trl_options
 
+    check_trl_options(cfg, args.compare_trl, args.loss_check, args.time_to)
     if args.time_to:
         report = time_to_target(cfg, args.time_to, args.compare_hf)
         print_time_to_target(report)
         write_json_report(report, args.json)
-    else:
-        profile_dir = Path(args.profile) / cfg.name if args.profile else None
-        print_report(bench(cfg, args.steps, args.warmup_steps, args.compare_hf, profile_dir), args.json)
+        return 0
+    profile_dir = Path(args.profile) / cfg.name if args.profile else None
+    report = bench(cfg, args.steps, args.warmup_steps, args.compare_hf, profile_dir, args.compare_trl)
+    if args.loss_check:
+        from ptrain.bench.loss_check import loss_check
+
+        report["loss_check"] = loss_check(cfg)
+    print_report(report, args.json)
     return 0
 
 

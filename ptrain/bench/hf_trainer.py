@@ -88,10 +88,11 @@ def time_hf_evaluate(trainer, rows, device: torch.device, collator: CountingColl
     }
 
 
-def training_arguments(cfg, output_dir: Path, **settings):
-    """TrainingArguments with the config's batch, optimizer, clipping, precision, seed and length grouping;
-    `settings` add or replace the rest (steps, schedule, evaluation). The config's train.mixed_precision must be
-    resolved (setup's run.cfg): the Trainer then runs in the precision ptrain's `auto` rule picked."""
+def training_arguments(cfg, output_dir: Path, arguments_class=None, **settings):
+    """TrainingArguments (or `arguments_class`, a subclass such as TRL's SFTConfig) with the config's batch,
+    optimizer, clipping, precision, seed and length grouping; `settings` add or replace the rest (steps, schedule,
+    evaluation). The config's train.mixed_precision must be resolved (setup's run.cfg): the Trainer then runs in the
+    precision ptrain's `auto` rule picked."""
     from transformers import TrainingArguments
 
     train = cfg.train
@@ -120,4 +121,4 @@ def training_arguments(cfg, output_dir: Path, **settings):
         gradient_checkpointing=train.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False},
     )
-    return TrainingArguments(**{**shared, **settings})
+    return (arguments_class or TrainingArguments)(**{**shared, **settings})

@@ -9,7 +9,6 @@ Progress goes to stderr, the report to stdout.
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import tempfile
@@ -18,6 +17,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ptrain.bench.trl_sft import SETTINGS as TRL_SETTINGS
+from ptrain.bench.trl_sft import TRL_SIDES, time_trl, weights_of
 from ptrain.config import Config
 from ptrain.runtime.hardware import (
     PeakMemory,
@@ -29,20 +30,23 @@ from ptrain.runtime.hardware import (
     training_flops_per_token,
 )
 from ptrain.tasks import EvalContext
+from ptrain.tasks.loss import IGNORE_INDEX
 from ptrain.training.loop import epoch_batches, train_epoch
 from ptrain.training.meter import TrainMeter
 from ptrain.training.recipe import setup
 from ptrain.training.run import LoopState, Run
 
+SIDES = ("ptrain", "hf_trainer", *TRL_SIDES)  # the report's keys, one per side measured
 PROFILE_STEPS = 10
 EVAL_PASSES = 3  # timed evaluation passes per side; the median is reported
 
 
 class TimedLoader:
-    """Iterates a DataLoader and adds up the time spent waiting for each batch."""
+    """Iterates a DataLoader, adds up the time spent waiting for each batch and counts the labelled tokens of
+    batches with token labels (-100: no target), on the batch's device: no synchronisation per batch."""
 
     def __init__(self, loader):
-        self.loader, self.waiting_seconds = loader, 0.0
+        self.loader, self.waiting_seconds, self.labelled_tokens = loader, 0.0, None
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -56,20 +60,36 @@ class TimedLoader:
             except StopIteration:
                 return
             self.waiting_seconds += time.perf_counter() - start
+            labels = batch.get("labels")
+            if labels is not None and labels.dim() == 2:
+                labelled = (labels != IGNORE_INDEX).sum()
+                self.labelled_tokens = labelled if self.labelled_tokens is None else self.labelled_tokens + labelled
             yield batch
 
 
-def bench(cfg: Config, steps: int, warmup_steps: int, compare_hf: bool, profile_dir: Path | None = None) -> dict:
+def bench_config(cfg: Config, output_dir: str) -> Config:
+    """The config with its output in `output_dir` and no logging, evaluation or checkpoints during training."""
+    train_cfg = cfg.train.model_copy(
+        update={
+            "log_every_steps": 10**9,
+            "eval_every_steps": None,
+            "checkpoint_at_epoch_end": False,
+            "checkpoint_every_steps": None,
+        }
+    )
+    return cfg.model_copy(update={"output_dir": output_dir, "train": train_cfg})
+
+
+def bench(
+    cfg: Config,
+    steps: int,
+    warmup_steps: int,
+    compare_hf: bool,
+    profile_dir: Path | None = None,
+    compare_trl: bool = False,
+) -> dict:
     with tempfile.TemporaryDirectory(prefix="ptrain-bench-") as tmp:
-        train_cfg = cfg.train.model_copy(
-            update={
-                "log_every_steps": 10**9,
-                "eval_every_steps": None,
-                "checkpoint_at_epoch_end": False,
-                "checkpoint_every_steps": None,
-            }
-        )
-        cfg = cfg.model_copy(update={"output_dir": tmp, "train": train_cfg})
+        cfg = bench_config(cfg, tmp)
         run, _ = setup(cfg, track=False)
         accelerator, precision = run.runtime.accelerator, run.runtime.precision
         device, model = accelerator.device, accelerator.unwrap_model(run.optim.model)
@@ -81,6 +101,7 @@ def bench(cfg: Config, steps: int, warmup_steps: int, compare_hf: bool, profile_
         shapes = linear_shapes(model, typical_rows(run))
         peak_before = linear_peak_flops(device, precision.dtype, shapes)
         flops = {"train": training_flops_per_token(model), "eval": inference_flops_per_token(model)}
+        weights = weights_of(model) if compare_trl else None  # the TRL sides start where ptrain's did
         report = {
             "config": cfg.name,
             "steps": steps,
@@ -104,23 +125,55 @@ def bench(cfg: Config, steps: int, warmup_steps: int, compare_hf: bool, profile_
                 f"HF Trainer: {warmup_steps} warm-up + {steps} timed steps, then evaluation, in {precision.name}"
             )
             report["hf_trainer"] = time_hf_trainer(run, steps, warmup_steps, Path(tmp) / "hf", EVAL_PASSES)
+        if compare_trl:
+            report.update(time_trl_sides(run, weights, steps, warmup_steps, Path(tmp)))
         progress_line("measuring the matmul peak again: the best of both measurements is the ceiling")
         peak_after = linear_peak_flops(device, precision.dtype, shapes)
+    return with_rates(report, flops, peak_before, peak_after)
+
+
+def with_rates(report: dict, flops: dict[str, float], peak_before: float, peak_after: float) -> dict:
+    """The report with the measured peak, every side's MFU, ptrain's ratios to the other sides, and the warnings
+    of a busy machine."""
     peak = max(peak_before, peak_after)
     report["matmul_peak_tflops"] = peak / 1e12
     report["matmul_peak_tflops_before_after"] = [peak_before / 1e12, peak_after / 1e12]
-    for side in ("ptrain", "hf_trainer"):
+    for side in SIDES:
         for phase, stats in report.get(side, {}).items():
             stats["mfu"] = stats["tokens_per_second"] * flops[phase] / peak
-    if compare_hf:
+    if "hf_trainer" in report:
         report["ratios"] = {
             phase: report["ptrain"][phase]["tokens_per_second"] / report["hf_trainer"][phase]["tokens_per_second"]
             for phase in ("train", "eval")
         }
+    if all(side in report for side in TRL_SIDES):
+        report["trl_ratios"] = trl_ratios(report)
     report["warnings"] = busy_machine_warnings(report)
     for warning in report["warnings"]:
         progress_line(f"warning: {warning}")
     return report
+
+
+def time_trl_sides(run: Run, weights: dict, steps: int, warmup_steps: int, tmp: Path) -> dict:
+    """TRL's SFTTrainer in each of its settings, from ptrain's initial weights (ptrain/bench/trl_sft.py)."""
+    sides = {}
+    for settings in TRL_SETTINGS:
+        progress_line(f"TRL SFTTrainer, {settings} settings: {warmup_steps} warm-up + {steps} timed steps")
+        sides[f"trl_{settings}"] = {
+            "train": time_trl(run, weights, steps, warmup_steps, tmp / f"trl_{settings}", settings)
+        }
+    return sides
+
+
+def trl_ratios(report: dict) -> dict:
+    """ptrain's training rate over each TRL setting's, in real and in labelled tokens per second."""
+    ours = report["ptrain"]["train"]
+    return {
+        side.removeprefix("trl_"): {
+            key: ours[key] / report[side]["train"][key] for key in ("tokens_per_second", "labelled_tokens_per_second")
+        }
+        for side in TRL_SIDES
+    }
 
 
 def busy_machine_warnings(report: dict) -> list[str]:
@@ -133,12 +186,7 @@ def busy_machine_warnings(report: dict) -> list[str]:
             f"the matmul peak measured {before * 1000:,.0f} GFLOP/s before the timed phases and {after * 1000:,.0f} "
             "after: something else was using the device; rerun on an idle machine before quoting these figures"
         )
-    above = [
-        f"{side} {phase}"
-        for side in ("ptrain", "hf_trainer")
-        for phase, stats in report.get(side, {}).items()
-        if stats["mfu"] > 1
-    ]
+    above = [f"{side} {phase}" for side in SIDES for phase, stats in report.get(side, {}).items() if stats["mfu"] > 1]
     if above:
         warnings.append(
             f"MFU above 100% ({', '.join(above)}): the device was busier while the peak was measured than while "
@@ -180,8 +228,12 @@ def time_ptrain(run: Run, steps: int, warmup_steps: int) -> dict:
         seconds = time.perf_counter() - started
     progress.close()
     stats = meter.read(accelerator)
+    labelled = {}
+    if loader.labelled_tokens is not None:  # token labels: chat, the language models, token classification
+        labelled["labelled_tokens_per_second"] = int(loader.labelled_tokens) / seconds
     return {
         **{k: stats[k] for k in ("tokens_per_second", "samples_per_second", "padding_fraction")},
+        **labelled,
         "data_wait_share": loader.waiting_seconds / seconds,
         **memory.report(),
     }
@@ -231,40 +283,3 @@ def time_ptrain_eval(run: Run) -> dict:
         "samples_per_second": rows / seconds,
         **memory.report(),
     }
-
-
-def print_report(report: dict, json_path: str | None) -> None:
-    sides = [("ptrain", "ptrain"), ("HF Trainer", "hf_trainer")]
-    print(
-        f"bench {report['config']}: {report['steps']} timed steps after {report['warmup_steps']} warm-up; "
-        f"{report['device']}: {hardware_line(report['hardware'])}; precision {report['precision']} "
-        f"({report['precision_reason']}), batch "
-        f"{report['per_device_batch_size']}, group_by_length {report['group_by_length']}; measured matmul peak "
-        f"{report['matmul_peak_tflops'] * 1000:,.0f} GFLOP/s; {report['train_flops_per_token'] / 1e6:.0f} "
-        f"MFLOP per trained token"
-    )
-    print(f"{'':<22}{'real tok/s':>11}{'samples/s':>11}{'padding':>9}{'data wait':>11}{'peak RSS':>10}{'MFU':>7}")
-    for phase in ("train", "eval"):
-        for name, key in sides:
-            if key in report:
-                s = report[key][phase]
-                padding = f"{s['padding_fraction']:.1%}" if "padding_fraction" in s else "-"
-                wait = f"{s['data_wait_share']:.1%}" if "data_wait_share" in s else "-"
-                print(
-                    f"{name + ' ' + phase:<22}{s['tokens_per_second']:>11,.0f}{s['samples_per_second']:>11,.1f}"
-                    f"{padding:>9}{wait:>11}{s['peak_rss_gib']:>8.2f}Gi{s['mfu']:>7.1%}"
-                )
-    for phase, ratio in report.get("ratios", {}).items():
-        print(f"ptrain / HF Trainer, {phase} real tokens/s: {ratio:.2f}x")
-    for warning in report.get("warnings", []):
-        print(f"warning: {warning}")
-    if "profile" in report:
-        from ptrain.bench.profile import print_breakdown
-
-        print_breakdown(report["profile"])
-    write_json_report(report, json_path)
-
-
-def write_json_report(report: dict, json_path: str | None) -> None:
-    if json_path:
-        Path(json_path).write_text(json.dumps(report, indent=2))
