@@ -1,6 +1,7 @@
 """The TRL side of `ptrain bench --compare-trl`: TRL's SFTTrainer on ptrain's chat job (the same conversations,
 token ids and labels, initial weights, max length, batch, optimizer, precision and seed). Two settings: `default`
-keeps SFTConfig's defaults (one conversation per row, padded to the batch's longest); `packed` is TRL's best on any
+keeps SFTConfig's defaults (one conversation per row, random batches padded to the longest: ptrain's
+data.group_by_length is not passed on); `packed` is TRL's best on any
 device: best-fit-decreasing packing, which makes its batches padding-free (one flattened row, position_ids restart
 at each conversation, no attention mask). TRL is a benchmark dependency only (the `bench` extra)."""
 
@@ -23,7 +24,9 @@ from ptrain.training.recipe import load_model
 from ptrain.training.run import Run
 
 SETTINGS = {
-    "default": {},  # SFTConfig's packing=False, padding_free=False: rows padded to the batch's longest
+    # SFTConfig's defaults: packing=False, padding_free=False, random batches (train_sampling_strategy), each row one
+    # conversation padded to the batch's longest
+    "default": {"train_sampling_strategy": "random"},
     "packed": {"packing": True, "packing_strategy": "bfd", "padding_free": True},  # bfd implies padding_free
 }
 TRL_SIDES = tuple(f"trl_{name}" for name in SETTINGS)
