@@ -204,25 +204,9 @@ def run_eval(cfg, args: argparse.Namespace) -> int:
 
 
 def run_bench(cfg, args: argparse.Namespace) -> int:
-    from ptrain.bench.report import print_report, write_json_report
-    from ptrain.bench.throughput import bench
-    from ptrain.bench.time_to import print_time_to_target, time_to_target
-    from ptrain.bench.trl_sft import check_trl_options
+    from ptrain.bench.command import run_bench as bench_command
 
-    check_trl_options(cfg, args.compare_trl, args.loss_check, args.time_to)
-    if args.time_to:
-        report = time_to_target(cfg, args.time_to, args.compare_hf)
-        print_time_to_target(report)
-        write_json_report(report, args.json)
-        return 0
-    profile_dir = Path(args.profile) / cfg.name if args.profile else None
-    report = bench(cfg, args.steps, args.warmup_steps, args.compare_hf, profile_dir, args.compare_trl)
-    if args.loss_check:
-        from ptrain.bench.loss_check import loss_check
-
-        report["loss_check"] = loss_check(cfg)
-    print_report(report, args.json)
-    return 0
+    return bench_command(cfg, args)
 
 
 def run_predict(args: argparse.Namespace) -> int:

@@ -109,7 +109,8 @@ def _map_cached(ds, encode, cache_file: Path, key: str, split: str):
 
 
 def _tokenizer_hash(tokenizer) -> str:
-    """Vocabulary, normaliser and post-processor; not the truncation/padding state, which every call resets."""
+    """Vocabulary, normaliser, post-processor and chat template; not the truncation/padding state, which every call
+    resets."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         state = repr(sorted(tokenizer.get_vocab().items()))
@@ -117,7 +118,8 @@ def _tokenizer_hash(tokenizer) -> str:
         state = json.loads(backend.to_str())
         state.pop("truncation", None), state.pop("padding", None)
         state = json.dumps(state, sort_keys=True)
-    return hashlib.sha256(f"{type(tokenizer).__name__}:{state}".encode()).hexdigest()
+    template = getattr(tokenizer, "chat_template", None) or ""  # how conversations render (the chat task)
+    return hashlib.sha256(f"{type(tokenizer).__name__}:{state}:{template}".encode()).hexdigest()
 
 
 def _settings(cfg: Config, task: Encodes, tokenizer, label_names: list[str]) -> str:

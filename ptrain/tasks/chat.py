@@ -16,10 +16,10 @@ from ptrain.data.labels import source_name
 from ptrain.errors import DataError
 from ptrain.model.loading import from_config_or_pretrained
 from ptrain.tasks.base import EvalContext, EvalResult
+from ptrain.tasks.chat_declaration import ChatDeclaration
 from ptrain.tasks.chat_encoding import TemplateShapeError, encode, fit, render
 from ptrain.tasks.chat_templates import use_template
 from ptrain.tasks.conversations import problem, row_reader, source_columns, until_last_answer
-from ptrain.tasks.declarations import ChatDeclaration
 from ptrain.tasks.generation import Sampling, continue_prompts
 from ptrain.tasks.language_modeling import TokenLoss, perplexity_result
 from ptrain.tasks.packing import packed_rows
