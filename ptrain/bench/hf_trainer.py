@@ -12,7 +12,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ptrain.errors import ConfigError
 from ptrain.runtime.hardware import PeakMemory
+from ptrain.training.optim import wsd_decay_steps
 from ptrain.training.recipe import load_model
 from ptrain.training.run import Run
 
@@ -121,4 +123,38 @@ def training_arguments(cfg, output_dir: Path, arguments_class=None, **settings):
         gradient_checkpointing=train.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False},
     )
+    shared |= hf_optimizer(train) | hf_schedule(train, settings)
     return (arguments_class or TrainingArguments)(**{**shared, **settings})
+
+
+def hf_optimizer(train) -> dict:
+    """The Trainer's `optim` for train.optimizer (adamw: the Trainer's default, fused AdamW where torch has it)."""
+    if train.optimizer == "sgd":
+        return {"optim": "sgd", "optim_args": f"momentum={train.sgd_momentum},nesterov={train.sgd_nesterov}"}
+    if train.optimizer == "adafactor":
+        return {"optim": "adafactor"}  # the Trainer's: scale_parameter=False, relative_step=False, as ptrain's
+    return {}
+
+
+def hf_schedule(train, settings: dict) -> dict:
+    """The Trainer's lr_scheduler_type and its kwargs for train.lr_schedule: the same transformers function with
+    the same arguments (wsd's decay steps from the run's max_steps and integer warmup_steps in `settings`)."""
+    floor = {"min_lr_rate": train.min_lr_ratio}
+    if train.lr_schedule == "cosine":
+        return {"lr_scheduler_type": "cosine_with_min_lr", "lr_scheduler_kwargs": floor}
+    if train.lr_schedule == "constant":
+        return {"lr_scheduler_type": "constant_with_warmup"}
+    if train.lr_schedule == "polynomial":
+        kwargs = {"lr_end": train.min_lr_ratio * train.learning_rate, "power": train.poly_power}
+        return {"lr_scheduler_type": "polynomial", "lr_scheduler_kwargs": kwargs}
+    if train.lr_schedule == "wsd":
+        warmup = settings.get("warmup_steps", 0)
+        if "max_steps" not in settings or not isinstance(warmup, int):
+            raise ConfigError(
+                "train.lr_schedule=wsd: this comparison sets the HF side's length in epochs or its warmup as a "
+                "share, so it cannot mirror wsd's decay steps; compare under another train.lr_schedule"
+            )
+        decay = wsd_decay_steps(settings["max_steps"], warmup, train)
+        kwargs = {"num_decay_steps": decay, "min_lr_ratio": train.min_lr_ratio}
+        return {"lr_scheduler_type": "warmup_stable_decay", "lr_scheduler_kwargs": kwargs}
+    return {"lr_scheduler_type": "linear"}

@@ -58,7 +58,7 @@ def train_ptrain(run: Run) -> dict:
 
 
 def train_trl(run: Run, weights: dict, output_dir: Path, settings: str) -> dict:
-    """SFTTrainer for train.epochs from `weights`, with ptrain's schedule shape (linear warm-up and decay, the same
+    """SFTTrainer for train.epochs from `weights`, with ptrain's schedule shape (hf_trainer.hf_schedule; the same
     warm-up steps or share of its own steps), then ptrain's validation loss of the model it trained."""
     train = run.cfg.train
     warmup = train.warmup_steps if train.warmup_steps is not None else (train.warmup_ratio or 0.0)  # <1: a share
@@ -69,7 +69,6 @@ def train_trl(run: Run, weights: dict, output_dir: Path, settings: str) -> dict:
         settings,
         num_train_epochs=train.epochs,
         warmup_steps=warmup,
-        lr_scheduler_type="linear",
     )
     progress_line(f"loss check, TRL {settings}: {train.epochs} epochs")
     with contextlib.redirect_stdout(io.StringIO()):

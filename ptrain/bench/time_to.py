@@ -118,7 +118,6 @@ def hf_time_to_target(cfg: Config, output_dir: Path) -> dict:
         num_train_epochs=cfg.train.epochs,
         max_steps=plan.total_steps,
         warmup_steps=plan.warmup_steps,
-        lr_scheduler_type="linear",
         eval_strategy="steps",
         eval_steps=cfg.train.eval_every_steps,
     )  # the same schedule and evaluation steps as ptrain

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, create_model, field_validator, model_vali
 
 from ptrain.config.data_section import DataConfig
 from ptrain.config.model_section import ModelConfig
+from ptrain.config.optim_section import OptimisationKeys
 from ptrain.config.strict import Strict
 
 DATA_DIR_ENV = "PTRAIN_DATA_DIR"
@@ -22,7 +23,7 @@ TrackerName = Literal["tensorboard", "mlflow", "wandb", "trackio", "comet_ml", "
 TRACKERS: tuple[str, ...] = typing.get_args(TrackerName)
 
 
-class TrainConfig(Strict):
+class TrainConfig(OptimisationKeys):
     epochs: int = Field(3, gt=0, description="Passes over the training rows (train.max_steps, when set, replaces it).")
     max_steps: int | None = Field(
         None, gt=0, description="Optimizer steps to run; when set it replaces train.epochs as the length of the run."
@@ -35,39 +36,6 @@ class TrainConfig(Strict):
         1,
         gt=0,
         description="Micro-batches per optimizer step; the global batch is per_device_batch_size x this x processes.",
-    )
-    learning_rate: float = Field(
-        5e-5, gt=0, description="Peak AdamW learning rate, after linear warmup; it then decays linearly to zero."
-    )
-    weight_decay: float = Field(
-        0.01, ge=0, description="AdamW weight decay, on matrices only (biases and LayerNorm weights get none)."
-    )
-    layer_lr_decay: float | None = Field(
-        None,
-        gt=0,
-        le=1,
-        description="Layer-wise learning-rate decay: each layer below the top one trains at learning_rate x "
-        "decay^depth, the embeddings one factor lower than the lowest layer.",
-    )
-    head_learning_rate: float | None = Field(
-        None, gt=0, description="Learning rate of the task head (outside the base model); default train.learning_rate."
-    )
-    adam_beta1: float = Field(0.9, ge=0, lt=1, description="AdamW's decay rate of the gradient's running mean.")
-    adam_beta2: float = Field(
-        0.999, ge=0, lt=1, description="AdamW's decay rate of the squared gradient's running mean."
-    )
-    adam_epsilon: float = Field(1e-8, gt=0, description="AdamW's epsilon, added to the denominator for stability.")
-    warmup_steps: int | None = Field(
-        None,
-        ge=0,
-        description="Optimizer steps of linear warmup from zero to train.learning_rate (or train.warmup_ratio).",
-    )
-    warmup_ratio: float | None = Field(
-        None,
-        ge=0,
-        lt=1,
-        description="Warmup as a share of the run's optimizer steps (instead of train.warmup_steps); neither set: "
-        "no warmup.",
     )
     max_grad_norm: float | None = Field(
         1.0,
@@ -203,12 +171,6 @@ class TrainConfig(Strict):
                     f"allowed: {', '.join(TRACKERS)}, or [] for none"
                 )
         return list(dict.fromkeys(names))  # each tracker once
-
-    @model_validator(mode="after")
-    def _warmup_one_way(self) -> TrainConfig:
-        if self.warmup_steps is not None and self.warmup_ratio is not None:
-            raise ValueError("set train.warmup_steps or train.warmup_ratio, not both")
-        return self
 
 
 class Config(Strict):

@@ -135,9 +135,8 @@ def _hyperparameters(cfg) -> str:
         "gradient_accumulation_steps": train.gradient_accumulation_steps,
         "epochs": train.epochs,
         "max_steps": train.max_steps,
-        "optimizer": f"AdamW (betas {train.adam_beta1}, {train.adam_beta2}, eps {train.adam_epsilon}), "
-        f"weight decay {train.weight_decay}",
-        "schedule": "linear decay to 0 after a linear warmup of "
+        "optimizer": f"{_optimizer(train)}, weight decay {train.weight_decay}",
+        "schedule": f"{_schedule(train)} after a linear warmup of "
         + (
             f"{train.warmup_steps} steps"
             if train.warmup_steps is not None
@@ -155,3 +154,22 @@ def _results(scores: dict[str, dict[str, float]]) -> str:
         [split, *(f"{metrics[n]:.4f}" if n in metrics else "-" for n in names)] for split, metrics in scores.items()
     ]
     return markdown_table(["split", *names], rows)
+
+
+def _optimizer(train) -> str:
+    if train.optimizer == "sgd":
+        return f"SGD (momentum {train.sgd_momentum}{', Nesterov' if train.sgd_nesterov else ''})"
+    if train.optimizer == "adafactor":
+        return "Adafactor (no relative step or parameter scaling)"
+    return f"AdamW (betas {train.adam_beta1}, {train.adam_beta2}, eps {train.adam_epsilon})"
+
+
+def _schedule(train) -> str:
+    floor = f"{train.min_lr_ratio:g} x the peak"
+    return {
+        "linear": "linear decay to 0",
+        "cosine": f"cosine decay to {floor}",
+        "constant": "constant",
+        "wsd": f"constant, then a cosine decay to {floor} over the last {train.wsd_decay_ratio:.0%} of the steps",
+        "polynomial": f"polynomial decay (power {train.poly_power:g}) to {floor}",
+    }[train.lr_schedule]

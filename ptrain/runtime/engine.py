@@ -116,6 +116,7 @@ def check_supported(cfg: Config, engine: Engine) -> None:
             f"model.lora.quantize under {engine.describe()}: ptrain runs QLoRA with one process per GPU holding the "
             "whole quantized model (DDP or a single GPU); remove model.lora.quantize or launch without FSDP/DeepSpeed"
         )
+    check_optimizer(cfg, engine)
     if engine.name != "deepspeed" or engine.zero_stage != 3:
         return
     elsewhere = "use FSDP (configs/accelerate/fsdp.yaml) or ZeRO-2, or remove the key"
@@ -128,6 +129,22 @@ def check_supported(cfg: Config, engine: Engine) -> None:
         raise ConfigError(
             "model.lora under DeepSpeed ZeRO-3: not supported (its partitioned weights are gathered by hooks that "
             f"peft's adapters and the merged export do not go through); {elsewhere}"
+        )
+
+
+def check_optimizer(cfg: Config, engine: Engine) -> None:
+    """DeepSpeed's ZeRO steps the optimizers it tested (refusing others unless told zero_allow_untested_optimizer);
+    Adafactor keeps plain-tensor row and column statistics that FSDP2's sharded DTensor parameters do not mix with."""
+    optimizer = cfg.train.optimizer
+    if engine.name == "deepspeed" and optimizer != "adamw":
+        raise ConfigError(
+            f"train.optimizer={optimizer} under DeepSpeed: ptrain runs DeepSpeed with AdamW only (ZeRO refuses "
+            "optimizers it has not tested); set train.optimizer=adamw or launch without DeepSpeed"
+        )
+    if engine.name == "fsdp2" and optimizer == "adafactor":
+        raise ConfigError(
+            "train.optimizer=adafactor under FSDP: Adafactor's factored statistics do not work on sharded "
+            "parameters; set train.optimizer=adamw or sgd, or launch without FSDP"
         )
 
 

@@ -173,7 +173,7 @@ def prepare_optimisation(
     if engine.name == "deepspeed":
         fill_bucket_sizes(accelerator.state.deepspeed_plugin.deepspeed_config, model)
     optimizer = build_optimizer(model, cfg.train)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, build_scheduler(optimizer, plan))
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, build_scheduler(optimizer, plan, cfg.train))
     loss_fn = with_user_loss(cfg.train, task.build_loss(cfg, data.splits)).to(accelerator.device)
     ema = WeightAverage(model, cfg.train.ema_decay, engine) if cfg.train.ema_decay else None
     if ema is not None:
