@@ -29,6 +29,8 @@ def loss_check(cfg: Config) -> dict:
         raise ConfigError(
             "--loss-check trains train.epochs epochs on every side (the same labelled tokens); unset train.max_steps"
         )
+    if cfg.train.lr_schedule == "wsd":  # the TRL side's length is in epochs: its wsd decay steps cannot be set
+        raise ConfigError("train.lr_schedule=wsd: --loss-check cannot mirror it on the TRL side; use another schedule")
     with tempfile.TemporaryDirectory(prefix="ptrain-loss-check-") as tmp:
         run, _ = setup(bench_config(cfg, tmp), track=False)
         weights = weights_of(run.runtime.accelerator.unwrap_model(run.optim.model))

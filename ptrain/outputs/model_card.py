@@ -170,6 +170,7 @@ def _schedule(train) -> str:
         "linear": "linear decay to 0",
         "cosine": f"cosine decay to {floor}",
         "constant": "constant",
-        "wsd": f"constant, then a cosine decay to {floor} over the last {train.wsd_decay_ratio:.0%} of the steps",
+        "wsd": f"constant, then a cosine decay to {floor} over the last {train.wsd_decay_ratio:.0%} of the steps "
+        "after warmup",
         "polynomial": f"polynomial decay (power {train.poly_power:g}) to {floor}",
     }[train.lr_schedule]
