@@ -14,8 +14,8 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification, get_scheduler
 from transformers.optimization import Adafactor
 
-from ptrain.bench.hf_trainer import hf_schedule
-from ptrain.config import TrainConfig
+from ptrain.bench.hf_trainer import hf_schedule, training_arguments
+from ptrain.config import Config, TrainConfig
 from ptrain.training.optim import build_optimizer, build_scheduler, plan_steps
 from tests.conftest import CONFIGS, run_cli, tiny_overrides
 from tests.test_resume import assert_same_run
@@ -195,3 +195,19 @@ def test_keys_that_do_not_apply_are_refused_in_one_line(overrides, message, tmp_
     result = run_cli("check", str(CONFIGS / "tiny.yaml"), f"output_dir={tmp_path}", *overrides)
     assert result.returncode == 2, result.stdout + result.stderr
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize(
+    "settings, expected",
+    [
+        ({"optimizer": "sgd", "sgd_momentum": 0.8, "sgd_nesterov": True}, (torch.optim.SGD, {"momentum": 0.8})),
+        ({"optimizer": "adafactor"}, (Adafactor, {"relative_step": False, "scale_parameter": False})),
+    ],
+)
+def test_the_hf_trainer_side_of_the_bench_gets_the_same_optimizer(settings, expected, tmp_path):
+    from transformers import Trainer
+
+    cfg = Config(name="tiny", data={}, model={}, train={"mixed_precision": "no", **settings})
+    optimizer_class, kwargs = Trainer.get_optimizer_cls_and_kwargs(training_arguments(cfg, tmp_path))
+    assert optimizer_class is expected[0] and expected[1].items() <= kwargs.items()
+    assert kwargs.get("nesterov", False) == cfg.train.sgd_nesterov
