@@ -16,6 +16,8 @@ from transformers.optimization import Adafactor
 
 from ptrain.bench.hf_trainer import hf_schedule, training_arguments
 from ptrain.config import Config, TrainConfig
+from ptrain.errors import ConfigError
+from ptrain.runtime.engine import Engine, check_supported
 from ptrain.training.optim import build_optimizer, build_scheduler, plan_steps
 from tests.conftest import CONFIGS, run_cli, tiny_overrides
 from tests.test_resume import assert_same_run
@@ -211,3 +213,15 @@ def test_the_hf_trainer_side_of_the_bench_gets_the_same_optimizer(settings, expe
     optimizer_class, kwargs = Trainer.get_optimizer_cls_and_kwargs(training_arguments(cfg, tmp_path))
     assert optimizer_class is expected[0] and expected[1].items() <= kwargs.items()
     assert kwargs.get("nesterov", False) == cfg.train.sgd_nesterov
+
+
+def test_engines_that_cannot_step_an_optimizer_refuse_it_in_one_line():
+    sgd = Config(name="tiny", data={}, model={}, train={"optimizer": "sgd"})
+    adafactor = Config(name="tiny", data={}, model={}, train={"optimizer": "adafactor"})
+    for stage in (2, 3):
+        with pytest.raises(ConfigError, match=r"^train.optimizer=sgd under DeepSpeed: .*set train.optimizer=adamw"):
+            check_supported(sgd, Engine("deepspeed", 2, zero_stage=stage))
+    with pytest.raises(ConfigError, match=r"^train.optimizer=adafactor under FSDP: "):
+        check_supported(adafactor, Engine("fsdp2", 2))
+    check_supported(sgd, Engine("fsdp2", 2))  # elementwise: runs on sharded parameters
+    check_supported(adafactor, Engine("ddp", 2))
