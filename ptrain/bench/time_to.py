@@ -30,10 +30,10 @@ def parse_target(cfg: Config, text: str) -> tuple[str, float]:
         target = float(value)
     except ValueError:
         raise ConfigError(f"--time-to {text}: give METRIC=VALUE, e.g. weighted_f1=0.92") from None
-    if metric not in get_task(cfg.task).metrics:
-        raise ConfigError(
-            f"--time-to {text}: '{metric}' is not a {cfg.task} metric ({', '.join(get_task(cfg.task).metrics)})"
-        )
+    task = get_task(cfg.task)
+    reported = task.metrics_of(task.options(cfg))
+    if metric not in reported:
+        raise ConfigError(f"--time-to {text}: '{metric}' is not a {cfg.task} metric ({', '.join(reported)})")
     return metric, target
 
 
@@ -85,7 +85,7 @@ def ptrain_time_to_target(cfg: Config, runs: Path) -> dict:
 def first_reaching(cfg: Config, evals: list[tuple[int, float, float]], started: float) -> dict:
     from ptrain.tasks import get_task
 
-    rule = BestRule.of(cfg.train, get_task(cfg.task))  # train.metric_for_best and stop_at_metric: the target
+    rule = BestRule.of(cfg, get_task(cfg.task))  # train.metric_for_best and stop_at_metric: the target
     curve = [{"step": step, rule.metric: value, "seconds": wall - started} for step, value, wall in evals]
     hit = next((point for point in curve if rule.reached(point[rule.metric])), None)
     return {"seconds": hit["seconds"] if hit else None, "step": hit["step"] if hit else None, "evaluations": curve}
@@ -101,7 +101,7 @@ def hf_time_to_target(cfg: Config, output_dir: Path) -> dict:
     run, _ = setup(cfg.model_copy(update={"output_dir": str(output_dir)}), track=False)
     cfg = run.cfg  # train.mixed_precision resolved for this device, as ptrain's side ran
     evals: list[tuple[int, float, float]] = []
-    rule = BestRule.of(cfg.train, run.task)
+    rule = BestRule.of(cfg, run.task)
 
     class StopAtTarget(TrainerCallback):
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):

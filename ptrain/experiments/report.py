@@ -80,7 +80,7 @@ def _data_section(scored: Scored, figures: Path) -> str:
 
 
 def _curves_section(run_dir: Path, scored: Scored, figures: Path) -> str:
-    metric = metric_for_best(scored.context.cfg.train, scored.task)
+    metric = metric_for_best(scored.context.cfg, scored.task)
     tags = ["train/loss", "eval/loss", f"eval/{metric}", "train/learning_rate"]
     curves = read_curves(run_dir, tags)
     if not curves:

@@ -51,12 +51,18 @@ def metric_columns(configs) -> list[str]:
     names = []
     for config in configs:
         task = TASKS.get(config.get("task"))
-        metrics = task.metrics if task else ()
+        metrics = task.metrics_of(task.Options.model_construct(**section_of(config, task.name))) if task else ()
         sets = [key.removeprefix(EVAL_FILES) for key in config if key.startswith(EVAL_FILES)]
         metrics = (*metrics, *(metric_name(reference) for reference in config.get("train.metrics") or ()))
         names += [name for name in metrics if name not in names]
         names += [f"{s}/{name}" for s in sets for name in metrics if f"{s}/{name}" not in names]
     return [f"{kind}_{name}" for kind in ("best", "final") for name in names]
+
+
+def section_of(config: dict, name: str) -> dict:
+    """A task's section of a flattened saved config (unchecked: a saved config.yaml was validated when written)."""
+    prefix = f"{name}."
+    return {key.removeprefix(prefix): value for key, value in config.items() if key.startswith(prefix)}
 
 
 def run_row(folder: Path, root: Path, config: dict, varied: list[str], columns: list[str]) -> dict:

@@ -74,7 +74,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     cfg = read_config(path, overrides, sections, moved)
     task = TASKS[cfg.task]  # its declaration: no torch for `ptrain check`
     check_task_config(cfg, task, Path(path))
-    check_user_code(cfg, Path(path), task.metric_inputs, task.metrics)
+    check_user_code(cfg, Path(path), task.metric_inputs, task.metrics_of(task.options(cfg)))
     task.check(cfg, Path(path))
     return cfg
 
@@ -88,10 +88,12 @@ def check_task_config(cfg: Config, task: Task, path: Path) -> None:
             f"{path}: train.metric_for_best '{metric}' names no evaluation set; "
             f"data.eval_files has {', '.join(cfg.data.eval_files) or 'none'}"
         )
-    metrics = (*task.metrics, *(metric_name(reference) for reference in cfg.train.metrics))
+    metrics = (*task.metrics_of(task.options(cfg)), *(metric_name(reference) for reference in cfg.train.metrics))
     if metric is not None and name not in metrics:
+        selectable = f" or select it in {task.name}.{task.metrics_key}" if task.metrics_key else ""
         raise ConfigError(
-            f"{path}: train.metric_for_best '{metric}' is not a {cfg.task} metric; choose one of {', '.join(metrics)}"
+            f"{path}: train.metric_for_best '{metric}' is not a {cfg.task} metric; "
+            f"choose one of {', '.join(metrics)}{selectable}"
         )
     if task.recipe != "loop" and (cfg.train.loss or cfg.train.callbacks):
         raise ConfigError(f"{path}: task {task.name} is not trained by ptrain's loop; remove train.loss/callbacks")

@@ -35,12 +35,15 @@ class EvalResult:
 class Task:
     """One task's choices. The recipe calls only these hooks, so a new task is one new module (and one line in
     the registry, ptrain/tasks/__init__.py). A built-in task declares what config loading and `ptrain runs` read
-    (name, metrics, lower_is_better, Options, moved_keys, reads_word_lists, recipe, metric_inputs, peft_task_type,
-    check) in ptrain/tasks/declarations.py, torch-free; its module subclasses that declaration with the rest."""
+    (name, metrics, metrics_of, lower_is_better, Options, moved_keys, reads_word_lists, recipe, metric_inputs,
+    peft_task_type, check) in ptrain/tasks/declarations.py, torch-free; its module subclasses that declaration with
+    the rest."""
 
     name: str
-    metrics: tuple[str, ...]  # every evaluation reports these; the first is the default train.metric_for_best
+    metrics: tuple[str, ...]  # every evaluation reports these (unless metrics_of selects); the first is the default
+    # train.metric_for_best
     lower_is_better: frozenset[str] = frozenset({"loss"})
+    metrics_key: str | None = None  # the key of the task's section that selects what metrics_of reports
     pipeline: str | None  # the transformers.pipeline() task that loads the export (None: no v5 pipeline does)
     uses_label_names: bool = False  # label ids named by data.label_names and the export's id2label
     auto_class: Any  # AutoModelFor...
@@ -58,6 +61,11 @@ class Task:
     def options(self, cfg) -> Any:
         """The task's section of a config (an instance of Options)."""
         return getattr(cfg, self.name)
+
+    def metrics_of(self, options) -> tuple[str, ...]:
+        """The metrics a run reports, given the task's config section (an instance of Options): `metrics`, unless
+        the section selects them (seq2seq.metrics); the first is the default train.metric_for_best."""
+        return self.metrics
 
     def check(self, cfg, path) -> None:
         """Cross-field checks of the task's keys against the rest of the config, before any heavy work;

@@ -13,6 +13,7 @@ from ptrain.errors import ConfigError
 from ptrain.tasks.base import Task
 from ptrain.tasks.chat_declaration import ChatDeclaration
 from ptrain.tasks.packing import PACKING_MOVED_KEYS, PackingOptions, check_block_size
+from ptrain.tasks.seq2seq_declaration import SequenceToSequenceDeclaration
 
 
 class TextTaskDeclaration(Task):
@@ -171,49 +172,6 @@ class CausalLMDeclaration(Task):
                 "across prompts)"
             )
         check_block_size(cfg, options, path)
-
-
-class Seq2SeqOptions(Strict):
-    target_column: str | None = Field(
-        None, description="Required: the column of target texts (data.text_column holds the sources)."
-    )
-    max_target_length: int = Field(
-        128, gt=1, description="Tokens per target text at most (EOS included); longer targets are truncated."
-    )
-    generation_eval_rows: int = Field(
-        200, gt=0, description="The first N rows of each evaluation also scored by generation (BLEU, chrF)."
-    )
-    generation_max_new_tokens: int = Field(
-        64,
-        gt=0,
-        description="Generated tokens at most, in evaluation and in the export's generation settings (ptrain predict).",
-    )
-    generation_num_beams: int = Field(1, gt=0, description="Beam search width; 1 is greedy decoding.")
-    generation_examples: int = Field(
-        10, ge=0, description="Rows of source, reference and generated text shown in TensorBoard at each evaluation."
-    )
-
-
-class SequenceToSequenceDeclaration(Task):
-    name = "seq2seq"
-    metrics = ("bleu", "chrf", "loss", "perplexity")
-    lower_is_better = frozenset({"loss", "perplexity"})
-    Options = Seq2SeqOptions
-    moved_keys = {
-        "data.target_column": "target_column",
-        "data.max_target_length": "max_target_length",
-        **{f"train.{key}": key for key in ("generation_eval_rows", "generation_max_new_tokens")},
-        **{f"train.{key}": key for key in ("generation_num_beams", "generation_examples")},
-    }
-
-    def check(self, cfg, path) -> None:
-        target = self.options(cfg).target_column
-        if target is None:
-            raise ConfigError(f"{path}: task seq2seq needs seq2seq.target_column, the column of target texts")
-        if target == cfg.data.text_column:
-            raise ConfigError(f"{path}: seq2seq.target_column and data.text_column are both '{target}'")
-        if cfg.train.class_weights is not None:
-            raise ConfigError(f"{path}: train.class_weights is for classification; remove it for task seq2seq")
 
 
 # In the registry's order (error messages list tasks in it).

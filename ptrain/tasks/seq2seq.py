@@ -1,11 +1,11 @@
 """Sequence to sequence (translation, summarisation) with an encoder-decoder (T5, BART): teacher-forced cross
-entropy per target token, and BLEU/chrF of generated outputs on a fixed sample of the evaluated split."""
+entropy per target token, and the scores seq2seq.metrics selects (BLEU, chrF, ROUGE) of generated outputs on a fixed
+sample of the evaluated split."""
 
 from __future__ import annotations
 
 import time
 
-import sacrebleu
 import torch
 from accelerate.utils import gather_object
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq
@@ -17,9 +17,10 @@ from ptrain.data.collate import pad_multiple
 from ptrain.errors import ModelError
 from ptrain.model.loading import from_config_or_pretrained
 from ptrain.tasks.base import EvalContext, EvalResult
-from ptrain.tasks.declarations import SequenceToSequenceDeclaration
+from ptrain.tasks.generation_scores import generation_scores
 from ptrain.tasks.language_modeling import perplexity
 from ptrain.tasks.loss import IGNORE_INDEX, TokenLoss
+from ptrain.tasks.seq2seq_declaration import SequenceToSequenceDeclaration
 from ptrain.tasks.tables import markdown_table
 
 
@@ -41,7 +42,8 @@ class SequenceToSequence(SequenceToSequenceDeclaration):
         source, target, data, options = cfg.data.text_column, cfg.seq2seq.target_column, cfg.data, cfg.seq2seq
 
         def encode(batch: dict, indices: list[int]) -> dict:
-            encoded = tokenizer(batch[source], truncation=True, max_length=data.max_length)
+            sources = [options.source_prefix + text for text in batch[source]]
+            encoded = tokenizer(sources, truncation=True, max_length=data.max_length)
             return {
                 "input_ids": encoded["input_ids"],
                 "attention_mask": encoded["attention_mask"],
@@ -67,6 +69,8 @@ class SequenceToSequence(SequenceToSequenceDeclaration):
         generation = model.generation_config  # saved with the export: `ptrain predict` and generate() use it
         generation.max_new_tokens = cfg.seq2seq.generation_max_new_tokens
         generation.num_beams = cfg.seq2seq.generation_num_beams
+        generation.length_penalty = cfg.seq2seq.generation_length_penalty
+        model.config.prefix = cfg.seq2seq.source_prefix  # in config.json: `ptrain predict` puts it before its texts
         generation.decoder_start_token_id = start
         return model
 
@@ -83,9 +87,9 @@ class SequenceToSequence(SequenceToSequenceDeclaration):
         model.eval()
         details = generate_sample(accelerator.unwrap_model(model), accelerator, context)
         model.train(was_training)
+        chosen = dict.fromkeys(context.cfg.seq2seq.metrics)
         metrics = {
-            "bleu": sacrebleu.corpus_bleu(details["hypotheses"], [details["references"]]).score,
-            "chrf": sacrebleu.corpus_chrf(details["hypotheses"], [details["references"]]).score,
+            **generation_scores(chosen, details["hypotheses"], details["references"]),
             "loss": teacher_forced["loss"],  # mean cross entropy per real target token
             "perplexity": teacher_forced["perplexity"],
         }
@@ -98,9 +102,11 @@ class SequenceToSequence(SequenceToSequenceDeclaration):
 
     @torch.no_grad()
     def predict(self, model, tokenizer, texts: list[str], batch_size: int, pairs=None) -> list[dict]:
-        """The generated target of every text, with the export's generation settings."""
+        """The generated target of every text, with the export's generation settings and source prefix."""
         model.eval()
-        generated = generate_texts(model, tokenizer, texts, batch_size, max_length=None)  # whole texts
+        prefix = getattr(model.config, "prefix", None) or ""  # seq2seq.source_prefix of the run that exported it
+        sources = [prefix + text for text in texts]
+        generated = generate_texts(model, tokenizer, sources, batch_size, max_length=None)  # whole texts
         return [{"text": text, "generated": output} for text, output in zip(texts, generated)]
 
     def matches_export(self, config) -> bool:
@@ -164,7 +170,7 @@ def generate_sample(model, accelerator, context: EvalContext) -> dict:
     cfg, raw = context.cfg, context.raw
     rows = list(range(min(cfg.seq2seq.generation_eval_rows, len(raw))))
     mine = rows[accelerator.process_index :: accelerator.num_processes]
-    sources = raw.select(mine)[cfg.data.text_column] if mine else []
+    sources = [cfg.seq2seq.source_prefix + text for text in raw.select(mine)[cfg.data.text_column]] if mine else []
     hypotheses = generate_texts(model, context.tokenizer, sources, cfg.train.eval_batch_size, cfg.data.max_length)
     gathered = sorted(
         gather_object(list(zip(mine, hypotheses))) if accelerator.num_processes > 1 else zip(mine, hypotheses)

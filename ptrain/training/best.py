@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ptrain.config import TrainConfig
+from ptrain.config import Config, TrainConfig
 from ptrain.tasks import Task
 from ptrain.tasks.user_metrics import user_metrics
 
@@ -15,9 +15,9 @@ if TYPE_CHECKING:  # ptrain.training.run imports torch; `ptrain runs` uses lower
     from ptrain.training.run import LoopState
 
 
-def metric_for_best(train_cfg: TrainConfig, task: Task) -> str:
-    """train.metric_for_best, or the task's headline metric."""
-    return train_cfg.metric_for_best or task.metrics[0]
+def metric_for_best(cfg: Config, task: Task) -> str:
+    """train.metric_for_best, or the headline metric of what the task reports with this config."""
+    return cfg.train.metric_for_best or task.metrics_of(task.options(cfg))[0]
 
 
 def lower_is_better(task: Task, metric: str, train_cfg: TrainConfig | None = None) -> bool:
@@ -36,8 +36,9 @@ class BestRule:
     target: float | None = None  # stop once the metric reaches it
 
     @classmethod
-    def of(cls, train_cfg: TrainConfig, task: Task) -> BestRule:
-        metric = metric_for_best(train_cfg, task)
+    def of(cls, cfg: Config, task: Task) -> BestRule:
+        train_cfg = cfg.train
+        metric = metric_for_best(cfg, task)
         return cls(
             metric=metric,
             lower_is_better=lower_is_better(task, metric, train_cfg),

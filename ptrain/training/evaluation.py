@@ -28,7 +28,7 @@ def evaluate_and_track(run: Run, state: LoopState, meter: TrainMeter) -> EvalRes
         step = state.global_step
         metrics = {**result.metrics, **{f"{name}/{k}": v for name, r in named.items() for k, v in r.metrics.items()}}
         state.last, state.last_eval_step = metrics, step
-        improved = record_evaluation(BestRule.of(run.cfg.train, run.task), state, metrics, step)
+        improved = record_evaluation(BestRule.of(run.cfg, run.task), state, metrics, step)
         if improved:
             export_model(accelerator, model, data.tokenizer, run.outputs.run_dir / "best")
             write_model_card(run, run.outputs.run_dir / "best", scores_by_set(metrics), step)

@@ -89,11 +89,13 @@ def write_results(
     if not accelerator.is_main_process:
         return
     write_json(run_dir / "metrics.json", metrics)
-    run.outputs.tracker.hparams(hparams_of(run.cfg), summary_metrics(metrics, run.task.metrics), state.global_step)
+    run.outputs.tracker.hparams(
+        hparams_of(run.cfg), summary_metrics(metrics, run.task.metrics_of(run.task.options(run.cfg))), state.global_step
+    )
     peaks = ", ".join(f"{gib:.2f}" for gib in memory["peak_memory_gib"])
     trackers = "".join(f"ptrain: {line}\n" for line in run.outputs.tracker.destinations())
     accelerator.print(
-        f"ptrain: best {metric_for_best(run.cfg.train, run.task)} {state.best_value:.4f} "
+        f"ptrain: best {metric_for_best(run.cfg, run.task)} {state.best_value:.4f} "
         f"at step {state.best['step']}; wall time {wall_seconds:.0f}s; peak memory per process {peaks} GiB\n"
         f"{trackers}ptrain: model: {run_dir / 'best'} (best), {run_dir / 'final'} (final); "
         f"metrics: {run_dir / 'metrics.json'}"
