@@ -23,7 +23,8 @@ def test_byte_level_bpe_round_trips_any_text():
 
 
 @pytest.mark.slow
-def test_a_scratch_model_trains_with_its_own_tokenizer_and_exports_it(tmp_path, cache_dir):
+def test_a_scratch_model_trains_with_its_own_tokenizer_and_exports_it(tmp_path):
+    cache_dir = tmp_path / "cache"  # its own: other tests of this worker train tokenizers into the shared one
     overrides = tiny_overrides(
         tmp_path, cache_dir, rows=300, **{"train.epochs": "1", "model.train_tokenizer.vocab_size": "500"}
     )
@@ -36,7 +37,7 @@ def test_a_scratch_model_trains_with_its_own_tokenizer_and_exports_it(tmp_path, 
     assert len(vocabularies[0]) == 500 and vocabularies[0] == vocabularies[1]  # the second run read the cache
     config = json.loads((runs[0] / "final" / "config.json").read_text())
     assert config["vocab_size"] == 500  # taken from the tokenizer
-    assert len(list((cache_dir / "tokenizers").iterdir())) == 1
+    assert len(list((cache_dir / "tokenizers").iterdir())) == 1  # trained once, read back by the second run
     classify = pipeline("text-classification", model=str(runs[0] / "final"))
     assert classify("i feel wonderful today")[0]["label"] in {"sadness", "joy", "love", "anger", "fear", "surprise"}
 
