@@ -1,4 +1,4 @@
-"""`ptrain <command> ...`: train, check, eval, predict, generate, chat, bench, sweep, runs, report, check-run.
+"""`ptrain <command> ...`: train, check, eval, predict, generate, chat, bench, sweep, tune, runs, report, check-run.
 User mistakes print one line and exit 2."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 from ptrain.errors import PtrainError
+from ptrain.experiments.tune_command import add_tune_command
 from ptrain.runtime.allocator import keep_freed_memory
 
 USAGE_EXIT = 2
@@ -223,7 +224,7 @@ def run_predict(args: argparse.Namespace) -> int:
 CONFIG_COMMANDS = {"check": run_check, "train": run_train, "eval": run_eval, "bench": run_bench}
 
 
-EXPERIMENT_COMMANDS = ("sweep", "runs", "report", "check-run")
+EXPERIMENT_COMMANDS = ("sweep", "tune", "runs", "report", "check-run")
 
 
 def add_experiment_commands(commands) -> None:
@@ -237,6 +238,7 @@ def add_experiment_commands(commands) -> None:
     sub.add_argument(
         "--launcher", help="how to start python for each point, e.g. 'accelerate launch --num_processes 2'"
     )
+    add_tune_command(commands)
     sub = commands.add_parser("runs", help="table of the runs under DIR: varied keys, metrics, steps, time, status")
     sub.add_argument("dir", nargs="?", default="runs", help="a folder of runs, e.g. runs/NAME/SWEEP (default runs)")
     sub.add_argument("--sort", help="column to sort by, e.g. best_weighted_f1 or final_loss (best first)")
@@ -249,6 +251,8 @@ def add_experiment_commands(commands) -> None:
 
 
 def run_experiment_command(args: argparse.Namespace) -> int:
+    if args.command == "tune":
+        return args.run(args)
     if args.command == "sweep":
         from ptrain.experiments.sweep import sweep
 

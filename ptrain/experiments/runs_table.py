@@ -14,6 +14,7 @@ import yaml
 from ptrain.config import NOT_HYPERPARAMETERS, SEED_KEY, flatten_config
 from ptrain.config.user_code import metric_name
 from ptrain.errors import SweepError
+from ptrain.experiments.tune_pruning import PRUNED_FILE
 from ptrain.files.lock import holder
 from ptrain.outputs.run_dir import RUNNING
 from ptrain.tasks import TASKS
@@ -87,6 +88,8 @@ def run_row(folder: Path, root: Path, config: dict, varied: list[str], columns: 
 
 
 def status_of(folder: Path, metrics: dict | None) -> str:
+    if (folder / PRUNED_FILE).is_file():  # a `ptrain tune` trial its pruner stopped early
+        return "pruned"
     if metrics:
         return "finished"
     if holder(folder / RUNNING) is not None:
