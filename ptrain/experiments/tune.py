@@ -62,11 +62,15 @@ def run_trials(tuning: Tuning, study) -> int:
         study.tell(trial, value, state=state)
 
 
+def study_lock(tuning: Tuning):
+    """On SQLite, processes of one machine take turns creating the study and asking for trials."""
+    return FileLock(str(tuning.study_dir / "ask.lock")) if tuning.storage_url.startswith("sqlite") else nullcontext()
+
+
 def next_trial(tuning: Tuning, study):
     """Ask for a trial unless the study is full. On SQLite the count and the ask hold a file lock, so processes of
     one machine never overshoot; on a shared database a trial past --trials is told failed and uncounted."""
-    lock = FileLock(str(tuning.study_dir / "ask.lock")) if tuning.storage_url.startswith("sqlite") else nullcontext()
-    with lock:
+    with study_lock(tuning):
         if len(counted(study)) >= tuning.trials:
             return None
         trial = study.ask({p.key: p.distribution() for p in tuning.params})

@@ -39,7 +39,7 @@ def add_tune_command(commands) -> None:
 
 
 def run_tune(args: argparse.Namespace) -> int:
-    from ptrain.experiments.tune import Tuning, check_trials_fit, report_end, run_trials
+    from ptrain.experiments.tune import Tuning, check_trials_fit, report_end, run_trials, study_lock
     from ptrain.experiments.tune_study import make_pruner, make_sampler, open_storage, require_optuna
 
     optuna = require_optuna()
@@ -64,14 +64,15 @@ def run_tune(args: argparse.Namespace) -> int:
         callbacks=list(cfg.train.callbacks),
     )
     check_trials_fit(tuning, args.sampler)
-    study = optuna.create_study(
-        storage=open_storage(tuning.storage_url),
-        study_name=name,
-        sampler=make_sampler(args.sampler, params, args.startup_trials, args.seed),
-        pruner=make_pruner(*tuning.pruner),
-        direction=args.direction or ("minimize" if lower else "maximize"),
-        load_if_exists=True,
-    )
+    with study_lock(tuning):  # two processes creating one SQLite file's tables at once: the second fails
+        study = optuna.create_study(
+            storage=open_storage(tuning.storage_url),
+            study_name=name,
+            sampler=make_sampler(args.sampler, params, args.startup_trials, args.seed),
+            pruner=make_pruner(*tuning.pruner),
+            direction=args.direction or ("minimize" if lower else "maximize"),
+            load_if_exists=True,
+        )
     for values in enqueued:
         study.enqueue_trial(values, skip_if_exists=True)
     print(f"ptrain: tune {study_dir}: {tuning.trials} trials, {args.sampler} sampler, {args.pruner} pruner, {metric}")
