@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 from ptrain.errors import PtrainError
+from ptrain.inference.zero_shot import add_zero_shot_options, run_zero_shot
 from ptrain.runtime.allocator import keep_freed_memory
 
 USAGE_EXIT = 2
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--text-pair-column", help="the second text of a sentence-pair model (as data.text_pair_column)")
     sub.add_argument("--batch-size", type=int, default=64)
     add_precision_option(sub)
+    add_zero_shot_options(sub)
     add_experiment_commands(commands)
     add_generate_command(commands)
     return parser
@@ -210,6 +212,8 @@ def run_bench(cfg, args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    if args.candidate_labels is not None or args.hypothesis_template is not None:
+        return run_zero_shot(args)
     from ptrain.inference.predict import predict_file
 
     count = predict_file(
