@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ptrain.errors import PtrainError
 from ptrain.experiments.tune_command import add_tune_command
+from ptrain.inference.zero_shot import add_zero_shot_options, run_zero_shot
 from ptrain.runtime.allocator import keep_freed_memory
 
 USAGE_EXIT = 2
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--text-pair-column", help="the second text of a sentence-pair model (as data.text_pair_column)")
     sub.add_argument("--batch-size", type=int, default=64)
     add_precision_option(sub)
+    add_zero_shot_options(sub)
     add_experiment_commands(commands)
     add_generate_command(commands)
     return parser
@@ -100,12 +102,8 @@ def add_generate_command(commands) -> None:
 
 
 def add_precision_option(sub) -> None:
-    sub.add_argument(
-        "--precision",
-        default="auto",
-        choices=["auto", "no", "bf16", "fp16"],
-        help="autocast dtype on the CPU: auto (bf16 where native, else fp32), no (fp32) or bf16",
-    )
+    meaning = "autocast dtype on the CPU: auto (bf16 where native, else fp32), no (fp32) or bf16"
+    sub.add_argument("--precision", default="auto", choices=["auto", "no", "bf16", "fp16"], help=meaning)
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -211,6 +209,8 @@ def run_bench(cfg, args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    if args.candidate_labels is not None or args.hypothesis_template is not None:
+        return run_zero_shot(args)
     from ptrain.inference.predict import predict_file
 
     count = predict_file(
