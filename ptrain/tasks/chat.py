@@ -79,12 +79,13 @@ class Chat(ChatDeclaration):
     def finish_split(self, cfg, split: str, ds, raw):
         """The policies (chat.bad_rows, chat.too_long) applied, then the rows packed (chat.packing). Returns the
         split and its counts for the start line."""
-        options, statuses = self.options(cfg), Counter(ds["status"])
+        options, status_of = self.options(cfg), ds["status"]
+        statuses = Counter(status_of)
         for status, count in statuses.items():
             if status in (KEPT, CUT):
                 continue
             if (options.too_long if status == TOO_LONG else options.bad_rows) == "error":
-                first = ds["status"].index(status)
+                first = status_of.index(status)
                 raise DataError(
                     f"{source_name(raw, split)}: {count} conversation(s) with {status} (first: data row "
                     f"{ds[first]['idx']}); fix them, or set chat.{'too_long' if status == TOO_LONG else 'bad_rows'}"
@@ -142,13 +143,9 @@ class Chat(ChatDeclaration):
         generates them (same prompts, greedy), so sharded models run their forward on all ranks."""
         result = perplexity_result(model, loader, accelerator, TokenLoss(shift=True))
         prompts, references = sample_prompts(context, self.options(context.cfg).sample_count)
-        if prompts:
-            end_of_turn = self.prepare_tokenizer(context.cfg, context.tokenizer)
+        if prompts:  # generation stops where load_model told the model's generation_config: at the end of a turn
             sampling = Sampling(
-                max_new_tokens=self.options(context.cfg).sample_max_new_tokens,
-                greedy=True,
-                add_special_tokens=False,
-                stop_token_ids=stop_ids(context.tokenizer, end_of_turn),
+                max_new_tokens=self.options(context.cfg).sample_max_new_tokens, greedy=True, add_special_tokens=False
             )
             answers = continue_prompts(accelerator.unwrap_model(model), context.tokenizer, prompts, sampling)
             result.details = {

@@ -19,7 +19,6 @@ class Sampling:
     top_p: float | None = None  # nucleus sampling; None: off
     seed: int = 0
     add_special_tokens: bool = True  # False for a prompt rendered by a chat template (it holds its own)
-    stop_token_ids: list[int] | None = None  # besides the model's EOS (a chat template's end of turn)
 
 
 def continue_prompts(model, tokenizer, prompts: list[str], sampling: Sampling) -> list[str]:
@@ -44,8 +43,6 @@ def continue_prompts(model, tokenizer, prompts: list[str], sampling: Sampling) -
 def generate_options(tokenizer, sampling: Sampling) -> dict:
     """model.generate keyword arguments for `sampling`: greedy, or sampling with temperature, top-k and top-p."""
     options = {"max_new_tokens": sampling.max_new_tokens, "pad_token_id": tokenizer.pad_token_id}
-    if sampling.stop_token_ids:
-        options["eos_token_id"] = sorted({*sampling.stop_token_ids, tokenizer.eos_token_id} - {None})
     if sampling.greedy:
         return {**options, "do_sample": False}
     return {
