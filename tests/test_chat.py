@@ -17,14 +17,19 @@ def chat_overrides(tmp_path, cache_dir, **extra: str) -> list[str]:
     return tiny_overrides(tmp_path, cache_dir, rows=200, **{"data.max_eval_rows": "24", **extra})
 
 
+def train_chat(tmp_path, cache_dir, *overrides: str) -> str:
+    """`ptrain train configs/tiny_chat.yaml` with `overrides`; its start line about the conversations."""
+    result = run_cli("train", str(CONFIGS / "tiny_chat.yaml"), *chat_overrides(tmp_path, cache_dir), *overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return next(line for line in result.stdout.splitlines() if line.startswith("ptrain: chat:"))
+
+
 def metrics_lines(run_dir) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_instructions_train_on_the_answers_and_the_export_chats_in_pipeline(tmp_path, cache_dir):
-    result = run_cli("train", str(CONFIGS / "tiny_chat.yaml"), *chat_overrides(tmp_path, cache_dir))
-    assert result.returncode == 0, result.stderr[-3000:]
-    line = next(line for line in result.stdout.splitlines() if line.startswith("ptrain: chat:"))
+    line = train_chat(tmp_path, cache_dir)
     assert "train 200 conversations in " in line and "bad rows: drop, too long: drop_turns" in line
     (run_dir,) = (tmp_path / "runs").glob("*/*")
     lines = metrics_lines(run_dir)
@@ -63,9 +68,7 @@ def test_bad_and_long_conversations_follow_the_policy_and_are_counted(tmp_path, 
         "chat.system_prompt=null",
         "train.epochs=1",
     ]
-    result = run_cli("train", str(CONFIGS / "tiny_chat.yaml"), *chat_overrides(tmp_path, cache_dir), *overrides)
-    assert result.returncode == 0, result.stderr[-3000:]
-    line = next(line for line in result.stdout.splitlines() if line.startswith("ptrain: chat:"))
+    line = train_chat(tmp_path, cache_dir, *overrides)
     for counted in (
         "train 31 conversations",
         "1 no assistant turn",
@@ -102,9 +105,7 @@ def test_dailydialog_speakers_become_user_and_assistant(tmp_path, cache_dir):
         "data.max_train_rows=60",
         "train.epochs=1",
     ]
-    result = run_cli("train", str(CONFIGS / "tiny_chat.yaml"), *chat_overrides(tmp_path, cache_dir), *overrides)
-    assert result.returncode == 0, result.stderr[-3000:]
-    line = next(line for line in result.stdout.splitlines() if line.startswith("ptrain: chat:"))
+    line = train_chat(tmp_path, cache_dir, *overrides)
     assert "train 60 conversations in " in line and " cut to the turns that fit" in line  # 256 tokens: long ones cut
     (run_dir,) = (tmp_path / "runs").glob("*/*")
     samples = [entry["eval/samples"] for entry in metrics_lines(run_dir) if "eval/samples" in entry][-1]
