@@ -49,12 +49,16 @@ class DataConfig(Strict):
     hub_config: str | None = Field(
         None, description="The configuration (subset) name of data.hub_dataset, if it has several."
     )
-    format: Literal["auto", "csv", "tsv", "json", "jsonl", "parquet", "text", "conll", "corpus", "dialogues"] = Field(
+    format: Literal[
+        "auto", "csv", "tsv", "json", "jsonl", "parquet", "text", "conll", "corpus", "dialogues", "squad"
+    ] = Field(
         "auto",
         description="The file format; auto: from the extension (.txt is text). conll: `WORD ... TAG` lines, a list of "
         "words and a list of tags per sentence (token classification); corpus: plain text, one document per "
         "blank-line-separated paragraph (language models); dialogues: one dialogue per line, its utterances "
-        "separated by data.turn_separator, read into a `turns` column (chat, with chat.speakers).",
+        "separated by data.turn_separator, read into a `turns` column (chat, with chat.speakers); squad: the SQuAD "
+        "JSON as released (v1.1 or 2.0), one row per question with the Hub `squad` columns id, title, context, "
+        "question and answers (question answering).",
     )
     turn_separator: str = Field(
         "__eou__", min_length=1, description="The marker between utterances of data.format=dialogues files."
@@ -83,6 +87,12 @@ class DataConfig(Strict):
         lt=1,
         description="Share of the training rows held out for validation when there is no validation file, drawn "
         "with train.seed (corpus: the contiguous tail, so no passage leaks across the split).",
+    )
+    group_column: str | None = Field(
+        None,
+        description="Rows sharing a value of this column stay on one side of a held-out split: "
+        "data.validation_fraction and data.num_folds then hold out whole groups (e.g. SQuAD articles: "
+        "data.group_column=title), with the same seeds.",
     )
     max_length: int = Field(128, gt=1, description="Tokens per input text at most; longer texts are truncated.")
     max_train_rows: int | None = Field(

@@ -6,6 +6,8 @@
   the task classifies, so each class keeps its share (largest remainders). data.max_*_rows keep "first N".
 - data.num_folds / data.fold: stratified folds of the training rows (seeded by data.sample_seed); fold `fold` is
   the validation split, the others train.
+- data.group_column: both hold out whole groups of rows (rows sharing the column's value), so no group is on both
+  sides of the split.
 """
 
 from __future__ import annotations
@@ -54,9 +56,15 @@ def seeded_sample(ds: Dataset, size: int, seed: int, label_column: str | None) -
     return ds.select(sorted(chosen))
 
 
-def fold_split(ds: Dataset, num_folds: int, fold: int, seed: int, label_column: str | None) -> tuple[Dataset, Dataset]:
+def fold_split(
+    ds: Dataset, num_folds: int, fold: int, seed: int, label_column: str | None, group_column: str | None = None
+) -> tuple[Dataset, Dataset]:
     """(training folds, held-out fold `fold`): each label's rows are shuffled and dealt round-robin to the
-    folds, so every fold keeps the label shares and the folds are disjoint and cover every row."""
+    folds, so every fold keeps the label shares and the folds are disjoint and cover every row; with group_column,
+    whole groups are dealt instead (group_folds)."""
+    if group_column is not None:
+        assignment = group_folds(ds, group_column, num_folds, seed)
+        return ds.select(np.flatnonzero(assignment != fold).tolist()), ds.select(np.flatnonzero(assignment == fold))
     rng = np.random.default_rng(seed)
     groups = _label_groups(ds, label_column) if label_column else {None: list(range(len(ds)))}
     assignment = np.empty(len(ds), dtype=np.int64)
@@ -67,6 +75,48 @@ def fold_split(ds: Dataset, num_folds: int, fold: int, seed: int, label_column: 
         start += len(shuffled)  # the next label's deal begins where this one ended: fold sizes stay even
     held_out = np.flatnonzero(assignment == fold).tolist()
     return ds.select(np.flatnonzero(assignment != fold).tolist()), ds.select(held_out)
+
+
+def group_split(ds: Dataset, column: str, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """(training rows, held-out rows): groups of `column` in a seeded order, held out until they hold `fraction` of
+    the rows (at least one group, and never all of them)."""
+    groups = _column_groups(ds, column)
+    if len(groups) < 2:
+        raise DataError(f"data.group_column '{column}' has one value in {source_name(ds, 'train')}; nothing to split")
+    order = np.random.default_rng(seed).permutation(len(groups))
+    keys, held_out, wanted = list(groups), [], fraction * len(ds)
+    for position in order[:-1]:
+        held_out.extend(groups[keys[position]])
+        if len(held_out) >= wanted:
+            break
+    held = set(held_out)
+    return ds.select([row for row in range(len(ds)) if row not in held]), ds.select(sorted(held_out))
+
+
+def group_folds(ds: Dataset, column: str, num_folds: int, seed: int) -> np.ndarray:
+    """The fold of every row: groups in a seeded order, each to the fold with the fewest rows so far."""
+    groups = _column_groups(ds, column)
+    if len(groups) < num_folds:
+        raise DataError(
+            f"data.group_column '{column}' has {len(groups)} values in {source_name(ds, 'train')}, fewer than "
+            f"data.num_folds={num_folds}"
+        )
+    keys, sizes = list(groups), np.zeros(num_folds, dtype=np.int64)
+    assignment = np.empty(len(ds), dtype=np.int64)
+    for position in np.random.default_rng(seed).permutation(len(keys)):
+        fold = int(sizes.argmin())
+        assignment[groups[keys[position]]] = fold
+        sizes[fold] += len(groups[keys[position]])
+    return assignment
+
+
+def _column_groups(ds: Dataset, column: str) -> dict:
+    if column not in ds.column_names:
+        raise DataError(f"data.group_column '{column}' not in {source_name(ds, 'train')} columns {ds.column_names}")
+    groups: dict = {}
+    for index, value in enumerate(ds[column]):
+        groups.setdefault(value, []).append(index)
+    return groups
 
 
 def _label_groups(ds: Dataset, label_column: str) -> dict:

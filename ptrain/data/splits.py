@@ -17,7 +17,8 @@ from ptrain.config import Config, DataConfig, data_path
 from ptrain.data.conll import read_conll
 from ptrain.data.dialogues import read_dialogues
 from ptrain.data.labels import source_name
-from ptrain.data.sampling import fold_split, seeded_sample, split_by_column
+from ptrain.data.sampling import fold_split, group_split, seeded_sample, split_by_column
+from ptrain.data.squad import read_squad
 from ptrain.errors import DataError, first_line
 
 SPLITS = ("train", "validation", "test")
@@ -74,7 +75,7 @@ def load_raw_splits(cfg: Config, task: ReadsColumns) -> tuple[DatasetDict, dict[
         if "validation" in splits:
             raise DataError("data.num_folds holds out a fold of the training rows; the data has validation rows too")
         splits["train"], splits["validation"] = fold_split(
-            splits["train"], data.num_folds, data.fold, data.sample_seed, stratify
+            splits["train"], data.num_folds, data.fold, data.sample_seed, stratify, data.group_column
         )
     elif "validation" not in splits:
         splits["train"], splits["validation"] = _split_validation(cfg, splits["train"])
@@ -89,7 +90,10 @@ def load_raw_splits(cfg: Config, task: ReadsColumns) -> tuple[DatasetDict, dict[
 
 
 def _split_validation(cfg: Config, train: Dataset) -> tuple[Dataset, Dataset]:
-    """A seeded random sample of rows; for a corpus the contiguous tail, so no passage leaks across the split."""
+    """A seeded random sample of rows (or of whole groups, data.group_column); for a corpus the contiguous tail, so
+    no passage leaks across the split."""
+    if cfg.data.group_column is not None:
+        return group_split(train, cfg.data.group_column, cfg.data.validation_fraction, cfg.train.seed)
     if cfg.data.format == "corpus":
         cut = len(train) - max(1, round(len(train) * cfg.data.validation_fraction))
         return train.select(range(cut)), train.select(range(cut, len(train)))
@@ -105,6 +109,8 @@ def read_table(data: DataConfig, path: Path, text_columns: Sequence[str] = ()) -
         return read_conll(path, data.text_column, data.label_column, data.encoding)
     if fmt == "dialogues":
         return read_dialogues(path, data.turn_separator, DIALOGUE_COLUMN, data.encoding)
+    if fmt == "squad":
+        return read_squad(path, data.encoding)
     if fmt is None:
         raise DataError(
             f"{path}: unknown extension '{path.suffix}'; set data.format to one of {list(EXTENSION_FORMATS.values())}"

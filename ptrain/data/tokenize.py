@@ -39,6 +39,7 @@ NOT_TOKENIZATION = frozenset(
         "sample_seed",
         "num_folds",
         "fold",
+        "group_column",
         "group_by_length",
         "num_workers",
         "empty_texts",
