@@ -68,8 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--model", required=True)
     sub.add_argument("--input", required=True, help="CSV, TSV, JSONL or TXT (one text per line)")
     sub.add_argument("--output", default="-", help=".csv, .tsv or .jsonl file; - (default) prints JSONL")
-    sub.add_argument("--text-column", default="text")
-    sub.add_argument("--text-pair-column", help="the second text of a sentence-pair model (as data.text_pair_column)")
+    sub.add_argument("--text-column", help="default: text (question answering: question)")
+    sub.add_argument(
+        "--text-pair-column", help="the second text of a sentence-pair model (question answering: default context)"
+    )
     sub.add_argument("--batch-size", type=int, default=64)
     add_precision_option(sub)
     add_zero_shot_options(sub)

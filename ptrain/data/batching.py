@@ -10,7 +10,8 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from ptrain.config import Config
 
-MODEL_COLUMNS = ["input_ids", "attention_mask", "token_type_ids", "position_ids", "labels", "idx"]
+# What a loader hands the collator; offset_mapping: question answering's evaluation windows (characters per token)
+MODEL_COLUMNS = ["input_ids", "attention_mask", "token_type_ids", "position_ids", "labels", "idx", "offset_mapping"]
 PADDING_COLLATORS = (DataCollatorWithPadding, DataCollatorForTokenClassification, DataCollatorForSeq2Seq)
 
 

@@ -21,7 +21,7 @@ def predict_file(
     model_dir: str,
     input_path: str,
     output: str,
-    text_column: str,
+    text_column: str | None,
     batch_size: int,
     precision: str = "auto",
     pair_column: str | None = None,
@@ -30,12 +30,13 @@ def predict_file(
     token classification); rows keep the input order. Returns the row count. Texts are cut at the export's
     tokenizer model_max_length, which ptrain's exports set to the data.max_length they were trained with."""
     tokenizer, model, task = load_exported(model_dir)
-    if pair_column and not task.reads_pairs:
+    text_column, pair_column = text_column or task.predict_columns[0], pair_column or task.predict_columns[1]
+    if pair_column and not (task.reads_pairs or task.predict_columns[1]):
         raise DataError(f"--text-pair-column: a {task.name} model reads single texts; leave it out")
     texts, pairs = read_texts(Path(input_path), text_column, pair_column)
     with autocast(inference_precision(precision)):  # on the CPU, in the dtype `auto` picks there by default
         rows = task.predict(model, tokenizer, texts, batch_size, pairs=pairs)
-    if pairs is not None:  # the pair beside its text in every row
+    if pairs is not None and "text" in rows[0]:  # the pair beside its text in every row
         rows = [{"text": row.pop("text"), "text_pair": pair, **row} for row, pair in zip(rows, pairs)]
     write_rows(rows, output)
     return len(rows)

@@ -26,8 +26,9 @@ def add_zero_shot_options(sub) -> None:
 def run_zero_shot(args: argparse.Namespace) -> int:
     """`ptrain predict --candidate-labels ...`: the pipeline's label and scores for every text of --input."""
     labels, template = zero_shot_options(args)
+    text_column = args.text_column or "text"
     count = zero_shot_file(
-        args.model, args.input, args.output, args.text_column, labels, template, args.batch_size, args.precision
+        args.model, args.input, args.output, text_column, labels, template, args.batch_size, args.precision
     )
     if args.output != "-":
         print(f"ptrain: {count} zero-shot predictions written to {args.output}", file=sys.stderr)

@@ -45,6 +45,7 @@ def built_in_tasks() -> dict[str, Task]:
     from ptrain.tasks.masked_lm import MaskedLM
     from ptrain.tasks.multilabel import MultiLabelClassification
     from ptrain.tasks.probe import LinearProbe
+    from ptrain.tasks.question_answering import QuestionAnswering
     from ptrain.tasks.regression import Regression
     from ptrain.tasks.seq2seq import SequenceToSequence
     from ptrain.tasks.token_classification import TokenClassification
@@ -59,6 +60,7 @@ def built_in_tasks() -> dict[str, Task]:
         CausalLM(),
         Chat(),
         SequenceToSequence(),
+        QuestionAnswering(),
     )
     return {task.name: task for task in tasks}
 

@@ -57,6 +57,7 @@ class Task:
     reads_pairs: bool = False  # its models read a text and a second text (data.text_pair_column)
     refuses_empty_texts: bool = True  # data.empty_texts applies to its columns (chat: chat.bad_rows decides)
     peft_task_type: str | None = None  # model.lora wraps its model as this peft TaskType; None: model.lora is refused
+    predict_columns: tuple[str, str | None] = ("text", None)  # `ptrain predict`'s default input columns
 
     def options(self, cfg) -> Any:
         """The task's section of a config (an instance of Options)."""
@@ -105,6 +106,10 @@ class Task:
 
     def load_model(self, cfg, label_names: list[str], tokenizer):
         raise NotImplementedError
+
+    def logits(self, outputs) -> torch.Tensor:
+        """What the loss reads of the model's outputs (question answering: start and end scores, stacked)."""
+        return outputs.logits
 
     def build_loss(self, cfg, splits):
         """An object with __call__(logits, labels) -> summed loss and target_weight(labels) -> its denominator.

@@ -13,6 +13,7 @@ from ptrain.errors import ConfigError
 from ptrain.tasks.base import Task
 from ptrain.tasks.chat_declaration import ChatDeclaration
 from ptrain.tasks.packing import PACKING_MOVED_KEYS, PackingOptions, check_block_size
+from ptrain.tasks.qa_declaration import QuestionAnsweringDeclaration
 from ptrain.tasks.seq2seq_declaration import SequenceToSequenceDeclaration
 
 
@@ -185,4 +186,5 @@ DECLARATIONS: tuple[Task, ...] = (
     CausalLMDeclaration(),
     ChatDeclaration(),
     SequenceToSequenceDeclaration(),
+    QuestionAnsweringDeclaration(),
 )

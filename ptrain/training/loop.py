@@ -73,7 +73,7 @@ def optimizer_step(run: Run, state: LoopState, meter: TrainMeter, window: list[d
     for position, batch in enumerate(window):
         with micro_step(accelerator, optim.model, last=position == len(window) - 1):
             labels, _, real = batch.pop("labels"), batch.pop("idx"), pop_token_mask(batch)
-            logits = optim.model(**batch).logits
+            logits = run.task.logits(optim.model(**batch))
             loss_sum = optim.loss_fn(logits, labels)  # summed over targets: logged as it is
             accelerator.backward(loss_sum * scale.factor)  # DeepSpeed clips and steps in the last one
         meter.add_micro_batch(loss_sum.detach(), real)
