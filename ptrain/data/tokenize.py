@@ -40,6 +40,7 @@ NOT_TOKENIZATION = frozenset(
         "num_folds",
         "fold",
         "group_by_length",
+        "max_tokens_per_batch",
         "num_workers",
         "empty_texts",
         "cache_dir",
