@@ -20,7 +20,9 @@ def padded_length(length: int, multiple: int | None) -> int:
     return -(-length // multiple) * multiple if multiple else length
 
 
-def budget_batches(rows: Iterable[tuple[int, int]], max_tokens: int, multiple: int | None = None) -> Iterator[list[int]]:
+def budget_batches(
+    rows: Iterable[tuple[int, int]], max_tokens: int, multiple: int | None = None
+) -> Iterator[list[int]]:
     """The rows in their order, cut greedily into batches whose padded size (rows x longest padded row) is at most
     `max_tokens`. A row longer than the budget alone is refused: a batch over the budget is what it rules out."""
     batch: list[int] = []
@@ -87,22 +89,26 @@ class TokenBudgetBatches:
         if group_by_length:
             order = order[np.argsort(lengths[order], kind="stable")]
         rows = zip(order.tolist(), lengths[order].tolist(), strict=True)
-        self.batches = list(budget_batches(rows, max_tokens, multiple))
+        sizes = [len(batch) for batch in budget_batches(rows, max_tokens, multiple)]
+        # the batches as slices of one array: 8 bytes a row, not a Python list per batch
+        self.order, self.bounds = order, np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
         self.shuffle = shuffle
-        longest = [padded_length(int(lengths[batch].max()), multiple) for batch in self.batches]
+        longest = np.maximum.reduceat(lengths[order], self.bounds[:-1]) if sizes else np.zeros(0, np.int64)
+        if multiple:
+            longest = -(-longest // multiple) * multiple
         self.summary = BudgetSummary(
-            batches=len(self.batches),
+            batches=len(sizes),
             rows=len(lengths),
-            padded_tokens=sum(len(batch) * top for batch, top in zip(self.batches, longest, strict=True)),
+            padded_tokens=int((np.asarray(sizes) * longest).sum()),
             real_tokens=int(lengths.sum()),
         )
 
     def __len__(self) -> int:
-        return len(self.batches)
+        return len(self.bounds) - 1
 
     def __iter__(self) -> Iterator[list[int]]:
-        for position in torch.randperm(len(self.batches), generator=self.shuffle).tolist():
-            yield self.batches[position]
+        for batch in torch.randperm(len(self), generator=self.shuffle).tolist():
+            yield self.order[self.bounds[batch] : self.bounds[batch + 1]].tolist()
 
 
 def budget_sampler(loader) -> TokenBudgetBatches | None:
