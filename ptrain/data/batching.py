@@ -1,4 +1,5 @@
-"""DataLoaders: seeded shuffling, optional length-grouped batches for training, length-sorted evaluation."""
+"""DataLoaders: seeded shuffling, optional length-grouped or token-budget batches for training, length-sorted
+evaluation."""
 
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ def train_loader(
 
 
 def budget_loader(cfg: Config, ds: Dataset, collator, generator: torch.Generator, device: torch.device) -> DataLoader:
+    """Batches of at most data.max_tokens_per_batch padded tokens (token_budget.py), ordered by `generator`."""
     batches = TokenBudgetBatches(
         row_lengths(ds),
         cfg.data.max_tokens_per_batch,
