@@ -151,6 +151,24 @@ class DataConfig(Strict):
         True,
         description="Batch training rows of similar length together: less padding, with the same randomness per epoch.",
     )
+    max_tokens_per_batch: int | None = Field(
+        None,
+        gt=1,
+        description="Training micro-batches by a token budget instead of train.per_device_batch_size rows: as many "
+        "rows as fit in this many padded tokens (rows x the batch's longest row; packed blocks: their real tokens). "
+        "Batches are cut once from the seeded (with data.group_by_length: length-sorted) row order; their order is "
+        "shuffled every epoch. At least data.max_length.",
+    )
+
+    @model_validator(mode="after")
+    def _budget_holds_a_row(self) -> DataConfig:
+        if self.max_tokens_per_batch is not None and self.max_tokens_per_batch < self.max_length:
+            raise ValueError(
+                f"data.max_tokens_per_batch={self.max_tokens_per_batch} cannot hold a row of data.max_length="
+                f"{self.max_length} tokens: raise it to at least {self.max_length} or lower data.max_length"
+            )
+        return self
+
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes; 0 loads batches in the main process.")
     empty_texts: Literal["error", "drop"] = Field(
         "error",

@@ -1,4 +1,5 @@
-"""DataLoaders: seeded shuffling, optional length-grouped batches for training, length-sorted evaluation."""
+"""DataLoaders: seeded shuffling, optional length-grouped or token-budget batches for training, length-sorted
+evaluation."""
 
 from __future__ import annotations
 
@@ -9,16 +10,23 @@ from transformers import DataCollatorForSeq2Seq, DataCollatorForTokenClassificat
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from ptrain.config import Config
+from ptrain.data.collate import pad_multiple
+from ptrain.data.token_budget import TokenBudgetBatches, row_lengths
 
 # What a loader hands the collator; offset_mapping: question answering's evaluation windows (characters per token)
 MODEL_COLUMNS = ["input_ids", "attention_mask", "token_type_ids", "position_ids", "labels", "idx", "offset_mapping"]
 PADDING_COLLATORS = (DataCollatorWithPadding, DataCollatorForTokenClassification, DataCollatorForSeq2Seq)
 
 
-def train_loader(cfg: Config, ds: Dataset, collator) -> tuple[DataLoader, torch.Generator]:
+def train_loader(
+    cfg: Config, ds: Dataset, collator, device: torch.device | None = None
+) -> tuple[DataLoader, torch.Generator]:
     """Shuffled by its own generator (returned, for seeding per epoch), never by the global RNG, so the
-    batch order does not depend on dropout draws; with group_by_length, batches of similar length."""
+    batch order does not depend on dropout draws; with group_by_length, batches of similar length; with
+    data.max_tokens_per_batch, batches by a token budget (padded as the collator pads on `device`)."""
     generator = torch.Generator().manual_seed(cfg.train.seed)
+    if cfg.data.max_tokens_per_batch is not None:
+        return budget_loader(cfg, ds, collator, generator, device or torch.device("cpu")), generator
     if cfg.data.group_by_length:
         lengths = [len(ids) for ids in ds["input_ids"]]
         sampler = LengthGroupedSampler(cfg.train.per_device_batch_size, lengths=lengths, generator=generator)
@@ -34,6 +42,26 @@ def train_loader(cfg: Config, ds: Dataset, collator) -> tuple[DataLoader, torch.
         generator=generator,  # worker seeds too
     )
     return loader, generator
+
+
+def budget_loader(cfg: Config, ds: Dataset, collator, generator: torch.Generator, device: torch.device) -> DataLoader:
+    """Batches of at most data.max_tokens_per_batch padded tokens (token_budget.py), ordered by `generator`."""
+    batches = TokenBudgetBatches(
+        row_lengths(ds),
+        cfg.data.max_tokens_per_batch,
+        seed=cfg.train.seed,
+        shuffle=generator,
+        group_by_length=cfg.data.group_by_length,
+        multiple=pad_multiple(cfg.train.mixed_precision, device),
+    )
+    return DataLoader(
+        _model_columns(ds),
+        batch_sampler=batches,
+        collate_fn=collator,
+        num_workers=cfg.data.num_workers,
+        pin_memory=torch.cuda.is_available(),
+        generator=generator,
+    )
 
 
 def eval_loader(cfg: Config, ds: Dataset, collator) -> DataLoader:

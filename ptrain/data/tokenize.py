@@ -41,6 +41,7 @@ NOT_TOKENIZATION = frozenset(
         "fold",
         "group_column",
         "group_by_length",
+        "max_tokens_per_batch",
         "num_workers",
         "empty_texts",
         "cache_dir",

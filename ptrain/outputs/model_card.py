@@ -131,7 +131,9 @@ def _hyperparameters(cfg) -> str:
     train = cfg.train
     values = {
         "learning_rate": train.learning_rate,
-        "per_device_batch_size": train.per_device_batch_size,
+        # a token budget replaces the row count of a training batch
+        "per_device_batch_size": train.per_device_batch_size if cfg.data.max_tokens_per_batch is None else None,
+        "max_tokens_per_batch": cfg.data.max_tokens_per_batch,
         "gradient_accumulation_steps": train.gradient_accumulation_steps,
         "epochs": train.epochs,
         "max_steps": train.max_steps,

@@ -140,7 +140,7 @@ def prepare_data(cfg: Config, task: Task, accelerator: Accelerator) -> RunData:
     """Tokenizer, splits and the training and validation loaders, prepared by Accelerate."""
     tokenizer, splits = load_data(cfg, task, accelerator)
     collator = task.collator(cfg, tokenizer, accelerator.device)
-    train_loader, shuffle = batching.train_loader(cfg, splits.tokenized["train"], collator)
+    train_loader, shuffle = batching.train_loader(cfg, splits.tokenized["train"], collator, accelerator.device)
     eval_loader = batching.eval_loader(cfg, splits.tokenized["validation"], collator)
     train_loader, eval_loader = accelerator.prepare(train_loader, eval_loader)
     eval_sets = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ptrain.config import Config, config_value, to_yaml
 from ptrain.data.summary import summarise_data
+from ptrain.data.token_budget import budget_sampler
 from ptrain.data.tokenize import Splits
 from ptrain.fast_paths import as_record, describe
 from ptrain.files.atomic import write_json
@@ -17,7 +18,6 @@ def announce(run: Run, state: LoopState) -> None:
     """The topology and step plan, printed once by the main process."""
     acc, train_cfg, plan, splits = run.runtime.accelerator, run.cfg.train, run.optim.plan, run.data.splits
     precision = run.runtime.precision
-    global_batch = train_cfg.per_device_batch_size * train_cfg.gradient_accumulation_steps * acc.num_processes
     sizes = ", ".join(f"{split} {len(ds):,}" for split, ds in splits.tokenized.items())
     cached = [split for split, hit in splits.cache_hits.items() if hit]
     dropped = "".join(f"; dropped {n:,} {split} rows with an empty text" for split, n in splits.dropped.items() if n)
@@ -25,8 +25,7 @@ def announce(run: Run, state: LoopState) -> None:
         f"ptrain: {acc.num_processes} process(es) on {acc.device.type}, engine {run.runtime.engine.describe()}"
         f"{', torch.compile (dynamic lengths, fast paths off)' if train_cfg.compile else ''}, "
         f"precision {precision.describe()}, {_weights(run.cfg.model.dtype)}, "
-        f"per-device batch {train_cfg.per_device_batch_size} x accumulation {train_cfg.gradient_accumulation_steps} "
-        f"x {acc.num_processes} = global batch {global_batch}; {describe(run.optim.fast_paths)}\n"
+        f"{_batch_clause(run)}; {describe(run.optim.fast_paths)}\n"
         f"ptrain: rows {sizes}; tokenization cache reused for {cached or 'none'}; "
         f"task {run.task.name}{_label_count(splits)}; {_trainable(run.optim.model)}{dropped}\n"
         f"ptrain: {plan.steps_per_epoch} optimizer steps per epoch, {plan.total_steps} in total "
@@ -39,6 +38,24 @@ def announce(run: Run, state: LoopState) -> None:
     if state.global_step == 0:
         run.outputs.tracker.text("config", "    " + to_yaml(run.cfg).replace("\n", "\n    "))
         track_data(run)
+
+
+def _batch_clause(run: Run) -> str:
+    """What one optimizer step trains on: rows, or with data.max_tokens_per_batch a token budget per micro-batch."""
+    train_cfg, processes = run.cfg.train, run.runtime.accelerator.num_processes
+    accumulation = train_cfg.gradient_accumulation_steps
+    budget = budget_sampler(run.data.train_loader)
+    if budget is None:
+        global_batch = train_cfg.per_device_batch_size * accumulation * processes
+        return (
+            f"per-device batch {train_cfg.per_device_batch_size} x accumulation {accumulation} x {processes} = "
+            f"global batch {global_batch}"
+        )
+    max_tokens = run.cfg.data.max_tokens_per_batch
+    return (
+        f"per-device batch {budget.summary.describe(max_tokens)} x accumulation {accumulation} x {processes} = "
+        f"a step of up to {max_tokens * accumulation * processes:,} padded tokens"
+    )
 
 
 def track_data(run: Run) -> None:
