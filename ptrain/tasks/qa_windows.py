@@ -50,7 +50,9 @@ def gold_answers(ds, split: str, options) -> list[Answers]:
 
 
 def _bad(ds, split: str, row: int, problem: str) -> str:
-    return f"{source_name(ds, split)}: row {row} {problem}"
+    """Rows are counted in the split (after any held-out split); the id, when the data has one, names the question."""
+    named = f" (id {ds[row]['id']})" if "id" in ds.column_names else ""
+    return f"{source_name(ds, split)}: row {row}{named} {problem}"
 
 
 def encode_windows(
@@ -61,18 +63,20 @@ def encode_windows(
     stride: int,
     where: str = "--input",
     first_row: int = 0,
+    ids: list | None = None,
 ):
     """The windows of every (question, context): a BatchEncoding with `overflow_to_sample_mapping` (window ->
     question) and `offset_mapping`. Leading spaces of questions are dropped (some SQuAD questions have hundreds,
     which would crowd out the context). A question too long to leave room for a window is refused, naming
-    `where` and its row (first_row + position)."""
+    `where`, its row (first_row + position in the split) and its id (`ids`, when the data has them)."""
     questions = [question.lstrip() for question in questions]
     room = max_length - tokenizer.num_special_tokens_to_add(pair=True) - stride  # question tokens at most
     lengths = [len(ids) for ids in tokenizer(questions, add_special_tokens=False)["input_ids"]]
     longest = max(range(len(questions)), key=lengths.__getitem__, default=None)
     if longest is not None and lengths[longest] >= room:  # the tokenizer would panic: no window could advance
         raise DataError(
-            f"{where}: the question of row {first_row + longest} has {lengths[longest]} tokens; with "
+            f"{where}: the question of row {first_row + longest}{f' (id {ids[longest]})' if ids else ''} has "
+            f"{lengths[longest]} tokens; with "
             f"data.max_length={max_length} and question_answering.doc_stride={stride} a question may have {room - 1} "
             "at most: raise data.max_length, lower doc_stride or shorten the question"
         )

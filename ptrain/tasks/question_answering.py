@@ -52,7 +52,14 @@ class QuestionAnswering(QuestionAnsweringDeclaration):
         def encode(batch: dict, indices: list[int]) -> dict:
             questions, contexts = batch[options.question_column], batch[options.context_column]
             encoded = encode_windows(
-                tokenizer, questions, contexts, max_length, options.doc_stride, source_name(ds, split), indices[0]
+                tokenizer,
+                questions,
+                contexts,
+                max_length,
+                options.doc_stride,
+                source_name(ds, split),
+                indices[0],
+                batch.get("id"),
             )
             rows = [indices[question] for question in encoded.pop("overflow_to_sample_mapping")]
             encoded["labels"] = [
