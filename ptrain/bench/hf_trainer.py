@@ -53,7 +53,7 @@ def time_hf_trainer(run: Run, steps: int, warmup_steps: int, output_dir: Path, e
     trainer = Trainer(
         model=load_model(cfg, run.task, data),  # with model.lora, the same adapters as ptrain's side
         args=args,
-        train_dataset=data.splits.tokenized["train"].remove_columns(["idx"]),
+        train_dataset=run.task.trainer_rows(data.splits.tokenized["train"]),
         data_collator=collator,
         callbacks=[Clock()],
     )
@@ -68,7 +68,7 @@ def time_hf_trainer(run: Run, steps: int, warmup_steps: int, output_dir: Path, e
         "padding_fraction": 1 - collator.real_tokens / max(collator.slots, 1),
         **memory.report(),
     }
-    rows = data.splits.tokenized["validation"].remove_columns(["idx"])
+    rows = run.task.trainer_rows(data.splits.tokenized["validation"])
     return {"train": train, "eval": time_hf_evaluate(trainer, rows, device, collator, eval_passes)}
 
 

@@ -125,8 +125,8 @@ def hf_time_to_target(cfg: Config, output_dir: Path) -> dict:
         model=load_model(cfg, run.task, data),  # with model.lora, the same adapters as ptrain's side
         args=args,
         data_collator=collator,
-        train_dataset=data.splits.tokenized["train"].remove_columns(["idx"]),
-        eval_dataset=data.splits.tokenized["validation"].remove_columns(["idx"]),
+        train_dataset=run.task.trainer_rows(data.splits.tokenized["train"]),
+        eval_dataset=run.task.trainer_rows(data.splits.tokenized["validation"]),
         compute_metrics=classification_metrics(len(data.splits.label_names)),
         callbacks=[StopAtTarget()],
     )

@@ -139,6 +139,11 @@ class Task:
         the task writes none."""
         return None
 
+    def trainer_rows(self, ds):
+        """A tokenized split as transformers' Trainer reads it (`ptrain bench --compare-hf`): the model's columns and
+        `labels`."""
+        return ds.remove_columns(["idx"])
+
     def matches_export(self, config) -> bool:
         """Whether an exported model's config (config.json) is this task's: the architecture of its auto class,
         and one of its problem types."""

@@ -139,6 +139,13 @@ class QuestionAnswering(QuestionAnsweringDeclaration):
         }
         return EvalResult(metrics, tokens, time.perf_counter() - start, details)
 
+    def trainer_rows(self, ds):
+        """transformers' QA models take the labels as start_positions and end_positions."""
+        positions = {"start_positions": [s for s, _ in ds["labels"]], "end_positions": [e for _, e in ds["labels"]]}
+        for name, values in positions.items():
+            ds = ds.add_column(name, values)
+        return ds.remove_columns([c for c in ("labels", "idx", OFFSETS) if c in ds.column_names])
+
     def prediction_rows(self, result: EvalResult, context: EvalContext) -> list[dict]:
         """Per question, in file order: its id (when the data has one), question, gold answers, the predicted answer
         and its score, exact match, F1, loss per target over its windows, and the window count."""
