@@ -35,7 +35,8 @@ def saved_rows(path: Path, key: str) -> Dataset:
     if isinstance(loaded, DatasetDict):
         raise DataError(
             f"data.{key} {path} is a saved DatasetDict (splits {list(loaded)}); name one split's folder "
-            f"(e.g. {path / next(iter(loaded), 'validation')}), or give the DatasetDict as data.train_file"
+            f"(e.g. {path / ('validation' if 'validation' in loaded else next(iter(loaded)))}), or give the "
+            "DatasetDict as data.train_file"
         )
     return _named(loaded, str(path))
 

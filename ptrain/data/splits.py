@@ -142,7 +142,7 @@ def read_table(data: DataConfig, path: Path, text_columns: Sequence[str] = (), l
     """One local file as a Dataset; the format comes from data.format or the file extension; text_columns
     (default data.text_column and data.text_pair_column) are read as strings. Lines the builder cannot read are
     read again line by line where that helps (line_reader.py): recorded in `ledger`, or one line naming the first."""
-    hint = ledger is not None  # a run's file: data.bad_rows applies (predict reads its input whole)
+    in_a_run = ledger is not None  # data.bad_rows applies (ptrain predict reads its input whole)
     ledger = ledger if ledger is not None else Ledger(str(path))
     fmt = data.format if data.format != "auto" else EXTENSION_FORMATS.get(path.suffix.lower())
     if fmt == "conll":
@@ -161,12 +161,13 @@ def read_table(data: DataConfig, path: Path, text_columns: Sequence[str] = (), l
         builder, kwargs = "csv", _csv_options(data, fmt, path, text_columns)
     try:
         ds = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
-        _check_text_is_utf8(ds)
+        if builder in ("json", "parquet"):
+            _check_text_is_utf8(ds)
     except Exception as err:  # the builders raise many types; the message is what matters to the user
         ds = reread(path, fmt, kwargs, ledger)
         if ds is None:
             message = _read_failure(path, fmt, data.encoding, err)
-            raise DataError(message + (f", {SKIP_HINT}" if hint and ": line " in message else "")) from None
+            raise DataError(message + (f", {SKIP_HINT}" if in_a_run and ": line " in message else "")) from None
     ds.info.description = str(path)
     return _counted(ds, ledger)
 
