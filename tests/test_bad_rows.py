@@ -100,3 +100,12 @@ def test_empty_texts_reads_as_bad_rows(tmp_path):
     assert load_config(path, ["data.empty_texts=error"]).data.bad_rows == "stop"
     with pytest.raises(ConfigError, match="data.empty_texts=drop and data.bad_rows=stop disagree"):
         load_config(path, ["data.empty_texts=drop", "data.bad_rows=stop"])
+
+
+def test_a_broken_json_document_names_its_line_under_either_policy(tmp_path, cache_dir):
+    lines = [line.decode() for line in GOOD[:40]]
+    lines[3] = lines[3].replace('"label"', "label")
+    document = ("[\n" + ",\n".join(lines) + "\n]\n").encode()  # one array: line 5 holds the broken row
+    for policy in ("stop", "skip"):
+        result = train_on(tmp_path, cache_dir, "train.json", document, f"data.bad_rows={policy}")
+        assert_refused(result, tmp_path, "train.json: line 5 column", "is not valid JSON", "JSON Lines")

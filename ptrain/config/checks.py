@@ -8,9 +8,9 @@ import json
 import os
 from pathlib import Path
 
-from ptrain.config.keys import MISSING, config_value, data_path, saved_dataset_kind
+from ptrain.config.keys import MISSING, config_value, data_path
 from ptrain.config.schema import DATA_DIR_ENV, Config
-from ptrain.config.sources import resolve_model_path
+from ptrain.config.sources import resolve_model_path, saved_dataset_kind
 from ptrain.errors import ConfigError, ModelError
 
 # What each train.report_to tracker but tensorboard (a dependency of ptrain) imports, and the pip install that gives it.

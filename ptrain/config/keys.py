@@ -63,13 +63,3 @@ def flatten_config(tree: dict, prefix: str = "") -> dict:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
-
-
-def saved_dataset_kind(path: Path) -> str | None:
-    """What datasets' save_to_disk left in a folder: 'dataset' (a Dataset: state.json), 'dataset_dict' (a
-    DatasetDict: dataset_dict.json), or None (not such a folder)."""
-    if (path / "dataset_dict.json").is_file():
-        return "dataset_dict"
-    if (path / "state.json").is_file() and (path / "dataset_info.json").is_file():
-        return "dataset"
-    return None

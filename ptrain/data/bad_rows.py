@@ -68,6 +68,8 @@ def drop_bad_values(ds: Dataset, ledger: Ledger, columns: list[tuple[str, str]],
     for row in sorted(bad):
         kind = "missing_value" if bad[row].startswith("no value") else "empty_text"
         ledger.skipped.append({"source": ledger.source, **ledger.position(row), "kind": kind, "reason": bad[row]})
+    if ledger.lines is not None:  # unreadable lines and rows in one file order
+        ledger.skipped.sort(key=lambda skipped: skipped["line"])
     return ds.select([row for row in range(len(ds)) if row not in bad])
 
 
@@ -101,7 +103,8 @@ class BadRows:
         return [row for ledger in self.ledgers for row in ledger.skipped]
 
     def jsonl(self) -> str:
-        """RUN/skipped_rows.jsonl: {source, line and/or row, kind, reason} per skipped row, in file order."""
+        """RUN/skipped_rows.jsonl: {source, line and/or row, kind, reason} per skipped row; per source, in file
+        order where the lines of rows are known, else unreadable lines first."""
         return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in self.skipped)
 
     def record(self) -> dict:

@@ -9,7 +9,7 @@ from pathlib import Path
 import datasets
 from datasets import Dataset, DatasetDict
 
-from ptrain.config.keys import saved_dataset_kind
+from ptrain.config.sources import saved_dataset_kind
 from ptrain.errors import DataError, first_line
 
 SPLITS = ("train", "validation", "test")

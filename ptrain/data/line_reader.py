@@ -26,6 +26,8 @@ def reread(path: Path, fmt: str, csv_options: dict, ledger: Ledger) -> Dataset |
     text files under skip (stop keeps the builder's error, which names the line)."""
     if fmt in ("json", "jsonl") and (fmt == "jsonl" or path.suffix.lower() == ".jsonl" or _starts_with_object(path)):
         return read_json_lines(path, ledger)
+    if fmt == "json":
+        _refuse_broken_document(path)
     if fmt in ("csv", "tsv", "text") and ledger.policy == "skip":
         return read_delimited(path, csv_options, ledger)
     return None
@@ -39,6 +41,19 @@ def _starts_with_object(path: Path) -> bool:
         return isinstance(json.loads(first), dict)
     except ValueError:
         return False
+
+
+def _refuse_broken_document(path: Path) -> None:
+    """A .json file that is one document (an array of rows) has no row to skip: where it breaks, in one line."""
+    try:
+        json.loads(path.read_bytes())
+    except UnicodeDecodeError as bad:
+        raise DataError(f"{path}: byte {bad.start} is not valid utf-8; convert the file to utf-8") from None
+    except json.JSONDecodeError as err:
+        raise DataError(
+            f"{path}: line {err.lineno} column {err.colno} is not valid JSON ({err.msg}); fix it (one JSON document "
+            "has no rows to skip; JSON Lines, one row per line, has)"
+        ) from None
 
 
 def read_json_lines(path: Path, ledger: Ledger) -> Dataset:

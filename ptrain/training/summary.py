@@ -97,8 +97,8 @@ def write_results(
     )
     peaks = ", ".join(f"{gib:.2f}" for gib in memory["peak_memory_gib"])
     trackers = "".join(f"ptrain: {line}\n" for line in run.outputs.tracker.destinations())
-    if run.data.splits.bad_rows.policy == "skip":
-        trackers += f"ptrain: {run.data.splits.bad_rows.summary(str(run_dir / SKIPPED_ROWS_FILE))}\n"
+    skipped = run.data.splits.bad_rows.summary(str(run_dir / SKIPPED_ROWS_FILE))  # data.bad_rows=skip only
+    trackers += f"ptrain: {skipped}\n" if skipped else ""
     accelerator.print(
         f"ptrain: best {metric_for_best(run.cfg, run.task)} {state.best_value:.4f} "
         f"at step {state.best['step']}; wall time {wall_seconds:.0f}s; peak memory per process {peaks} GiB\n"
