@@ -120,7 +120,7 @@ class BadRows:
         }
         return {"policy": self.policy, "total": len(self.skipped), "by_source": by_source}
 
-    def summary(self, listing: str = SKIPPED_ROWS_FILE) -> str:
+    def summary(self, listing: str | None = SKIPPED_ROWS_FILE) -> str:
         """The start and end lines' count: '' under stop (a bad row has stopped the run); under skip, what was
         skipped, by source and kind, and where it is listed."""
         if self.policy != "skip":
@@ -131,5 +131,5 @@ class BadRows:
             for ledger in self.ledgers
             if ledger.skipped
         ]
-        listed = f": {'; '.join(parts)}; listed in {listing}" if parts else ""
+        listed = f": {'; '.join(parts)}{f'; listed in {listing}' if listing else ''}" if parts else ""
         return f"skipped {len(self.skipped):,} bad rows (data.bad_rows=skip){listed}"
