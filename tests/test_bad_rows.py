@@ -22,6 +22,7 @@ BAD_JSON_LINES = {
     "missing_value": (b'{"label": "joy"}', ["1 row has an empty text or label", "data row 4", "missing field"]),
     "undecodable": (b'{"text": "caf\xe9 au lait", "label": "joy"}', ["line 5 is not valid utf-8", "byte 0xe9"]),
     "empty_text": (b'{"text": "   ", "label": "sadness"}', ["1 row has an empty text or label", "data row 4"]),
+    "not_text": (b'{"text": 12345, "label": "joy"}', ["line 5 has 12345 in text column 'text', not a string"]),
 }
 CSV_HEADER = b"text,label\n"
 GOOD_CSV = [f"sample text number {i},{LABELS[i % 2]}".encode() for i in range(500)]
@@ -62,7 +63,7 @@ def test_stop_names_the_file_line_and_problem(tmp_path, cache_dir, kind):
         (
             "train.jsonl",
             with_bad_lines(GOOD, [line for line, _ in BAD_JSON_LINES.values()]),
-            {5: "broken_json", 9: "missing_value", 13: "undecodable", 17: "empty_text"},
+            {5: "broken_json", 9: "missing_value", 13: "undecodable", 17: "empty_text", 21: "not_text"},
         ),
         (
             "train.csv",
@@ -90,7 +91,7 @@ def test_skip_stops_past_the_bad_row_fraction(tmp_path, cache_dir):
     bad = [line for line, _ in BAD_JSON_LINES.values()]
     result = train_on(tmp_path, cache_dir, "train.jsonl", with_bad_lines(GOOD[:50], bad), "data.bad_rows=skip")
     assert_refused(
-        result, tmp_path, "train.jsonl: 4 of 54 rows are bad (7.4%", "data.max_bad_row_fraction=0.01", "first: line 5"
+        result, tmp_path, "train.jsonl: 5 of 55 rows are bad (9.1%", "data.max_bad_row_fraction=0.01", "first: line 5"
     )
 
 

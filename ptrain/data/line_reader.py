@@ -8,6 +8,7 @@ import io
 import json
 import re
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -20,12 +21,12 @@ from ptrain.errors import DataError, first_line
 FIELD_COUNT = re.compile(r"Skipping line (\d+): expected (\d+) fields, saw (\d+)")  # pandas' on_bad_lines="warn"
 
 
-def reread(path: Path, fmt: str, csv_options: dict, ledger: Ledger) -> Dataset | None:
+def reread(path: Path, fmt: str, csv_options: dict, ledger: Ledger, text_columns: Sequence[str]) -> Dataset | None:
     """The file's rows without its unreadable lines, or None where this reader does not apply (the caller then
     reports the builder's own error): JSON Lines under either policy (stop names the first bad line), csv, tsv and
     text files under skip (stop keeps the builder's error, which names the line)."""
     if fmt in ("json", "jsonl") and (fmt == "jsonl" or path.suffix.lower() == ".jsonl" or _starts_with_object(path)):
-        return read_json_lines(path, ledger)
+        return read_json_lines(path, ledger, text_columns)
     if fmt == "json":
         _refuse_broken_document(path)
     if fmt in ("csv", "tsv", "text") and ledger.policy == "skip":
@@ -56,8 +57,10 @@ def _refuse_broken_document(path: Path) -> None:
         ) from None
 
 
-def read_json_lines(path: Path, ledger: Ledger) -> Dataset:
-    """One row per non-blank line; a key missing from a line is null there (as datasets reads it)."""
+def read_json_lines(path: Path, ledger: Ledger, text_columns: Sequence[str] = ()) -> Dataset:
+    """One row per non-blank line; a key missing from a line is null there (as datasets reads it). A line whose
+    value in one of `text_columns` is a number, a boolean or an object cannot be tokenized: a bad row too (a list
+    may be a list of words)."""
     rows, lines = [], []
     with path.open("rb") as file:
         for number, raw in enumerate(file, 1):
@@ -75,6 +78,11 @@ def read_json_lines(path: Path, ledger: Ledger) -> Dataset:
                 continue
             if not isinstance(row, dict):
                 ledger.unreadable(number, "broken_json", f"is a JSON {type(row).__name__}, not an object of columns")
+                continue
+            not_text = next((c for c in text_columns if isinstance(row.get(c), int | float | bool | dict)), None)
+            if not_text is not None:
+                value = json.dumps(row[not_text])[:40]
+                ledger.unreadable(number, "not_text", f"has {value} in text column '{not_text}', not a string")
                 continue
             rows.append(row)
             lines.append(number)

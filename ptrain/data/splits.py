@@ -162,9 +162,9 @@ def read_table(data: DataConfig, path: Path, text_columns: Sequence[str] = (), l
     try:
         ds = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
         if builder in ("json", "parquet"):
-            _check_text_is_utf8(ds)
+            _check_text_columns(ds, text_columns or [data.text_column])
     except Exception as err:  # the builders raise many types; the message is what matters to the user
-        ds = reread(path, fmt, kwargs, ledger)
+        ds = reread(path, fmt, kwargs, ledger, text_columns or [data.text_column])
         if ds is None:
             message = _read_failure(path, fmt, data.encoding, err)
             raise DataError(message + (f", {SKIP_HINT}" if in_a_run and ": line " in message else "")) from None
@@ -172,9 +172,13 @@ def read_table(data: DataConfig, path: Path, text_columns: Sequence[str] = (), l
     return _counted(ds, ledger)
 
 
-def _check_text_is_utf8(ds: Dataset) -> None:
-    """pyarrow's JSON and Parquet readers keep undecodable bytes in a string column, which fail only when tokenized:
-    a full validation (one pass in C++) raises here instead, so the caller can name the line."""
+def _check_text_columns(ds: Dataset, text_columns: Sequence[str]) -> None:
+    """What the JSON and Parquet builders let through but tokenizing fails on raises here instead, so the caller can
+    name the line: undecodable bytes in a string column (a full validation, one pass in C++), and a text column of
+    mixed types (datasets' Json feature: a number among the texts)."""
+    for name in text_columns:
+        if type(ds.features.get(name)).__name__ == "Json":
+            raise TypeError(f"text column '{name}' holds values that are not strings")
     for name in ds.column_names:
         column = ds.data.column(name)
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
