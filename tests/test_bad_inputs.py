@@ -49,11 +49,14 @@ def test_empty_texts_are_refused_by_default_and_dropped_on_request(tmp_path, cac
         "train.csv",
         "2 rows have an empty text",
         "first: data row 40",
-        "data.empty_texts=drop",
+        "data.bad_rows=skip",
     )
-    result = run_on_files(tmp_path, cache_dir, broken, GOOD, "data.empty_texts=drop", "train.max_steps=1")
+    # data.empty_texts=drop, the older key, reads as data.bad_rows=skip; 2 of 42 rows is over the default 1% cap
+    extra = ("data.empty_texts=drop", "data.max_bad_row_fraction=0.05", "train.max_steps=1")
+    result = run_on_files(tmp_path, cache_dir, broken, GOOD, *extra)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "dropped 2 train rows with an empty text" in result.stdout
+    counts = f"skipped 2 bad rows (data.bad_rows=skip): {tmp_path / 'train.csv'} 2 of 42 (1 missing_value, 1 empty_text"
+    assert counts in result.stdout
 
 
 def test_undecodable_bytes_name_the_line(tmp_path, cache_dir):

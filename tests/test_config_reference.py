@@ -46,7 +46,7 @@ def test_every_config_key_has_a_description():
 def test_the_page_flattens_sections_and_lists_choices():
     rows = {key: (type_, default) for key, type_, default, _ in section_rows(config_class(()))}
     assert rows["model.lora.r"] == ("int (> 0)", "8")  # a nested section's keys, dotted, with their bounds
-    assert rows["data.empty_texts"] == ('"error" | "drop"', "error")  # a Literal's choices
+    assert rows["data.bad_rows"] == ('"stop" | "skip"', "stop")  # a Literal's choices
     assert rows["name"] == ("str", "required")
     page = reference_page([(task.name, task.Options) for task in TASKS.values()], "make docs")
     assert "| `causal_lm.block_size` | `int (> 1)` | `128` |" in page  # a task's own section

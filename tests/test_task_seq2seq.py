@@ -39,7 +39,7 @@ def trained(tmp_path_factory, seq2seq_cache):
 @pytest.mark.slow
 def test_loss_falls_and_generation_metrics_reach_metrics_json_and_tensorboard(trained):
     run_dir, result, _ = trained
-    assert "dropped 14 train rows with an empty text" in result.stdout  # data.empty_texts: drop
+    assert "skipped 14 bad rows (data.bad_rows=skip)" in result.stdout  # 14 pairs with an empty side
     acc = events(run_dir)
     losses = [event.value for event in acc.Scalars("train/loss")]
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.3, losses

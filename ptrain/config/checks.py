@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ptrain.config.keys import MISSING, config_value, data_path
 from ptrain.config.schema import DATA_DIR_ENV, Config
-from ptrain.config.sources import resolve_model_path
+from ptrain.config.sources import resolve_model_path, saved_dataset_kind
 from ptrain.errors import ConfigError, ModelError
 
 # What each train.report_to tracker but tensorboard (a dependency of ptrain) imports, and the pip install that gives it.
@@ -141,11 +141,17 @@ def _check_data_files(cfg: Config, path: Path) -> None:
         )
     for key in ("train_file", "validation_file", "test_file"):
         file = data_path(cfg, getattr(data, key))
-        if file is not None and not file.is_file():
+        if file is None or file.is_file() or (file.is_dir() and saved_dataset_kind(file)):
+            continue
+        if file.is_dir():
             raise ConfigError(
-                f"{path}: data.{key} {file} does not exist; fix the path, or point data.data_dir "
-                f"(or ${DATA_DIR_ENV}) at your copy of the data"
+                f"{path}: data.{key} {file} is a folder but not one written by datasets' save_to_disk (no state.json "
+                "or dataset_dict.json); name a data file, or save the rows with Dataset.save_to_disk"
             )
+        raise ConfigError(
+            f"{path}: data.{key} {file} does not exist; fix the path, or point data.data_dir "
+            f"(or ${DATA_DIR_ENV}) at your copy of the data"
+        )
 
 
 def _check_labels(cfg: Config, path: Path) -> None:

@@ -18,15 +18,20 @@ class DataConfig(Strict):
         None, description="Base folder of relative data file paths; $PTRAIN_DATA_DIR, when set, replaces this value."
     )
     train_file: str | None = Field(
-        None, description="The training rows, a local file (relative paths: to data.data_dir); or set data.hub_dataset."
+        None,
+        description="The training rows: a local file (relative paths: to data.data_dir), or a folder written by "
+        "datasets' save_to_disk (a Dataset: the training rows; a DatasetDict: its train, validation and test "
+        "splits); or set data.hub_dataset.",
     )
     validation_file: str | None = Field(
         None,
-        description="The validation rows, scored at each evaluation; without it, data.validation_fraction of the "
-        "training rows (or data.fold with data.num_folds) are held out.",
+        description="The validation rows (a file or a save_to_disk Dataset folder), scored at each evaluation; "
+        "without it, data.validation_fraction of the training rows (or data.fold with data.num_folds) are held out.",
     )
     test_file: str | None = Field(
-        None, description="The test rows, scored once at the end of the run with the final weights (optional)."
+        None,
+        description="The test rows (a file or a save_to_disk Dataset folder), scored once at the end of the run with "
+        "the final weights (optional).",
     )
     eval_files: dict[str, str] = Field(
         {},
@@ -44,7 +49,9 @@ class DataConfig(Strict):
 
     hub_dataset: str | None = Field(
         None,
-        description="A Hub dataset id, read with its train/validation/test splits when no data.train_file is given.",
+        description="A Hub dataset id (from the datasets cache when HF_HUB_OFFLINE=1), read with its "
+        "train/validation/test splits when no data.train_file is given; a save_to_disk DatasetDict folder is read as "
+        "data.train_file reads it.",
     )
     hub_config: str | None = Field(
         None, description="The configuration (subset) name of data.hub_dataset, if it has several."
@@ -170,9 +177,36 @@ class DataConfig(Strict):
         return self
 
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes; 0 loads batches in the main process.")
-    empty_texts: Literal["error", "drop"] = Field(
-        "error",
-        description="Rows whose text is empty or null: refuse them (error), or drop them and count them (drop).",
+    bad_rows: Literal["stop", "skip"] = Field(
+        "stop",
+        description="A row that cannot be read (a broken JSON line, undecodable bytes, a wrong number of fields) or "
+        "has an empty or missing text or label: stop with one line naming the file and line or row (stop), or "
+        "skip it, listed in RUN/skipped_rows.jsonl and counted on the start and end lines and in metrics.json (skip).",
     )
+    max_bad_row_fraction: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="With data.bad_rows=skip: stop anyway when more than this share of a file's rows is bad (a wrong "
+        "encoding, separator or column shows as many bad rows, not a few).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_texts_is_bad_rows(cls, values):
+        """data.empty_texts (error|drop), the older key for empty texts alone, reads as data.bad_rows (stop|skip)."""
+        if not isinstance(values, dict) or "empty_texts" not in values:
+            return values
+        values = dict(values)
+        old = values.pop("empty_texts")
+        policy = {"error": "stop", "drop": "skip"}.get(old)
+        if policy is None:
+            raise ValueError(f"data.empty_texts '{old}' is not error or drop; it is now data.bad_rows: stop or skip")
+        if values.setdefault("bad_rows", policy) != policy:
+            raise ValueError(
+                f"data.empty_texts={old} and data.bad_rows={values['bad_rows']} disagree; keep data.bad_rows only"
+            )
+        return values
+
     encoding: str = Field("utf-8", description="Text encoding of csv, tsv, text, conll and corpus files.")
     cache_dir: str | None = Field(None, description="Folder of the tokenized-dataset cache; default ~/.cache/ptrain.")

@@ -1,4 +1,5 @@
-"""Where a model comes from: a folder, a Hub id, or an installed model package; resolved without loading it."""
+"""Where a model comes from (a folder, a Hub id, or an installed model package), resolved without loading it; and
+what kind of saved dataset a data folder holds."""
 
 from __future__ import annotations
 
@@ -27,3 +28,13 @@ def resolve_model_path(name: str) -> str:
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise ModelError(f"model path {name} does not exist; give a model folder, a Hub id or package:NAME")
     return name  # a Hub id such as org/model
+
+
+def saved_dataset_kind(path: Path) -> str | None:
+    """What datasets' save_to_disk left in a folder: 'dataset' (a Dataset: state.json), 'dataset_dict' (a
+    DatasetDict: dataset_dict.json), or None (not such a folder)."""
+    if (path / "dataset_dict.json").is_file():
+        return "dataset_dict"
+    if (path / "state.json").is_file() and (path / "dataset_info.json").is_file():
+        return "dataset"
+    return None

@@ -16,6 +16,7 @@ import pyarrow as pa
 from datasets import DatasetDict
 
 from ptrain.config import Config
+from ptrain.data.bad_rows import BadRows
 
 DEFAULT_CACHE_DIR = Path("~/.cache/ptrain/tokenized")
 CACHE_FORMAT = "v3"  # bump when an encoder's code changes what it writes for the same inputs
@@ -43,7 +44,8 @@ NOT_TOKENIZATION = frozenset(
         "group_by_length",
         "max_tokens_per_batch",
         "num_workers",
-        "empty_texts",
+        "bad_rows",
+        "max_bad_row_fraction",
         "cache_dir",
     }
 )
@@ -63,7 +65,7 @@ class Splits:
     tokenized: DatasetDict  # input_ids, attention_mask, [token_type_ids], labels, idx
     label_names: list[str]
     cache_hits: dict[str, bool]  # split -> tokenization read back from disk
-    dropped: dict[str, int] = field(default_factory=dict)  # split -> rows dropped for an empty text
+    bad_rows: BadRows = field(default_factory=BadRows)  # the rows data.bad_rows=skip left out, per source
     counts: dict[str, dict] = field(default_factory=dict)  # split -> the task's counts (Task.finish_split)
 
 

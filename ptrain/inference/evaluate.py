@@ -65,7 +65,9 @@ def score_export(cfg: Config, model_dir: str, split: str, needs_rows: bool = Fal
         print(f"ptrain: warning: {precision.warning}", file=sys.stderr)
     accelerator = build_accelerator(cfg)
     with caches_first(accelerator):  # the main, then the first process of each other node, fill the caches
-        raw, _ = load_raw_splits(cfg, task)
+        raw, bad_rows = load_raw_splits(cfg, task)
+        if bad_rows.skipped and accelerator.is_main_process:  # data.bad_rows=skip: said, as training says it
+            print(f"ptrain: {bad_rows.summary(listing=None)}", file=sys.stderr)
         if split not in raw:
             raise DataError(f"no {split} split: set data.{split}_file in the config")
         splits = tokenize_splits(cfg, raw, tokenizer, task, names)

@@ -12,6 +12,7 @@ from transformers import PreTrainedTokenizerBase
 from ptrain.config import Config, to_yaml
 from ptrain.config.references import with_copied_code
 from ptrain.data import batching
+from ptrain.data.bad_rows import SKIPPED_ROWS_FILE
 from ptrain.data.splits import EVAL_SET_PREFIX, load_raw_splits
 from ptrain.data.tokenize import Splits, tokenize_splits
 from ptrain.fast_paths import apply_fast_paths
@@ -90,6 +91,8 @@ def setup(cfg: Config, track: bool = True) -> tuple[Run, Checkpoint | None]:
         warn_unless_shared(accelerator, run_dir)
         if accelerator.is_main_process and not checkpoint:
             write_text(run_dir / "config.yaml", to_yaml(with_copied_code(cfg, run_dir)))  # user code: copies in code/
+        if accelerator.is_main_process and cfg.data.bad_rows == "skip":
+            write_text(run_dir / SKIPPED_ROWS_FILE, data.splits.bad_rows.jsonl())
         optim = prepare_optimisation(cfg, task, data, plan, accelerator, engine)
         # A resumed run hides the events it logged after its checkpoint: one step axis, no duplicates.
         purge_step = checkpoint.step + 1 if checkpoint else None
@@ -124,10 +127,10 @@ def load_data(cfg: Config, task: Task, accelerator: Accelerator) -> tuple[PreTra
     the caches; then the first process of each other node (into its node's cache folder, when not shared); the
     others then read their node's caches."""
     with caches_first(accelerator):
-        raw, dropped = load_raw_splits(cfg, task)
+        raw, bad_rows = load_raw_splits(cfg, task)
         tokenizer = load_tokenizer(cfg, task, raw["train"])
         splits = tokenize_splits(cfg, raw, tokenizer, task, task.label_names(cfg, raw["train"]))
-    splits.dropped = dropped
+    splits.bad_rows = bad_rows
     for split in list(splits.tokenized):
         splits.tokenized[split], counts = task.finish_split(cfg, split, splits.tokenized[split], raw[split])
         if counts is not None:

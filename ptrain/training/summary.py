@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ptrain.config import Config, config_value, to_yaml
+from ptrain.data.bad_rows import SKIPPED_ROWS_FILE
 from ptrain.data.summary import summarise_data
 from ptrain.data.token_budget import budget_sampler
 from ptrain.data.tokenize import Splits
@@ -20,14 +21,15 @@ def announce(run: Run, state: LoopState) -> None:
     precision = run.runtime.precision
     sizes = ", ".join(f"{split} {len(ds):,}" for split, ds in splits.tokenized.items())
     cached = [split for split, hit in splits.cache_hits.items() if hit]
-    dropped = "".join(f"; dropped {n:,} {split} rows with an empty text" for split, n in splits.dropped.items() if n)
+    skipped = splits.bad_rows.summary()
+    skipped = f"; {skipped}" if skipped else ""
     acc.print(
         f"ptrain: {acc.num_processes} process(es) on {acc.device.type}, engine {run.runtime.engine.describe()}"
         f"{', torch.compile (dynamic lengths, fast paths off)' if train_cfg.compile else ''}, "
         f"precision {precision.describe()}, {_weights(run.cfg.model.dtype)}, "
         f"{_batch_clause(run)}; {describe(run.optim.fast_paths)}\n"
         f"ptrain: rows {sizes}; tokenization cache reused for {cached or 'none'}; "
-        f"task {run.task.name}{_label_count(splits)}; {_trainable(run.optim.model)}{dropped}\n"
+        f"task {run.task.name}{_label_count(splits)}; {_trainable(run.optim.model)}{skipped}\n"
         f"ptrain: {plan.steps_per_epoch} optimizer steps per epoch, {plan.total_steps} in total "
         f"({plan.epochs} epoch(s)), warmup {plan.warmup_steps}\nptrain: run folder {run.outputs.run_dir}"
     )
@@ -88,6 +90,7 @@ def write_results(
         metrics["final_raw"] = {**raw_final, "step": state.global_step}
     if test is not None:
         metrics["test_final"] = test
+    metrics["skipped_rows"] = run.data.splits.bad_rows.record()
     metrics["train"] = {
         "optimizer_steps": state.global_step,
         "epochs": state.global_step / run.optim.plan.steps_per_epoch,
@@ -111,6 +114,8 @@ def write_results(
     )
     peaks = ", ".join(f"{gib:.2f}" for gib in memory["peak_memory_gib"])
     trackers = "".join(f"ptrain: {line}\n" for line in run.outputs.tracker.destinations())
+    skipped = run.data.splits.bad_rows.summary(str(run_dir / SKIPPED_ROWS_FILE))  # data.bad_rows=skip only
+    trackers += f"ptrain: {skipped}\n" if skipped else ""
     accelerator.print(
         f"ptrain: best {metric_for_best(run.cfg, run.task)} {state.best_value:.4f} "
         f"at step {state.best['step']}; wall time {wall_seconds:.0f}s; peak memory per process {peaks} GiB\n"
