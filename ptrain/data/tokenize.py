@@ -43,6 +43,9 @@ NOT_TOKENIZATION = frozenset(
         "num_workers",
         "empty_texts",
         "cache_dir",
+        "streaming",  # the evaluation splits tokenize as they do without it (the stream is never cached)
+        "shuffle_buffer_size",
+        "stream_shards",
     }
 )
 

@@ -19,6 +19,8 @@ def announce(run: Run, state: LoopState) -> None:
     precision = run.runtime.precision
     global_batch = train_cfg.per_device_batch_size * train_cfg.gradient_accumulation_steps * acc.num_processes
     sizes = ", ".join(f"{split} {len(ds):,}" for split, ds in splits.tokenized.items())
+    if run.data.stream:
+        sizes = f"{sizes}; {run.data.stream.describe()}"
     cached = [split for split, hit in splits.cache_hits.items() if hit]
     dropped = "".join(f"; dropped {n:,} {split} rows with an empty text" for split, n in splits.dropped.items() if n)
     acc.print(
@@ -29,8 +31,7 @@ def announce(run: Run, state: LoopState) -> None:
         f"x {acc.num_processes} = global batch {global_batch}; {describe(run.optim.fast_paths)}\n"
         f"ptrain: rows {sizes}; tokenization cache reused for {cached or 'none'}; "
         f"task {run.task.name}{_label_count(splits)}; {_trainable(run.optim.model)}{dropped}\n"
-        f"ptrain: {plan.steps_per_epoch} optimizer steps per epoch, {plan.total_steps} in total "
-        f"({plan.epochs} epoch(s)), warmup {plan.warmup_steps}\nptrain: run folder {run.outputs.run_dir}"
+        f"ptrain: {_plan_words(run)}, warmup {plan.warmup_steps}\nptrain: run folder {run.outputs.run_dir}"
     )
     if splits.counts:
         acc.print(f"ptrain: {run.task.data_line(run.cfg, splits.counts)}")
@@ -137,6 +138,14 @@ def _trainable(model) -> str:
         total += count
         trainable += count if param.requires_grad else 0
     return f"{trainable:,} trainable parameters ({trainable / max(total, 1):.2%} of {total / 1e6:,.1f}M)"
+
+
+def _plan_words(run: Run) -> str:
+    """The length of the run: in epochs of the training rows, or of a stream (whose length is unknown) in steps."""
+    plan = run.optim.plan
+    if run.data.stream:
+        return f"{plan.total_steps} optimizer steps in total (train.max_steps; a stream's epochs pass as they come)"
+    return f"{plan.steps_per_epoch} optimizer steps per epoch, {plan.total_steps} in total ({plan.epochs} epoch(s))"
 
 
 def _weights(dtype: str) -> str:

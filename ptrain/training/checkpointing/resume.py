@@ -132,7 +132,9 @@ def checkpoint_run(run: Run, state: LoopState, meter: TrainMeter) -> Path | None
     best_step = state.best.get("step") if state.best else None
     accelerator, run_dir = run.runtime.accelerator, run.outputs.run_dir
     try:
-        path = save_checkpoint(accelerator, run_dir, meta, run.cfg.train.keep_checkpoints, best_step)
+        stream = run.data.stream
+        write_stream = (lambda folder: stream.save(folder, accelerator.process_index)) if stream else None
+        path = save_checkpoint(accelerator, run_dir, meta, run.cfg.train.keep_checkpoints, best_step, write_stream)
     except OutputError as err:
         if run.cfg.train.on_checkpoint_error == "stop" or state.interrupted_by:
             raise

@@ -1,0 +1,166 @@
+"""data.streaming: the training rows of each process read, tokenized and shuffled as training goes, resumable
+exactly.
+
+- Sharing out: datasets' split_dataset_by_node gives each process whole shards when their count divides by the
+  process count, else every Nth row of every shard (each process then reads every file and tokenizes its rows only).
+  Each row goes to one process: none is repeated or dropped within an epoch. Processes may hold different numbers
+  of rows; each starts its next epoch when its part ends (a stream has no common epoch end to wait for), so
+  training never waits on a process that ran out.
+- Order: the shard order is shuffled per epoch (seed train.seed + epoch), then each process's rows pass through a
+  seeded buffer of data.shuffle_buffer_size tokenized rows (`ShuffleBuffer`, not datasets' shuffle, whose buffer is
+  lost on resume); the buffer drains at the end of each epoch, so an epoch holds each row once. Length grouping needs
+  every length up front: it does not apply to a stream.
+- Resume: the buffer, its generator and the position of the stream (datasets' IterableDataset.state_dict: the shard
+  and the row in it) are what StatefulDataLoader (torchdata) saves; each process writes its own into the checkpoint
+  (stream_state_<rank>.json). Resuming opens the current shard at its start and reads past the rows already taken
+  (parsed, not tokenized); earlier shards are not opened.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate.utils import send_to_device
+from datasets import IterableDataset
+from datasets.distributed import split_dataset_by_node
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+from ptrain.config import Config
+from ptrain.data.batching import MODEL_COLUMNS
+
+STATE_FILE = "stream_state_{rank}.json"  # in each checkpoint folder, one per process
+
+
+def encoded_stream(
+    stream: IterableDataset, encode: Callable, columns: list[str], seed: int, rank: int, world_size: int
+) -> IterableDataset:
+    """This process's part of `stream` (shard order shuffled per epoch), tokenized by the task's batched encoder as
+    it is read; only the model's columns are kept."""
+    shuffled_shards = stream.shuffle(seed=seed, buffer_size=1)  # a buffer of one row: the shard order only
+    part = split_dataset_by_node(shuffled_shards, rank=rank, world_size=world_size)
+    encoded = part.map(encode, batched=True, with_indices=True, remove_columns=columns)
+    return encoded.select_columns([c for c in MODEL_COLUMNS if c in _output_columns(encoded, encode, columns)])
+
+
+def _output_columns(encoded: IterableDataset, encode: Callable, columns: list[str]) -> list[str]:
+    if encoded.column_names is not None:
+        return encoded.column_names
+    return list(next(iter(encoded)).keys())  # unknown until a batch is encoded (files without a schema)
+
+
+class ShuffleBuffer(torch.utils.data.IterableDataset):
+    """A process's rows through a seeded shuffle buffer, epoch after epoch without end. Its state (epoch, the
+    stream's position, the buffer's rows and generator) is whole between rows: state_dict / load_state_dict, as
+    torchdata's StatefulDataLoader expects of a dataset (with data.num_workers, one per worker)."""
+
+    def __init__(self, rows: IterableDataset, size: int, seed: int, rank: int) -> None:
+        self.rows, self.size, self.seed, self.rank = rows, size, seed, rank
+        self.epoch, self.buffer, self.stream_done, self.rows_taken = 0, [], False, 0
+        self.rng: np.random.Generator | None = None  # made per worker at the first iteration
+        self.position: dict | None = None  # the stream's state_dict where reading resumes; None: the epoch's start
+        self.reading = False  # inside the stream's iteration: its live state_dict is the position
+
+    def __iter__(self) -> Iterator[dict]:
+        if self.rng is None:
+            worker = torch.utils.data.get_worker_info()
+            self.rng = np.random.default_rng([self.seed, self.rank, worker.id if worker else 0])
+        while True:
+            yield from self._epoch()
+            self.epoch, self.position, self.stream_done = self.epoch + 1, None, False
+
+    def _epoch(self) -> Iterator[dict]:
+        self.rows.set_epoch(self.epoch)
+        if not self.stream_done:
+            if self.position is not None:
+                self.rows.load_state_dict(self.position)
+            self.reading = True  # the stream's own state_dict is the position (taken only when asked)
+            for row in self.rows:
+                self.rows_taken += 1
+                if self.size <= 1:
+                    yield row
+                elif len(self.buffer) < self.size:
+                    self.buffer.append(row)
+                else:
+                    position = int(self.rng.integers(self.size))
+                    out, self.buffer[position] = self.buffer[position], row
+                    yield out
+            self.position, self.reading, self.stream_done = self.rows.state_dict(), False, True
+        while self.buffer:  # the epoch's last rows, in random order
+            position = int(self.rng.integers(len(self.buffer)))
+            self.buffer[position], self.buffer[-1] = self.buffer[-1], self.buffer[position]
+            yield self.buffer.pop()
+
+    def state_dict(self) -> dict:
+        return {
+            "epoch": self.epoch,
+            "position": self.rows.state_dict() if self.reading else copy.deepcopy(self.position),
+            "stream_done": self.stream_done,
+            "buffer": [dict(row) for row in self.buffer],
+            "rng": None if self.rng is None else self.rng.bit_generator.state,
+            "rows_taken": self.rows_taken,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.position, self.stream_done = state["epoch"], state["position"], state["stream_done"]
+        self.reading = False
+        self.buffer, self.rows_taken = [dict(row) for row in state["buffer"]], state["rows_taken"]
+        if state["rng"] is not None:
+            self.rng = np.random.default_rng()
+            self.rng.bit_generator.state = state["rng"]
+
+
+class TrainStream:
+    """The training batches of this process from its ShuffleBuffer through a StatefulDataLoader (the task's
+    collator pads each batch: dynamic padding), on the device; saved into and restored from a checkpoint folder."""
+
+    def __init__(self, rows: ShuffleBuffer, loader: StatefulDataLoader, device: torch.device, description: str):
+        self.rows, self.loader, self.device, self.description = rows, loader, device, description
+
+    def batches(self) -> Iterator[dict]:
+        """Batches without end, from where the stream stands (a restored state: the next unseen row)."""
+        for batch in self.loader:
+            yield send_to_device(batch, self.device, non_blocking=self.device.type == "cuda")
+
+    def save(self, folder: Path, rank: int) -> None:
+        (folder / STATE_FILE.format(rank=rank)).write_text(json.dumps(self.loader.state_dict()))
+
+    def load(self, folder: Path, rank: int) -> None:
+        self.loader.load_state_dict(json.loads((folder / STATE_FILE.format(rank=rank)).read_text()))
+
+    def describe(self) -> str:
+        return self.description
+
+
+def train_stream(
+    cfg: Config, stream: IterableDataset, encode: Callable, collator, device: torch.device, rank: int, world: int
+) -> TrainStream:
+    """This process's stream of training batches: `stream` shared out, encoded, shuffled by the buffer, batched."""
+    data, train = cfg.data, cfg.train
+    columns = list(stream.column_names or next(iter(stream.take(1))).keys())
+    rows = ShuffleBuffer(
+        encoded_stream(stream, encode, columns, train.seed, rank, world), data.shuffle_buffer_size, train.seed, rank
+    )
+    every = (train.checkpoint_every_steps or train.max_steps) * train.gradient_accumulation_steps
+    with warnings.catch_warnings():  # torchdata 0.11 calls torch.set_vital, deprecated since: nothing to act on
+        warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
+        loader = StatefulDataLoader(
+            rows,
+            batch_size=train.per_device_batch_size,
+            collate_fn=collator,
+            num_workers=data.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            snapshot_every_n_steps=every,  # workers copy their state (the buffer) this often, not at every batch
+            generator=torch.Generator().manual_seed(train.seed),  # each iter() draws a seed: not from the global RNG
+        )
+    split = "whole shards" if stream.n_shards % world == 0 else f"every {world}th row of each shard"
+    description = (
+        f"train streamed from {stream.info.description or 'the stream'} ({stream.n_shards} shard(s), this process "
+        f"reads {split if world > 1 else 'all'}; shuffle buffer {data.shuffle_buffer_size:,} rows)"
+    )
+    return TrainStream(rows, loader, device, description)
