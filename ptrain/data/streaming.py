@@ -67,14 +67,15 @@ class ShuffleBuffer(torch.utils.data.IterableDataset):
         self.reading = False  # inside the stream's iteration: its live state_dict is the position
 
     def __iter__(self) -> Iterator[dict]:
-        if self.rng is None:
-            worker = torch.utils.data.get_worker_info()
-            self.rng = np.random.default_rng([self.seed, self.rank, worker.id if worker else 0])
         while True:
-            yield from self._epoch()
+            yield from self.epoch_rows()
             self.epoch, self.position, self.stream_done = self.epoch + 1, None, False
 
-    def _epoch(self) -> Iterator[dict]:
+    def epoch_rows(self) -> Iterator[dict]:
+        """The rest of the current epoch's rows: its stream read from where the state stands, then the buffer."""
+        if self.rng is None:  # per process and worker
+            worker = torch.utils.data.get_worker_info()
+            self.rng = np.random.default_rng([self.seed, self.rank, worker.id if worker else 0])
         self.rows.set_epoch(self.epoch)
         if not self.stream_done:
             if self.position is not None:
@@ -130,8 +131,17 @@ class TrainStream:
     def save(self, folder: Path, rank: int) -> None:
         (folder / STATE_FILE.format(rank=rank)).write_text(json.dumps(self.loader.state_dict()))
 
-    def load(self, folder: Path, rank: int) -> None:
-        self.loader.load_state_dict(json.loads((folder / STATE_FILE.format(rank=rank)).read_text()))
+    def load(self, folder: Path, rank: int) -> str:
+        """The state saved in a checkpoint folder, in force from the next batch; says where the stream stands."""
+        state = json.loads((folder / STATE_FILE.format(rank=rank)).read_text())
+        self.loader.load_state_dict(state)
+        rows = state.get("dataset_state") or {}  # with data.num_workers: one state per worker
+        if not rows:
+            return f"the training stream continues where its {self.loader.num_workers} workers stood"
+        return (
+            f"the training stream continues in its epoch {rows['epoch']} after {rows['rows_taken']:,} rows read "
+            f"({len(rows['buffer']):,} of them in the shuffle buffer, restored), rank {rank}"
+        )
 
     def describe(self) -> str:
         return self.description

@@ -58,7 +58,7 @@ def train(cfg: Config) -> int:
         if checkpoint:
             state, meter = restore(accelerator, checkpoint, run.optim.scheduler)
             if run.data.stream:  # the next unseen row of this process's stream
-                run.data.stream.load(checkpoint.path, accelerator.process_index)
+                accelerator.print(f"ptrain: {run.data.stream.load(checkpoint.path, accelerator.process_index)}")
         else:
             state, meter = LoopState(), TrainMeter(accelerator.device)
         announce(run, state)

@@ -1,0 +1,149 @@
+"""data.streaming: training from a sharded JSONL corpus read as it goes; each row to one process per epoch; a
+killed streamed run resumed with train.resume=auto ends bitwise where the uninterrupted one ends (CPU)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import datasets
+import pytest
+
+from ptrain.data.streaming import ShuffleBuffer, encoded_stream
+from ptrain.errors import ConfigError
+from ptrain.tasks import load_config
+from tests.conftest import CONFIGS, DATA_DIR, accelerate_launch, run_cli
+from tests.test_resume import assert_same_run
+
+SHARD_ROWS = (120, 100, 80)  # uneven shards: 300 rows, not a multiple of 2 processes' share of 3 shards
+
+
+def write_corpus(folder: Path, shard_rows=SHARD_ROWS) -> list[Path]:
+    """Emotion rows as JSONL shards, each text starting "row N" (N: the row's number in the corpus)."""
+    lines = (DATA_DIR / "emotion" / "train.txt").read_text().splitlines()
+    folder.mkdir(parents=True, exist_ok=True)
+    files, row = [], 0
+    for shard, count in enumerate(shard_rows):
+        rows = []
+        for _ in range(count):
+            text, label = lines[row].rsplit(";", 1)
+            rows.append(json.dumps({"text": f"row {row} {text}", "label": label}))
+            row += 1
+        files.append(folder / f"part-{shard:02d}.jsonl")
+        files[-1].write_text("\n".join(rows) + "\n")
+    return files
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("corpus")
+    write_corpus(folder)
+    return folder
+
+
+def stream_overrides(out: Path, cache: Path, corpus: Path, **extra: str) -> list[str]:
+    """configs/tiny.yaml (emotion, labels named in the config) streaming the corpus: 300 rows of batch 16 make 19
+    batches an epoch; 30 steps cross into the second epoch."""
+    values = {
+        "output_dir": str(out / "runs"),
+        "data.cache_dir": str(cache),
+        "data.train_file": str(corpus / "part-*.jsonl"),
+        "data.streaming": "true",
+        "data.shuffle_buffer_size": "50",
+        "data.max_eval_rows": "50",
+        "train.max_steps": "30",
+        "train.per_device_batch_size": "16",
+        "train.log_every_steps": "1",
+        "train.eval_every_steps": "15",
+        "train.checkpoint_every_steps": "6",
+        **extra,
+    }
+    return [str(CONFIGS / "tiny.yaml"), *[f"{k}={v}" for k, v in values.items()]]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, cache_dir, corpus) -> Path:
+    out = tmp_path_factory.mktemp("streamed")
+    result = run_cli("train", *stream_overrides(out, cache_dir, corpus))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.end_to_end
+def test_a_streamed_run_trains_for_max_steps_and_checkpoints_the_stream(uninterrupted):
+    (run_dir,) = (uninterrupted / "runs" / "tiny").iterdir()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["train"]["optimizer_steps"] == 30
+    log = (run_dir / "config.yaml").read_text()
+    assert "streaming: true" in log
+    for checkpoint in (run_dir / "checkpoints").iterdir():
+        state = json.loads((checkpoint / "stream_state_0.json").read_text())["dataset_state"]
+        assert len(state["buffer"]) <= 50 and state["epoch"] in (0, 1)
+    assert (run_dir / "final" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.end_to_end
+def test_sigkill_while_streaming_then_resume_gives_identical_weights(uninterrupted, cache_dir, corpus, tmp_path):
+    """Killed after step 20 (of 30): resumed from step 18's checkpoint, where the first epoch's stream is read and
+    its buffer drains, then on into the second epoch."""
+    args = stream_overrides(tmp_path, cache_dir, corpus, **{"train.callbacks": "[tests/kill_at_step.py:KillAtStep]"})
+    killed = run_cli("train", *args, env={"PTRAIN_TEST_KILL_AT_STEP": "20"})
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    resumed = run_cli("train", *args, "train.resume=auto")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout and "step-00000018" in resumed.stdout
+    assert "the training stream continues" in resumed.stdout
+    assert_same_run(tmp_path, uninterrupted)
+
+
+def epoch_rows(files: list[Path], rank: int, world: int) -> list[int]:
+    """One epoch of process `rank`'s part of the files, through the shuffle buffer, as row numbers."""
+    stream = datasets.load_dataset("json", data_files=[str(f) for f in files], split="train", streaming=True)
+
+    def encode(batch: dict, indices: list[int]) -> dict:
+        return {"input_ids": [[int(re.match(r"row (\d+)", t).group(1))] for t in batch["text"]], "idx": indices}
+
+    rows = ShuffleBuffer(encoded_stream(stream, encode, ["text", "label"], 0, rank, world), 16, 0, rank)
+    return [row["input_ids"][0] for row in rows.epoch_rows()]
+
+
+@pytest.mark.parametrize("shards", [(120, 100, 80), (120, 100, 80, 50)], ids=["3 shards", "4 shards"])
+def test_each_row_goes_to_one_process_per_epoch(tmp_path, shards):
+    """3 shards on 2 processes: every other row of each shard; 4: two whole shards each (uneven counts)."""
+    files = write_corpus(tmp_path, shards)
+    parts = [epoch_rows(files, rank, 2) for rank in range(2)]
+    assert Counter(parts[0] + parts[1]) == Counter(range(sum(shards)))
+    assert parts[0] != sorted(parts[0])  # shuffled by the buffer
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_two_processes_read_disjoint_parts_that_cover_the_corpus(tmp_path, cache_dir, corpus):
+    cpu_config = ["--config_file", str(CONFIGS / "accelerate" / "cpu_2proc.yaml")]
+    args = stream_overrides(tmp_path, cache_dir, corpus)
+    result = accelerate_launch(cpu_config, "tests.stream_probe", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    parts = dict(re.findall(r"process (\d) rows (\[.*\])", result.stdout))
+    rows = [json.loads(parts["0"]), json.loads(parts["1"])]
+    assert Counter(rows[0] + rows[1]) == Counter(range(sum(SHARD_ROWS)))
+    assert abs(len(rows[0]) - len(rows[1])) <= len(SHARD_ROWS)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["data.streaming=true"], "set train.max_steps"),
+        (["data.train_file=[a.jsonl, b.jsonl]"], "set data.streaming=true"),
+        (["data.streaming=true", "train.max_steps=5", "data.validation_file=null"], "set data.validation_file"),
+        (["data.streaming=true", "train.max_steps=5", "train.class_weights=balanced"], "give the weights"),
+        (["data.streaming=true", "train.max_steps=5", "data.train_file=nowhere/*.jsonl"], "matches no file"),
+    ],
+)
+def test_what_a_stream_cannot_do_is_refused_in_one_line(overrides, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(CONFIGS / "tiny.yaml", overrides)
+    assert message in str(info.value) and "\n" not in str(info.value)
