@@ -168,7 +168,7 @@ def train_stream(
             snapshot_every_n_steps=every,  # workers copy their state (the buffer) this often, not at every batch
             generator=torch.Generator().manual_seed(train.seed),  # each iter() draws a seed: not from the global RNG
         )
-    split = "whole shards" if stream.n_shards % world == 0 else f"every {world}th row of each shard"
+    split = "whole shards" if stream.n_shards % world == 0 else f"one row in {world} of each shard"
     description = (
         f"train streamed from {stream.info.description or 'the stream'} ({stream.n_shards} shard(s), this process "
         f"reads {split if world > 1 else 'all'}; shuffle buffer {data.shuffle_buffer_size:,} rows)"
