@@ -3,6 +3,7 @@ killed streamed run resumed with train.resume=auto ends bitwise where the uninte
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections import Counter
@@ -10,8 +11,10 @@ from pathlib import Path
 
 import datasets
 import pytest
+import torch
 
-from ptrain.data.streaming import ShuffleBuffer, encoded_stream
+from ptrain.data.stream_source import open_train_stream
+from ptrain.data.streaming import ShuffleBuffer, encoded_stream, train_stream
 from ptrain.errors import ConfigError
 from ptrain.tasks import load_config
 from tests.conftest import CONFIGS, DATA_DIR, accelerate_launch, run_cli
@@ -107,7 +110,8 @@ def epoch_rows(files: list[Path], rank: int, world: int) -> list[int]:
     def encode(batch: dict, indices: list[int]) -> dict:
         return {"input_ids": [[int(re.match(r"row (\d+)", t).group(1))] for t in batch["text"]], "idx": indices}
 
-    rows = ShuffleBuffer(encoded_stream(stream, encode, ["text", "label"], 0, rank, world), 16, 0, rank)
+    sample = {"text": ["row 0"], "label": ["joy"]}
+    rows = ShuffleBuffer(encoded_stream(stream, encode, sample, 0, rank, world), 16, 0, rank)
     return [row["input_ids"][0] for row in rows.epoch_rows()]
 
 
@@ -133,10 +137,76 @@ def test_two_processes_read_disjoint_parts_that_cover_the_corpus(tmp_path, cache
     assert abs(len(rows[0]) - len(rows[1])) <= len(SHARD_ROWS)
 
 
+@pytest.mark.slow
+@pytest.mark.end_to_end
+def test_packed_masked_lm_streams_for_max_tokens(tmp_path, cache_dir):
+    """Packed blocks of 64 tokens, batch 8: 512 tokens a step, so train.max_tokens=5000 is 10 steps."""
+    paragraphs = [p for p in (DATA_DIR / "tiny_shakespeare" / "input.txt").read_text().split("\n\n") if p.strip()]
+    for name, part in {
+        "part-0": paragraphs[:60],
+        "part-1": paragraphs[60:120],
+        "validation": paragraphs[120:150],
+    }.items():
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"text": text}) + "\n" for text in part))
+    values = {
+        "output_dir": tmp_path / "runs",
+        "data.cache_dir": cache_dir,
+        "data.train_file": tmp_path / "part-*.jsonl",
+        "data.validation_file": tmp_path / "validation.jsonl",
+        "data.format": "auto",
+        "data.streaming": "true",
+        "masked_lm.packing": "true",
+        "train.max_tokens": "5000",
+    }
+    result = run_cli("train", str(CONFIGS / "tiny_masked_lm.yaml"), *[f"{k}={v}" for k, v in values.items()])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "10 optimizer steps in total (train.max_tokens 5,000 at 512 per step" in result.stdout
+    (run_dir,) = (tmp_path / "runs" / "tiny_masked_lm").iterdir()
+    assert json.loads((run_dir / "metrics.json").read_text())["train"]["optimizer_steps"] == 10
+
+
+def test_a_loader_with_workers_resumes_at_the_next_batch(tmp_path):
+    """data.num_workers=2: each worker's buffer and position are in the loader's state (torchdata)."""
+    files = write_corpus(tmp_path, (40, 40, 40, 40))
+    cfg = load_config(
+        CONFIGS / "tiny.yaml", stream_overrides(tmp_path, tmp_path, tmp_path, **{"data.num_workers": "2"})[1:]
+    )
+    stream = datasets.load_dataset("json", data_files=[str(f) for f in files], split="train", streaming=True)
+
+    def encode(batch: dict, indices: list[int]) -> dict:
+        return {"input_ids": [[int(re.match(r"row (\d+)", t).group(1))] for t in batch["text"]], "idx": indices}
+
+    def loader():
+        sample = {"text": ["row 0"], "label": ["joy"]}
+        rows = lambda batch: [row["input_ids"][0] for row in batch]  # noqa: E731
+        return train_stream(cfg, stream, encode, sample, rows, torch.device("cpu"), 0, 1)
+
+    expected = list(itertools.islice(loader().batches(), 14))
+    first = loader()
+    taken = list(itertools.islice(first.batches(), 5))
+    first.save(tmp_path, 0)
+    second = loader()
+    second.load(tmp_path, 0)
+    assert taken + list(itertools.islice(second.batches(), 9)) == expected
+
+
+def test_a_save_to_disk_folder_streams_as_shards(tmp_path):
+    datasets.Dataset.from_dict({"text": [f"row {i}" for i in range(50)]}).save_to_disk(str(tmp_path / "saved"))
+    cfg = load_config(
+        CONFIGS / "tiny.yaml",
+        ["data.streaming=true", "train.max_steps=2", f"data.train_file={tmp_path / 'saved'}", "data.stream_shards=4"],
+    )
+    stream = open_train_stream(cfg)
+    assert stream.n_shards == 4 and [row["text"] for row in stream] == [f"row {i}" for i in range(50)]
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
         (["data.streaming=true"], "set train.max_steps"),
+        (["data.streaming=true", "train.max_steps=5", "train.max_tokens=5"], "not both"),
+        (["data.streaming=true", "train.max_tokens=5000"], "needs rows of a fixed number of tokens"),
+        (["train.max_tokens=5000"], "set data.streaming=true"),
         (["data.train_file=[a.jsonl, b.jsonl]"], "set data.streaming=true"),
         (["data.streaming=true", "train.max_steps=5", "data.validation_file=null"], "set data.validation_file"),
         (["data.streaming=true", "train.max_steps=5", "train.class_weights=balanced"], "give the weights"),

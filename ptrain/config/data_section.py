@@ -157,7 +157,7 @@ class DataConfig(Strict):
         "whole as usual; data.group_by_length does not apply.",
     )
     shuffle_buffer_size: int = Field(
-        10_000,
+        1_000,
         ge=0,
         description="With data.streaming: rows (tokenized) held in the seeded shuffle buffer of each process; each "
         "step draws from it at random. 0 or 1: the stream's order. Saved whole in every checkpoint.",

@@ -42,6 +42,22 @@ def expand_train_files(cfg: Config, path: Path | str = "config") -> list[Path]:
     return found
 
 
+def _check_length(cfg: Config, path: Path) -> None:
+    """A stream's length is unknown before it is read: the run's is in optimizer steps, or in tokens when every
+    step holds the same number (packed rows)."""
+    train = cfg.train
+    if (train.max_steps is None) == (train.max_tokens is None):
+        raise ConfigError(
+            f"{path}: data.streaming: a stream's length is unknown before it is read; set train.max_steps (the "
+            "run's length in optimizer steps) or train.max_tokens (in tokens, with packed rows), not both"
+        )
+    if train.max_tokens is not None and not getattr(getattr(cfg, cfg.task, None), "packing", False):
+        raise ConfigError(
+            f"{path}: train.max_tokens needs rows of a fixed number of tokens ({cfg.task}.packing=true, where the "
+            "task packs); otherwise set train.max_steps"
+        )
+
+
 def check_streaming(cfg: Config, path: Path) -> None:
     data, train = cfg.data, cfg.train
     several = isinstance(data.train_file, list) or any(GLOB_CHARACTERS & set(p) for p in train_patterns(cfg))
@@ -51,12 +67,10 @@ def check_streaming(cfg: Config, path: Path) -> None:
                 f"{path}: data.train_file as a list or glob is read as a stream; set data.streaming=true, or give "
                 "one file"
             )
+        if train.max_tokens is not None:
+            raise ConfigError(f"{path}: train.max_tokens sets the length of a stream; set data.streaming=true")
         return
-    if train.max_steps is None:
-        raise ConfigError(
-            f"{path}: data.streaming: a stream's length is unknown before it is read; set train.max_steps (the "
-            "run's length in optimizer steps)"
-        )
+    _check_length(cfg, path)
     for key, why in WHOLE_SPLIT_KEYS.items():
         if getattr(data, key.split(".")[1]):
             raise ConfigError(f"{path}: {key} {why}, which a stream cannot do; unset it or data.streaming")

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import datasets
 from datasets import Dataset, DatasetDict, IterableDataset
+from pyarrow import ArrowException
 
 from ptrain.config import Config
 from ptrain.config.stream_checks import expand_train_files
 from ptrain.data.splits import EXTENSION_FORMATS, load_raw_splits
-from ptrain.errors import DataError
+from ptrain.errors import DataError, first_line
 
 # data.format -> the datasets builder a stream of those files reads with, and its options
 STREAM_BUILDERS = {
@@ -24,6 +25,7 @@ STREAM_BUILDERS = {
     "tsv": ("csv", {"sep": "\t", "quoting": 3}),  # never quoted (as map-style reading)
     "corpus": ("text", {"sample_by": "paragraph"}),
 }
+READ_ERRORS = (ValueError, TypeError, KeyError, OSError, ArrowException)  # what datasets' readers raise on bad files
 HEAD_ROWS = 1_000  # rows read before training: the columns, and what an encoder checks on its split
 
 
@@ -80,8 +82,11 @@ def _format(cfg: Config, file: Path) -> str:
 def read_head(stream: IterableDataset, columns: list[tuple[str, str]]) -> Dataset:
     """The stream's first HEAD_ROWS rows, map-style, with the task's columns checked: what the encoder is given as
     its split (its checks see these rows), read before training at the cost of opening the first shard."""
-    rows = list(stream.take(HEAD_ROWS))
     source = stream.info.description or "the training stream"
+    try:
+        rows = list(stream.take(HEAD_ROWS))
+    except READ_ERRORS as err:
+        raise read_failure(source, "in its first rows", err) from None
     if not rows:
         raise DataError(f"{source}: the training stream has no rows")
     for key, column in columns:
@@ -90,6 +95,11 @@ def read_head(stream: IterableDataset, columns: list[tuple[str, str]]) -> Datase
     head = Dataset.from_list(rows, features=stream.features)
     head.info.description = source
     return head
+
+
+def read_failure(source: str, where: str, err: Exception) -> DataError:
+    """What stopped a stream's reading (a file that does not parse, shards with different columns), in one line."""
+    return DataError(f"{source}: reading the training stream failed {where} ({type(err).__name__}: {first_line(err)})")
 
 
 def load_eval_splits(cfg: Config, task) -> tuple[DatasetDict, dict[str, int]]:

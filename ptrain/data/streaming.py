@@ -33,25 +33,22 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from ptrain.config import Config
 from ptrain.data.batching import MODEL_COLUMNS
+from ptrain.data.stream_source import READ_ERRORS, read_failure
+from ptrain.errors import CheckpointError
 
 STATE_FILE = "stream_state_{rank}.json"  # in each checkpoint folder, one per process
+SNAPSHOT_STEPS = 100  # with data.num_workers and no train.checkpoint_every_steps: optimizer steps between snapshots
 
 
-def encoded_stream(
-    stream: IterableDataset, encode: Callable, columns: list[str], seed: int, rank: int, world_size: int
-) -> IterableDataset:
+def encoded_stream(stream: IterableDataset, encode: Callable, sample: dict, seed: int, rank: int, world_size: int):
     """This process's part of `stream` (shard order shuffled per epoch), tokenized by the task's batched encoder as
-    it is read; only the model's columns are kept."""
+    it is read; only the model's columns are kept. `sample`: a batch of the stream's first rows (column -> values),
+    which tells the columns before and after encoding without reading the stream."""
+    outputs = encode(sample, list(range(len(next(iter(sample.values()))))))
     shuffled_shards = stream.shuffle(seed=seed, buffer_size=1)  # a buffer of one row: the shard order only
     part = split_dataset_by_node(shuffled_shards, rank=rank, world_size=world_size)
-    encoded = part.map(encode, batched=True, with_indices=True, remove_columns=columns)
-    return encoded.select_columns([c for c in MODEL_COLUMNS if c in _output_columns(encoded, encode, columns)])
-
-
-def _output_columns(encoded: IterableDataset, encode: Callable, columns: list[str]) -> list[str]:
-    if encoded.column_names is not None:
-        return encoded.column_names
-    return list(next(iter(encoded)).keys())  # unknown until a batch is encoded (files without a schema)
+    encoded = part.map(encode, batched=True, with_indices=True, remove_columns=list(sample))
+    return encoded.select_columns([column for column in MODEL_COLUMNS if column in outputs])
 
 
 class ShuffleBuffer(torch.utils.data.IterableDataset):
@@ -81,7 +78,7 @@ class ShuffleBuffer(torch.utils.data.IterableDataset):
             if self.position is not None:
                 self.rows.load_state_dict(self.position)
             self.reading = True  # the stream's own state_dict is the position (taken only when asked)
-            for row in self.rows:
+            for row in self._read():
                 self.rows_taken += 1
                 if self.size <= 1:
                     yield row
@@ -96,6 +93,15 @@ class ShuffleBuffer(torch.utils.data.IterableDataset):
             position = int(self.rng.integers(len(self.buffer)))
             self.buffer[position], self.buffer[-1] = self.buffer[-1], self.buffer[position]
             yield self.buffer.pop()
+
+    def _read(self) -> Iterator[dict]:
+        """The stream's rows; what stops the reading (a file that does not parse, shards of different columns) in
+        one line naming the source and how far this process read."""
+        try:
+            yield from self.rows
+        except READ_ERRORS as err:
+            where = f"in epoch {self.epoch} after {self.rows_taken:,} rows of process {self.rank}"
+            raise read_failure(self.rows.info.description or "the training stream", where, err) from None
 
     def state_dict(self) -> dict:
         return {
@@ -133,7 +139,13 @@ class TrainStream:
 
     def load(self, folder: Path, rank: int) -> str:
         """The state saved in a checkpoint folder, in force from the next batch; says where the stream stands."""
-        state = json.loads((folder / STATE_FILE.format(rank=rank)).read_text())
+        path = folder / STATE_FILE.format(rank=rank)
+        if not path.is_file():
+            raise CheckpointError(
+                f"checkpoint {folder} has no {path.name} (a run without data.streaming, or with fewer processes, "
+                "wrote it); resume it with the config and launch that wrote it"
+            )
+        state = json.loads(path.read_text())
         self.loader.load_state_dict(state)
         rows = state.get("dataset_state") or {}  # with data.num_workers: one state per worker
         if not rows:
@@ -148,15 +160,23 @@ class TrainStream:
 
 
 def train_stream(
-    cfg: Config, stream: IterableDataset, encode: Callable, collator, device: torch.device, rank: int, world: int
+    cfg: Config,
+    stream: IterableDataset,
+    encode: Callable,
+    sample: dict,
+    collator,
+    device: torch.device,
+    rank: int,
+    world: int,
 ) -> TrainStream:
-    """This process's stream of training batches: `stream` shared out, encoded, shuffled by the buffer, batched."""
+    """This process's stream of training batches: `stream` shared out, encoded, shuffled by the buffer, batched
+    (`sample`: a batch of its first rows, column -> values)."""
     data, train = cfg.data, cfg.train
-    columns = list(stream.column_names or next(iter(stream.take(1))).keys())
-    rows = ShuffleBuffer(
-        encoded_stream(stream, encode, columns, train.seed, rank, world), data.shuffle_buffer_size, train.seed, rank
-    )
-    every = (train.checkpoint_every_steps or train.max_steps) * train.gradient_accumulation_steps
+    encoded = encoded_stream(stream, encode, sample, train.seed, rank, world)
+    rows = ShuffleBuffer(encoded, data.shuffle_buffer_size, train.seed, rank)
+    # workers copy their state (the buffer) at every Nth batch, not at each: a checkpoint between snapshots
+    # replays the batches since the last one (torchdata fast-forwards)
+    every = (train.checkpoint_every_steps or SNAPSHOT_STEPS) * train.gradient_accumulation_steps
     with warnings.catch_warnings():  # torchdata 0.11 calls torch.set_vital, deprecated since: nothing to act on
         warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
         loader = StatefulDataLoader(
@@ -165,7 +185,7 @@ def train_stream(
             collate_fn=collator,
             num_workers=data.num_workers,
             pin_memory=torch.cuda.is_available(),
-            snapshot_every_n_steps=every,  # workers copy their state (the buffer) this often, not at every batch
+            snapshot_every_n_steps=every,
             generator=torch.Generator().manual_seed(train.seed),  # each iter() draws a seed: not from the global RNG
         )
     split = "whole shards" if stream.n_shards % world == 0 else f"one row in {world} of each shard"

@@ -45,7 +45,7 @@ from ptrain.training.loss_scaling import LossScaling
 from ptrain.training.meter import TrainMeter
 from ptrain.training.optim import StepPlan, build_optimizer, build_scheduler, plan_steps
 from ptrain.training.run import LoopState, Optimisation, Run, RunData, RunOutputs, Runtime
-from ptrain.training.streamed_data import prepare_streamed_data
+from ptrain.training.streamed_data import prepare_streamed_data, stream_plan
 from ptrain.training.summary import announce, hparams_of, write_results
 
 
@@ -85,9 +85,7 @@ def setup(cfg: Config, track: bool = True) -> tuple[Run, Checkpoint | None]:
     checkpoint = resume_on_every_node(cfg, accelerator)  # train.resume's checkpoint, readable on every node
     task = get_task(cfg.task)
     data = prepare_data(cfg, task, accelerator)
-    # a stream's length is unknown: the run is train.max_steps long, as one "epoch" of an endless stream
-    micro_batches = cfg.train.max_steps * cfg.train.gradient_accumulation_steps if data.stream else None
-    plan = plan_steps(micro_batches or len(data.train_loader), cfg.train)
+    plan = stream_plan(cfg, accelerator.num_processes) if data.stream else plan_steps(len(data.train_loader), cfg.train)
     # No other process may train in the folder: refused here before anything is written into it.
     resumed = checkpoint.run_dir if checkpoint else None
     run_dir, lock = claim_run_dir(accelerator, cfg.output_dir, cfg.name, cfg.run_dir, resumed)

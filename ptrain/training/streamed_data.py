@@ -4,6 +4,8 @@ only before the first step."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from accelerate import Accelerator
 from datasets import ClassLabel
@@ -18,6 +20,7 @@ from ptrain.errors import ConfigError, DataError
 from ptrain.model.loading import load_tokenizer
 from ptrain.runtime.nodes import caches_first
 from ptrain.tasks import Task
+from ptrain.training.optim import StepPlan, plan_steps
 from ptrain.training.run import RunData
 
 
@@ -41,7 +44,8 @@ def prepare_streamed_data(cfg: Config, task: Task, accelerator: Accelerator) -> 
     collator = task.collator(cfg, tokenizer, accelerator.device)
     encode = task.encoder(cfg, tokenizer, label_names, head, "train")
     rank, world = accelerator.process_index, accelerator.num_processes
-    stream = train_stream(cfg, stream, encode, collator, accelerator.device, rank, world)
+    sample = head[:8]  # a batch of the first rows: the columns before and after encoding
+    stream = train_stream(cfg, stream, encode, sample, collator, accelerator.device, rank, world)
     eval_loader = accelerator.prepare(batching.eval_loader(cfg, splits.tokenized["validation"], collator))
     eval_sets = {
         name: accelerator.prepare(batching.eval_loader(cfg, splits.tokenized[EVAL_SET_PREFIX + name], collator))
@@ -56,6 +60,24 @@ def prepare_streamed_data(cfg: Config, task: Task, accelerator: Accelerator) -> 
         eval_sets=eval_sets,
         stream=stream,
     )
+
+
+def tokens_per_step(cfg: Config, processes: int) -> int | None:
+    """Training tokens in one optimizer step when every row is a packed block of the task's block_size (all real
+    tokens); None when rows vary in length."""
+    section = getattr(cfg, cfg.task, None)
+    if not getattr(section, "packing", False):
+        return None
+    train = cfg.train
+    return section.block_size * train.per_device_batch_size * train.gradient_accumulation_steps * processes
+
+
+def stream_plan(cfg: Config, processes: int) -> StepPlan:
+    """The step plan of a streamed run: its length is unknown, so the run is train.max_steps long (or train.max_tokens
+    in steps, rounded up), planned as one "epoch" of an endless stream."""
+    train = cfg.train
+    steps = train.max_steps or math.ceil(train.max_tokens / tokens_per_step(cfg, processes))
+    return plan_steps(steps * train.gradient_accumulation_steps, train.model_copy(update={"epochs": 1}))
 
 
 def refuse_whole_split_tasks(task: Task) -> None:

@@ -11,6 +11,7 @@ from ptrain.runtime.hardware import describe_hardware, hardware_line
 from ptrain.tasks.figures import label_counts_figure, length_figure
 from ptrain.training.best import metric_for_best
 from ptrain.training.run import LoopState, Run
+from ptrain.training.streamed_data import tokens_per_step
 
 
 def announce(run: Run, state: LoopState) -> None:
@@ -144,7 +145,10 @@ def _plan_words(run: Run) -> str:
     """The length of the run: in epochs of the training rows, or of a stream (whose length is unknown) in steps."""
     plan = run.optim.plan
     if run.data.stream:
-        return f"{plan.total_steps} optimizer steps in total (train.max_steps; a stream's epochs pass as they come)"
+        tokens = run.cfg.train.max_tokens
+        per_step = tokens_per_step(run.cfg, run.runtime.accelerator.num_processes)
+        length = f"train.max_tokens {tokens:,} at {per_step:,} per step" if tokens else "train.max_steps"
+        return f"{plan.total_steps} optimizer steps in total ({length}; a stream's epochs pass as they come)"
     return f"{plan.steps_per_epoch} optimizer steps per epoch, {plan.total_steps} in total ({plan.epochs} epoch(s))"
 
 
