@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -13,10 +14,10 @@ import datasets
 import pytest
 import torch
 
-from ptrain.data.stream_source import open_train_stream
+from ptrain.data.stream_source import load_eval_splits, open_train_stream
 from ptrain.data.streaming import ShuffleBuffer, encoded_stream, train_stream
 from ptrain.errors import ConfigError
-from ptrain.tasks import load_config
+from ptrain.tasks import get_task, load_config
 from tests.conftest import CONFIGS, DATA_DIR, accelerate_launch, run_cli
 from tests.test_resume import assert_same_run
 
@@ -198,6 +199,47 @@ def test_a_save_to_disk_folder_streams_as_shards(tmp_path):
     )
     stream = open_train_stream(cfg)
     assert stream.n_shards == 4 and [row["text"] for row in stream] == [f"row {i}" for i in range(50)]
+
+
+def test_a_dataset_folder_given_as_hub_dataset_streams_its_train_split(tmp_path):
+    """data.hub_dataset read as the Hub reads it (a local folder here: offline): train streamed, validation whole."""
+    for split, count in {"train": 30, "validation": 10}.items():
+        rows = [json.dumps({"text": f"row {i}", "label": "joy"}) for i in range(count)]
+        (tmp_path / f"{split}.jsonl").write_text("\n".join(rows) + "\n")
+    cfg = load_config(
+        CONFIGS / "tiny.yaml",
+        ["data.streaming=true", "train.max_steps=2", "data.train_file=null", f"data.hub_dataset={tmp_path}"],
+    )
+    assert isinstance(open_train_stream(cfg), datasets.IterableDataset)
+    assert len(list(open_train_stream(cfg))) == 30
+    raw, _ = load_eval_splits(cfg, get_task(cfg.task))
+    assert list(raw) == ["validation"] and len(raw["validation"]) == 10
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_two_processes_stream_and_resume_exactly(tmp_path, cache_dir, corpus):
+    """2 processes, each one row in 2 of every shard (uneven parts: neither waits for the other's epoch end); the
+    run resumed from its step-6 checkpoint in a copy of its folder ends with the same weights."""
+    cpu_config = ["--config_file", str(CONFIGS / "accelerate" / "cpu_2proc.yaml")]
+    steps = {"train.max_steps": "12", "train.eval_every_steps": "12", "train.checkpoint_every_steps": "6"}
+    first = stream_overrides(tmp_path / "a", cache_dir, corpus, **steps)
+    result = accelerate_launch(cpu_config, "ptrain", "train", *first)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "this process reads one row in 2 of each shard" in result.stdout
+    (run_dir,) = (tmp_path / "a" / "runs" / "tiny").iterdir()
+    for checkpoint in (run_dir / "checkpoints").iterdir():
+        states = [json.loads((checkpoint / f"stream_state_{rank}.json").read_text()) for rank in (0, 1)]
+        assert states[0]["dataset_state"]["buffer"] != states[1]["dataset_state"]["buffer"]
+    copy = tmp_path / "b" / "runs" / "tiny" / run_dir.name
+    shutil.copytree(run_dir, copy)
+    for later in ["final", "best", "metrics.json", "checkpoints/step-00000012"]:
+        shutil.rmtree(copy / later) if (copy / later).is_dir() else (copy / later).unlink()
+    args = [*stream_overrides(tmp_path / "b", cache_dir, corpus, **steps), f"train.resume={copy}"]
+    resumed = accelerate_launch(cpu_config, "ptrain", "train", *args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "step-00000006" in resumed.stdout
+    assert_same_run(tmp_path / "b", tmp_path / "a")
 
 
 @pytest.mark.parametrize(

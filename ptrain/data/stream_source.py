@@ -118,6 +118,10 @@ def load_eval_splits(cfg: Config, task) -> tuple[DatasetDict, dict[str, int]]:
                         f"data.hub_dataset {data.hub_dataset} has no validation split to evaluate a stream on; "
                         "give data.validation_file"
                     ) from None
+        for split, ds in splits.items():
+            missing = [f"{key} '{column}'" for key, column in task.columns(cfg) if column not in ds.column_names]
+            if missing:
+                raise DataError(f"{missing[0]} not in {data.hub_dataset} ({split}) columns {ds.column_names}")
         if data.max_eval_rows is not None:
             splits = {name: ds.select(range(min(len(ds), data.max_eval_rows))) for name, ds in splits.items()}
         return DatasetDict(splits), {}

@@ -56,7 +56,7 @@ def train(cfg: Config) -> int:
     accelerator = run.runtime.accelerator
     with run.outputs.lock, stop_resumably(run):  # the lock is released on return, on errors and after signals
         if checkpoint:
-            state, meter = restore(accelerator, checkpoint, run.optim.scheduler)
+            state, meter = restore(accelerator, checkpoint, run.optim.scheduler, streamed=run.data.stream is not None)
             if run.data.stream:  # the next unseen row of this process's stream
                 accelerator.print(f"ptrain: {run.data.stream.load(checkpoint.path, accelerator.process_index)}")
         else:
