@@ -201,6 +201,7 @@ def test_a_save_to_disk_folder_streams_as_shards(tmp_path):
     assert stream.n_shards == 4 and [row["text"] for row in stream] == [f"row {i}" for i in range(50)]
 
 
+@pytest.mark.slow
 def test_a_dataset_folder_given_as_hub_dataset_streams_its_train_split(tmp_path):
     """data.hub_dataset read as the Hub reads it (a local folder here: offline): train streamed, validation whole."""
     for split, count in {"train": 30, "validation": 10}.items():
