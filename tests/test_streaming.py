@@ -55,6 +55,7 @@ def stream_overrides(out: Path, cache: Path, corpus: Path, **extra: str) -> list
         "data.cache_dir": str(cache),
         "data.train_file": str(corpus / "part-*.jsonl"),
         "data.streaming": "true",
+        "data.max_train_rows": "null",  # tiny.yaml's 2,000 would take() the stream, which keeps the shard order
         "data.shuffle_buffer_size": "50",
         "data.max_eval_rows": "50",
         "train.max_steps": "30",

@@ -15,7 +15,7 @@ GLOB_CHARACTERS = frozenset("*?[")
 WHOLE_SPLIT_KEYS = {
     "data.split_column": "splits the rows of one file",
     "data.num_folds": "holds out a fold of the training rows",
-    "data.sample_train_rows": "samples the training rows (data.max_train_rows takes the stream's first N)",
+    "data.sample_train_rows": "samples the training rows (data.max_train_rows takes N rows of the stream)",
 }
 
 

@@ -30,7 +30,8 @@ HEAD_ROWS = 1_000  # rows read before training: the columns, and what an encoder
 
 
 def open_train_stream(cfg: Config) -> IterableDataset:
-    """The training rows as a stream, in file (shard) order; data.max_train_rows keeps its first N. A mixture of
+    """The training rows as a stream, in file (shard) order; data.max_train_rows keeps N rows of it (datasets'
+    take(): the shard order is then never shuffled, and each process takes its share of N). A mixture of
     sources (issue 30, part 4) would open one such stream per source and interleave them here
     (datasets.interleave_datasets with the weights as probabilities and a seed)."""
     data = cfg.data
