@@ -16,7 +16,7 @@ import torch
 
 from ptrain.data.stream_source import load_eval_splits, open_train_stream
 from ptrain.data.streaming import ShuffleBuffer, encoded_stream, train_stream
-from ptrain.errors import ConfigError
+from ptrain.errors import ConfigError, DataError
 from ptrain.tasks import get_task, load_config
 from tests.conftest import CONFIGS, DATA_DIR, accelerate_launch, run_cli
 from tests.test_resume import assert_same_run
@@ -190,6 +190,15 @@ def test_a_loader_with_workers_resumes_at_the_next_batch(tmp_path):
     second = loader()
     second.load(tmp_path, 0)
     assert taken + list(itertools.islice(second.batches(), 9)) == expected
+
+
+def test_a_process_without_rows_stops_in_one_line(tmp_path):
+    files = write_corpus(tmp_path, (1,))
+    stream = datasets.load_dataset("json", data_files=[str(f) for f in files], split="train", streaming=True)
+    encode = lambda batch, indices: {"input_ids": [[1]] * len(indices), "idx": indices}  # noqa: E731
+    rows = ShuffleBuffer(encoded_stream(stream, encode, {"text": ["row 0"]}, 0, 1, 2), 16, 0, 1)
+    with pytest.raises(DataError, match="process 1's part of the stream has no rows"):
+        next(iter(rows))
 
 
 def test_a_save_to_disk_folder_streams_as_shards(tmp_path):

@@ -34,7 +34,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from ptrain.config import Config
 from ptrain.data.batching import MODEL_COLUMNS
 from ptrain.data.stream_source import READ_ERRORS, read_failure
-from ptrain.errors import CheckpointError
+from ptrain.errors import CheckpointError, DataError
 
 STATE_FILE = "stream_state_{rank}.json"  # in each checkpoint folder, one per process
 SNAPSHOT_STEPS = 100  # with data.num_workers and no train.checkpoint_every_steps: optimizer steps between snapshots
@@ -65,7 +65,17 @@ class ShuffleBuffer(torch.utils.data.IterableDataset):
 
     def __iter__(self) -> Iterator[dict]:
         while True:
-            yield from self.epoch_rows()
+            fresh, count = self.position is None and not self.stream_done, 0
+            for row in self.epoch_rows():
+                count += 1
+                yield row
+            if fresh and not count:  # a whole epoch without a row: the next would be the same
+                if torch.utils.data.get_worker_info() is not None:
+                    return  # a worker without shards (more workers than shards): the other workers go on
+                raise DataError(
+                    f"{self.rows.info.description or 'the training stream'}: process {self.rank}'s part of the "
+                    "stream has no rows; give it at least as many rows (or shards) as processes"
+                )
             self.epoch, self.position, self.stream_done = self.epoch + 1, None, False
 
     def epoch_rows(self) -> Iterator[dict]:
