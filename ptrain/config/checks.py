@@ -127,9 +127,11 @@ def _refuse_remote_code(path: Path, key: str, folder: str) -> None:
 
 def _check_data_files(cfg: Config, path: Path) -> None:
     data = cfg.data
-    if data.train_file is None and data.hub_dataset is None:
+    if data.mixture:
+        _check_mixture(cfg, path)
+    elif data.train_file is None and data.hub_dataset is None:
         raise ConfigError(f"{path}: set data.train_file (a local file) or data.hub_dataset (a Hub id)")
-    if data.train_file is None:
+    if data.train_file is None and not data.mixture:
         return
     for key in ("validation_file", "test_file"):
         if data.split_column and getattr(data, key):
@@ -140,18 +142,34 @@ def _check_data_files(cfg: Config, path: Path) -> None:
             "set data.validation_file=null"
         )
     for key in ("train_file", "validation_file", "test_file"):
-        file = data_path(cfg, getattr(data, key))
-        if file is None or file.is_file() or (file.is_dir() and saved_dataset_kind(file)):
-            continue
-        if file.is_dir():
-            raise ConfigError(
-                f"{path}: data.{key} {file} is a folder but not one written by datasets' save_to_disk (no state.json "
-                "or dataset_dict.json); name a data file, or save the rows with Dataset.save_to_disk"
-            )
+        _check_file(cfg, path, f"data.{key}", getattr(data, key))
+
+
+def _check_file(cfg: Config, path: Path, key: str, name: str | None) -> None:
+    file = data_path(cfg, name)
+    if file is None or file.is_file() or (file.is_dir() and saved_dataset_kind(file)):
+        return
+    if file.is_dir():
         raise ConfigError(
-            f"{path}: data.{key} {file} does not exist; fix the path, or point data.data_dir "
-            f"(or ${DATA_DIR_ENV}) at your copy of the data"
+            f"{path}: {key} {file} is a folder but not one written by datasets' save_to_disk (no state.json "
+            "or dataset_dict.json); name a data file, or save the rows with Dataset.save_to_disk"
         )
+    raise ConfigError(
+        f"{path}: {key} {file} does not exist; fix the path, or point data.data_dir "
+        f"(or ${DATA_DIR_ENV}) at your copy of the data"
+    )
+
+
+def _check_mixture(cfg: Config, path: Path) -> None:
+    """A mixture's sources replace data.train_file (and a Hub dataset's train split); each is read as a train file."""
+    data = cfg.data
+    for key in ("train_file", "hub_dataset", "split_column"):
+        if getattr(data, key) is not None:
+            raise ConfigError(
+                f"{path}: data.mixture names the training rows and data.{key} does too; keep one (e.g. data.{key}=null)"
+            )
+    for name, source in data.mixture.items():
+        _check_file(cfg, path, f"data.mixture.{name}.file", source.file)
 
 
 def _check_labels(cfg: Config, path: Path) -> None:

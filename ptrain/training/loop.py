@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from tqdm.auto import tqdm
 
 from ptrain.data.collate import pop_token_mask
+from ptrain.data.mixtures import SOURCE_COLUMN, source_scalars
 from ptrain.training.checkpointing.resume import checkpoint_run
 from ptrain.training.evaluation import evaluate_and_track
 from ptrain.training.gradients import clip_gradients
@@ -73,10 +74,11 @@ def optimizer_step(run: Run, state: LoopState, meter: TrainMeter, window: list[d
     for position, batch in enumerate(window):
         with micro_step(accelerator, optim.model, last=position == len(window) - 1):
             labels, _, real = batch.pop("labels"), batch.pop("idx"), pop_token_mask(batch)
+            sources = batch.pop(SOURCE_COLUMN, None)  # data.mixture: each row's source, one-hot
             logits = run.task.logits(optim.model(**batch))
             loss_sum = optim.loss_fn(logits, labels)  # summed over targets: logged as it is
             accelerator.backward(loss_sum * scale.factor)  # DeepSpeed clips and steps in the last one
-        meter.add_micro_batch(loss_sum.detach(), real)
+        meter.add_micro_batch(loss_sum.detach(), real, sources)
     grad_norm = clip_gradients(
         optim.model, optim.optimizer, accelerator, train_cfg.max_grad_norm, optim.clip_in_optimizer
     )
@@ -138,10 +140,21 @@ def learning_rates(run: Run) -> dict[str, float]:
     return rates
 
 
+def count_source_tokens(run: Run, state: LoopState, meter: TrainMeter) -> dict[str, float]:
+    """data.mixture: each source's real tokens since the last count added to the run's (state.source_tokens), and
+    the scalars that log them (every process takes part: one all-reduce); nothing without a mixture."""
+    interval = meter.take_source_tokens(run.runtime.accelerator)
+    if interval is None:
+        return {}
+    state.source_tokens = [a + b for a, b in zip(state.source_tokens or [0] * len(interval), interval)]
+    return source_scalars(list(run.cfg.data.mixture), interval, state.source_tokens)
+
+
 def log_training(run: Run, state: LoopState, meter: TrainMeter, progress: tqdm) -> None:
     plan, accelerator = run.optim.plan, run.runtime.accelerator
     stats = meter.read(accelerator)
     stats.update(learning_rates(run))
+    stats.update(count_source_tokens(run, state, meter))
     stats["epoch"] = state.global_step / plan.steps_per_epoch
     stats["nonfinite_skips"] = state.nonfinite_skips
     if run.runtime.accelerator.scaler is not None:
