@@ -35,53 +35,81 @@ def read_splits(cfg: Config, task: MixesSources) -> tuple[DatasetDict, BadRows]:
     return read_mixture(cfg, task) if cfg.data.mixture else load_raw_splits(cfg, task)
 
 
-def source_config(cfg: Config, name: str, first: bool = True) -> Config:
-    """The config that reads source `name` as data.train_file (with its own reading keys); the test and named
-    evaluation sets are read with the first source only."""
-    source = cfg.data.mixture[name]
-    update = {"train_file": source.file, "mixture": {}, **source.reading()}
-    if not first:
-        update.update(test_file=None, eval_files={})
-    return cfg.model_copy(update={"data": cfg.data.model_copy(update=update)})
+def source_config(cfg: Config, name: str) -> Config:
+    """The config that reads source `name` as data.train_file, with its own reading keys, and no test or named
+    evaluation sets (read_mixture reads those with the data section's keys). With data.validation_file nothing is
+    held out: the source stands in as its own validation file, whose rows are dropped."""
+    data, source = cfg.data, cfg.data.mixture[name]
+    update = {"train_file": source.file, "mixture": {}, "test_file": None, "eval_files": {}, **source.reading()}
+    update["validation_file"] = source.file if data.validation_file else None
+    return cfg.model_copy(update={"data": data.model_copy(update=update)})
 
 
 def read_mixture(cfg: Config, task: MixesSources) -> tuple[DatasetDict, BadRows]:
     """The raw splits: `train` holds every source's rows in data.mixture order, with SOURCE_COLUMN (the tokenizer,
     label names and data summary read it whole); `validation` is data.validation_file's rows or each source's
-    held-out ones together; the test and named evaluation sets are read once."""
-    bad_rows, sources, held_out, others = BadRows(cfg.data.bad_rows), [], [], {}
-    for position, name in enumerate(cfg.data.mixture):
-        raw, bad = load_raw_splits(source_config(cfg, name, first=position == 0), task)
-        seen = {ledger.source for ledger in bad_rows.ledgers}  # the validation file is read with every source
-        bad_rows.ledgers += [ledger for ledger in bad.ledgers if ledger.source not in seen]
-        sources.append(raw.pop("train"))
-        validation = raw.pop("validation")
+    held-out ones together; the test and named evaluation sets as without a mixture."""
+    bad_rows, sources, held_out = BadRows(cfg.data.bad_rows), [], []
+    for name in cfg.data.mixture:
+        raw, bad = load_raw_splits(source_config(cfg, name), task)
+        _add_ledgers(bad_rows, bad)
+        sources.append(raw["train"])
         if cfg.data.validation_file is None:
-            held_out.append(validation)
-        elif position == 0:
-            others["validation"] = validation
-        if position == 0:
-            others.update(raw)
+            held_out.append(raw["validation"])
     names = list(cfg.data.mixture)
     tagged = [ds.add_column(SOURCE_COLUMN, np.full(len(ds), i, dtype=np.int32)) for i, ds in enumerate(sources)]
     splits = {"train": _concatenated(tagged, names)}
     if held_out:
         splits["validation"] = _concatenated(held_out, names)
-    return DatasetDict({**splits, **others}), bad_rows
+    evaluation, bad = _evaluation_splits(cfg, task)
+    _add_ledgers(bad_rows, bad)
+    return DatasetDict({**splits, **evaluation}), bad_rows
+
+
+def _evaluation_splits(cfg: Config, task: MixesSources) -> tuple[dict[str, Dataset], BadRows]:
+    """data.validation_file, data.test_file and data.eval_files read as load_raw_splits reads them, one of them
+    standing in for the training file (its training rows dropped)."""
+    data = cfg.data
+    stand_in = next((file for file in (data.validation_file, data.test_file, *data.eval_files.values()) if file), None)
+    if stand_in is None:
+        return {}, BadRows(data.bad_rows)
+    update = {"train_file": stand_in, "validation_file": data.validation_file or stand_in, "mixture": {}}
+    update.update(max_train_rows=None, sample_train_rows=None)
+    raw, bad = load_raw_splits(cfg.model_copy(update={"data": data.model_copy(update=update)}), task)
+    raw.pop("train")
+    if data.validation_file is None:
+        raw.pop("validation")
+    return dict(raw), bad
+
+
+def _add_ledgers(bad_rows: BadRows, more: BadRows) -> None:
+    """A file read twice (a stand-in, a source as its own validation file) is listed once."""
+    seen = {ledger.source for ledger in bad_rows.ledgers}
+    bad_rows.ledgers += [ledger for ledger in more.ledgers if ledger.source not in seen]
 
 
 def _concatenated(parts: list[Dataset], names: list[str]) -> Dataset:
     """The sources' rows one after the other, in the columns they all have (as the first source types them)."""
     common = [column for column in parts[0].column_names if all(column in part.column_names for part in parts)]
     parts = [part.select_columns(common) for part in parts]
-    for name, part in zip(names[1:], parts[1:]):
+    first = parts[0].features
+    for position, (name, part) in enumerate(zip(names[1:], parts[1:]), start=1):
         for column in common:
-            if part.features[column] != parts[0].features[column]:
+            feature = part.features[column]
+            if feature == first[column]:
+                continue
+            if _kind(feature) != _kind(first[column]):
                 raise DataError(
-                    f"data.mixture: column '{column}' of source '{name}' holds {part.features[column]}, of source "
-                    f"'{names[0]}' {parts[0].features[column]}; give the sources the same column types"
+                    f"data.mixture: column '{column}' of source '{name}' holds {feature}, of source '{names[0]}' "
+                    f"{first[column]}; give the sources the same column types"
                 )
+            parts[position] = part = part.cast_column(column, first[column])  # e.g. string and large_string
     return concatenate_datasets(parts)
+
+
+def _kind(feature) -> str:
+    """A column's type up to Arrow's offset width (the JSON reader's string, the text reader's large_string)."""
+    return str(feature).replace("large_", "")
 
 
 def source_rows(train: Dataset, names: list[str]) -> dict[str, Dataset]:
@@ -102,8 +130,8 @@ def tokenize_mixture(cfg: Config, raw: DatasetDict, tokenizer, task: MixesSource
         cfg, DatasetDict({k: v for k, v in raw.items() if k != "train"}), tokenizer, task, label_names
     )
     tokenized, hits, counts = {}, [], {}
-    for position, (name, rows) in enumerate(source_rows(raw["train"], names).items()):
-        source_cfg = source_config(cfg, name, first=position == 0)
+    for name, rows in source_rows(raw["train"], names).items():
+        source_cfg = source_config(cfg, name)
         rows.info.description = str(data_path(cfg, data.mixture[name].file))
         part = tokenize_splits(source_cfg, DatasetDict({"train": rows}), tokenizer, task, label_names)
         tokenized[name], finished = task.finish_split(source_cfg, "train", part.tokenized["train"], rows)
