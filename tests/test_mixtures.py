@@ -43,17 +43,37 @@ def test_a_70_30_mixture_draws_each_source_within_tolerance_and_the_same_for_a_s
     assert mixed["input_ids"] != mix_sources(sources, [7, 3], seed=6, stopping_strategy=strategy)["input_ids"]
 
 
-def test_streams_mix_with_the_same_function_and_resume_where_they_stopped():
-    sources = {"web": rows(700).to_iterable_dataset(num_shards=2), "code": rows(300, 1_000).to_iterable_dataset()}
-    stream = mix_sources(sources, [0.7, 0.3], seed=3, stopping_strategy="first_exhausted")
-    whole = [(row[SOURCE_COLUMN], row["input_ids"][0]) for row in stream]
+def streamed(row):
+    return (row[SOURCE_COLUMN], row["input_ids"][0])
+
+
+@pytest.mark.parametrize("encoded", [False, True])
+@pytest.mark.parametrize(("strategy", "stops"), [("first_exhausted", (1, 101, 400)), ("all_exhausted", (57, 800))])
+def test_streams_mix_with_the_same_function_and_resume_at_the_next_row(strategy, stops, encoded):
+    def mixture():  # as a process opens it: new streams, not yet read
+        sources = {"web": rows(700).to_iterable_dataset(num_shards=2), "code": rows(300, 1_000).to_iterable_dataset()}
+        if encoded:  # tokenized as they are read, as data.streaming does (a batched map)
+            sources = {
+                name: ds.map(lambda batch: {"input_ids": batch["input_ids"]}, batched=True, batch_size=16)
+                for name, ds in sources.items()
+            }
+        return mix_sources(sources, [0.7, 0.3], seed=3, stopping_strategy=strategy)
+
+    stream = mixture()
+    whole = [streamed(row) for row in stream]
     assert within_binomial(sum(source == 0 for source, _ in whole), len(whole), 0.7)
-    reading = iter(stream)
-    head = [next(reading) for _ in range(101)]
-    state = stream.state_dict()  # what a checkpoint keeps of a stream (ptrain/data/streaming.py)
-    stream.load_state_dict(state)
-    rest = list(stream)
-    assert [(row[SOURCE_COLUMN], row["input_ids"][0]) for row in head + rest] == whole
+    if strategy == "all_exhausted":
+        assert {x for _, x in whole} == set(range(700)) | set(range(1_000, 1_300))
+    read = []
+    for stop in stops:  # read to `stop`, keep the state as a checkpoint does, resume from it (again and again)
+        reading = iter(stream)
+        read += [streamed(next(reading)) for _ in range(stop - len(read))]
+        state = json.loads(json.dumps(stream.state_dict()))  # what a checkpoint keeps of it
+        stream = mixture()
+        stream.load_state_dict(state)
+    assert read + [streamed(row) for row in stream] == whole
+    stream.set_epoch(1)
+    assert [streamed(row) for row in stream] != whole  # another epoch draws again
 
 
 def write_sources(folder: Path) -> tuple[Path, Path]:
