@@ -114,7 +114,7 @@ def _kind(feature) -> str:
 
 def source_rows(train: Dataset, names: list[str]) -> dict[str, Dataset]:
     """read_mixture's training rows apart again, one Dataset per source (without SOURCE_COLUMN)."""
-    counts = np.bincount(np.asarray(train[SOURCE_COLUMN]), minlength=len(names))
+    counts = np.bincount(train.with_format("numpy")[SOURCE_COLUMN], minlength=len(names))
     bounds = np.concatenate([[0], np.cumsum(counts)]).tolist()
     rows = train.remove_columns(SOURCE_COLUMN)
     return {name: rows.select(range(bounds[i], bounds[i + 1])) for i, name in enumerate(names)}
