@@ -171,6 +171,10 @@ def test_a_killed_mixture_run_resumes_to_the_same_weights_and_source_counts(cach
     ("override", "message"),
     [
         ("data.mixture.first.weight=0", "'data.mixture.first.weight' input should be greater than 0"),
+        (
+            "data.mixture.first.wieght=2",
+            "unknown key 'data.mixture.first.wieght' (did you mean 'data.mixture.first.weight'",
+        ),
         ("data.mixture.second.weight=-1", "'data.mixture.second.weight' input should be greater than 0"),
         ("data.train_file=emotion/train.txt", "data.mixture names the training rows and data.train_file does too"),
         ("data.hub_dataset=emotion", "data.mixture names the training rows and data.hub_dataset does too"),
