@@ -11,6 +11,7 @@ from pathlib import Path
 from ptrain.config.keys import MISSING, config_value, data_path
 from ptrain.config.schema import DATA_DIR_ENV, Config
 from ptrain.config.sources import resolve_model_path, saved_dataset_kind
+from ptrain.config.stream_checks import check_streaming
 from ptrain.errors import ConfigError, ModelError
 
 # What each train.report_to tracker but tensorboard (a dependency of ptrain) imports, and the pip install that gives it.
@@ -32,6 +33,12 @@ MLFLOW_DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")  # MLflow's
 def check_config(cfg: Config, path: Path) -> None:
     """Cross-field checks that need no model, data or tokenizer loaded."""
     _check_model(cfg, path)
+    if cfg.data.mixture and cfg.data.streaming:
+        raise ConfigError(
+            f"{path}: data.mixture is not streamed yet (its sources are read whole, then mixed); set "
+            "data.streaming=false, or stream one data.train_file"
+        )
+    check_streaming(cfg, path)  # first: a glob or list of train files is refused without streaming
     _check_data_files(cfg, path)
     _check_labels(cfg, path)
     train = cfg.train
@@ -142,6 +149,8 @@ def _check_data_files(cfg: Config, path: Path) -> None:
             "set data.validation_file=null"
         )
     for key in ("train_file", "validation_file", "test_file"):
+        if key == "train_file" and (data.streaming or isinstance(data.train_file, list)):
+            continue  # files, globs or a folder: stream_checks.py
         _check_file(cfg, path, f"data.{key}", getattr(data, key))
 
 

@@ -18,11 +18,11 @@ class DataConfig(Strict):
     data_dir: str | None = Field(
         None, description="Base folder of relative data file paths; $PTRAIN_DATA_DIR, when set, replaces this value."
     )
-    train_file: str | None = Field(
+    train_file: str | list[str] | None = Field(
         None,
         description="The training rows: a local file (relative paths: to data.data_dir), or a folder written by "
         "datasets' save_to_disk (a Dataset: the training rows; a DatasetDict: its train, validation and test "
-        "splits); or set data.hub_dataset.",
+        "splits); or set data.hub_dataset. With data.streaming: also a glob (`shards/*.jsonl`) or a list of files.",
     )
     validation_file: str | None = Field(
         None,
@@ -235,3 +235,21 @@ class DataConfig(Strict):
 
     encoding: str = Field("utf-8", description="Text encoding of csv, tsv, text, conll and corpus files.")
     cache_dir: str | None = Field(None, description="Folder of the tokenized-dataset cache; default ~/.cache/ptrain.")
+    streaming: bool = Field(
+        False,
+        description="Train from a stream (ptrain/data/streaming.py): the training rows are read and tokenized as "
+        "training goes, with no pass over them first; the length is train.max_steps; evaluation splits are read "
+        "whole as usual; data.group_by_length does not apply.",
+    )
+    shuffle_buffer_size: int = Field(
+        1_000,
+        ge=0,
+        description="With data.streaming: rows (tokenized) held in the seeded shuffle buffer of each process; each "
+        "step draws from it at random. 0 or 1: the stream's order. Saved whole in every checkpoint.",
+    )
+    stream_shards: int = Field(
+        64,
+        gt=0,
+        description="With data.streaming and a save_to_disk folder as data.train_file: the shards it is read as "
+        "(the processes share them out; more shards than processes x data.num_workers spreads them evenly).",
+    )

@@ -28,6 +28,13 @@ class TrainConfig(OptimisationKeys):
     max_steps: int | None = Field(
         None, gt=0, description="Optimizer steps to run; when set it replaces train.epochs as the length of the run."
     )
+    max_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="With data.streaming and packed rows (the task's packing: every token real): the run's length in "
+        "training tokens, as optimizer steps of block_size x per_device_batch_size x gradient_accumulation_steps x "
+        "processes tokens, rounded up; instead of train.max_steps.",
+    )
     per_device_batch_size: int = Field(32, gt=0, description="Training rows per micro-batch on each process.")
     eval_batch_size: int = Field(
         64, gt=0, description="Rows per batch on each process when evaluating (and generating)."

@@ -50,6 +50,9 @@ NOT_TOKENIZATION = frozenset(
         "bad_rows",
         "max_bad_row_fraction",
         "cache_dir",
+        "streaming",  # the evaluation splits tokenize as they do without it (the stream is never cached)
+        "shuffle_buffer_size",
+        "stream_shards",
     }
 )
 

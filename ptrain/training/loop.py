@@ -102,7 +102,10 @@ def optimizer_step(run: Run, state: LoopState, meter: TrainMeter, window: list[d
 def epoch_batches(run: Run, state: LoopState, loader: Iterable[dict]) -> Iterable[dict]:
     """This epoch's batches of `loader` (the run's train loader, or a view of it that times each batch). The
     shuffle is seeded by (seed, epoch), so a resumed run sees the same order; the batches it already consumed
-    are skipped by index in the batch sampler, never loaded or collated."""
+    are skipped by index in the batch sampler, never loaded or collated. A stream (data.streaming) goes on from
+    where its state stands."""
+    if run.data.stream is not None:
+        return run.data.stream.batches()
     run.data.shuffle.manual_seed(run.cfg.train.seed + state.epoch)
     if state.micro_batches_in_epoch:
         return run.runtime.accelerator.skip_first_batches(loader, state.micro_batches_in_epoch)

@@ -48,6 +48,7 @@ from ptrain.training.loss_scaling import LossScaling
 from ptrain.training.meter import TrainMeter
 from ptrain.training.optim import StepPlan, build_optimizer, build_scheduler, plan_steps
 from ptrain.training.run import LoopState, Optimisation, Run, RunData, RunOutputs, Runtime
+from ptrain.training.streamed_data import prepare_streamed_data, stream_plan
 from ptrain.training.summary import announce, hparams_of, write_results
 
 
@@ -58,7 +59,9 @@ def train(cfg: Config) -> int:
     accelerator = run.runtime.accelerator
     with run.outputs.lock, stop_resumably(run):  # the lock is released on return, on errors and after signals
         if checkpoint:
-            state, meter = restore(accelerator, checkpoint, run.optim.scheduler)
+            state, meter = restore(accelerator, checkpoint, run.optim.scheduler, streamed=run.data.stream is not None)
+            if run.data.stream:  # the next unseen row of this process's stream
+                accelerator.print(f"ptrain: {run.data.stream.load(checkpoint.path, accelerator.process_index)}")
         else:
             state, meter = LoopState(), TrainMeter(accelerator.device)
         announce(run, state)
@@ -86,7 +89,7 @@ def setup(cfg: Config, track: bool = True) -> tuple[Run, Checkpoint | None]:
     checkpoint = resume_on_every_node(cfg, accelerator)  # train.resume's checkpoint, readable on every node
     task = get_task(cfg.task)
     data = prepare_data(cfg, task, accelerator)
-    plan = plan_steps(len(data.train_loader), cfg.train)
+    plan = stream_plan(cfg, accelerator.num_processes) if data.stream else plan_steps(len(data.train_loader), cfg.train)
     # No other process may train in the folder: refused here before anything is written into it.
     resumed = checkpoint.run_dir if checkpoint else None
     run_dir, lock = claim_run_dir(accelerator, cfg.output_dir, cfg.name, cfg.run_dir, resumed)
@@ -145,6 +148,8 @@ def load_data(cfg: Config, task: Task, accelerator: Accelerator) -> tuple[PreTra
 
 def prepare_data(cfg: Config, task: Task, accelerator: Accelerator) -> RunData:
     """Tokenizer, splits and the training and validation loaders, prepared by Accelerate."""
+    if cfg.data.streaming:
+        return prepare_streamed_data(cfg, task, accelerator)
     tokenizer, splits = load_data(cfg, task, accelerator)
     collator = task.collator(cfg, tokenizer, accelerator.device)
     train_collator = SourceCollator(collator, len(cfg.data.mixture)) if splits.mixture else collator

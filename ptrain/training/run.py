@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from accelerate import Accelerator
@@ -26,6 +26,9 @@ from ptrain.training.checkpointing.preemption import Preemption
 from ptrain.training.ema import WeightAverage
 from ptrain.training.loss_scaling import LossScaling
 from ptrain.training.optim import StepPlan
+
+if TYPE_CHECKING:
+    from ptrain.data.streaming import TrainStream
 
 
 @dataclass
@@ -73,6 +76,7 @@ class RunData:
     eval_loader: DataLoader
     shuffle: torch.Generator  # seeded with (seed + epoch) at each epoch start: the same order after a resume
     eval_sets: dict[str, DataLoader] = field(default_factory=dict)  # data.eval_files, by name
+    stream: TrainStream | None = None  # data.streaming: this process's training batches (train_loader is its loader)
 
 
 @dataclass(frozen=True, kw_only=True)

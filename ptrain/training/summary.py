@@ -13,6 +13,7 @@ from ptrain.runtime.hardware import describe_hardware, hardware_line
 from ptrain.tasks.figures import label_counts_figure, length_figure
 from ptrain.training.best import metric_for_best
 from ptrain.training.run import LoopState, Run
+from ptrain.training.streamed_data import tokens_per_step
 
 
 def announce(run: Run, state: LoopState) -> None:
@@ -20,6 +21,8 @@ def announce(run: Run, state: LoopState) -> None:
     acc, train_cfg, plan, splits = run.runtime.accelerator, run.cfg.train, run.optim.plan, run.data.splits
     precision = run.runtime.precision
     sizes = ", ".join(f"{split} {len(ds):,}" for split, ds in splits.tokenized.items())
+    if run.data.stream:
+        sizes = f"{sizes}; {run.data.stream.describe()}"
     cached = [split for split, hit in splits.cache_hits.items() if hit]
     skipped = splits.bad_rows.summary()
     skipped = f"; {skipped}" if skipped else ""
@@ -30,8 +33,7 @@ def announce(run: Run, state: LoopState) -> None:
         f"{_batch_clause(run)}; {describe(run.optim.fast_paths)}\n"
         f"ptrain: rows {sizes}; tokenization cache reused for {cached or 'none'}; "
         f"task {run.task.name}{_label_count(splits)}; {_trainable(run.optim.model)}{skipped}\n"
-        f"ptrain: {plan.steps_per_epoch} optimizer steps per epoch, {plan.total_steps} in total "
-        f"({plan.epochs} epoch(s)), warmup {plan.warmup_steps}\nptrain: run folder {run.outputs.run_dir}"
+        f"ptrain: {_plan_words(run)}, warmup {plan.warmup_steps}\nptrain: run folder {run.outputs.run_dir}"
     )
     if splits.counts:
         acc.print(f"ptrain: {run.task.data_line(run.cfg, splits.counts)}")
@@ -163,6 +165,17 @@ def _trainable(model) -> str:
         total += count
         trainable += count if param.requires_grad else 0
     return f"{trainable:,} trainable parameters ({trainable / max(total, 1):.2%} of {total / 1e6:,.1f}M)"
+
+
+def _plan_words(run: Run) -> str:
+    """The length of the run: in epochs of the training rows, or of a stream (whose length is unknown) in steps."""
+    plan = run.optim.plan
+    if run.data.stream:
+        tokens = run.cfg.train.max_tokens
+        per_step = tokens_per_step(run.cfg, run.runtime.accelerator.num_processes)
+        length = f"train.max_tokens {tokens:,} at {per_step:,} per step" if tokens else "train.max_steps"
+        return f"{plan.total_steps} optimizer steps in total ({length}; a stream's epochs pass as they come)"
+    return f"{plan.steps_per_epoch} optimizer steps per epoch, {plan.total_steps} in total ({plan.epochs} epoch(s))"
 
 
 def _weights(dtype: str) -> str:

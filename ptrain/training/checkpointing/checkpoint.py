@@ -57,9 +57,17 @@ class Checkpoint:
         return self.meta["loop"]["global_step"]
 
 
-def save_checkpoint(accelerator, run_dir: Path, meta: dict, keep: int, best_step: int | None) -> Path:
-    """Every process writes its part; the main process records the manifest, publishes the folder and prunes old
-    ones. A write that fails on any process (a full disk) fails on every one (OutputError) and leaves no trace."""
+def save_checkpoint(
+    accelerator,
+    run_dir: Path,
+    meta: dict,
+    keep: int,
+    best_step: int | None,
+    write_extra: Callable[[Path], None] | None = None,
+) -> Path:
+    """Every process writes its part (and, with `write_extra`, its own files into the folder: a stream's state);
+    the main process records the manifest, publishes the folder and prunes old ones. A write that fails on any
+    process (a full disk) fails on every one (OutputError) and leaves no trace."""
     step = meta["loop"]["global_step"]
     final = run_dir / CHECKPOINTS / f"step-{step:08d}"
     tmp = final.with_name(final.name + ".tmp")
@@ -71,6 +79,7 @@ def save_checkpoint(accelerator, run_dir: Path, meta: dict, keep: int, best_step
     steps = (
         (lambda: _fresh_folder(tmp)) if main else None,
         lambda: accelerator.save_state(str(tmp)),
+        *((lambda: write_extra(tmp)),) * (write_extra is not None),  # with none, no step (and no collective)
         (lambda: files.update(_publish(tmp, final, meta))) if main else None,  # main process only
     )
     try:

@@ -85,8 +85,11 @@ def check_same_config(cfg: Config, run_dir: Path) -> None:
         )
 
 
-def restore(accelerator: Accelerator, checkpoint: Checkpoint, scheduler) -> tuple[LoopState, TrainMeter]:
-    """Model, optimizer, scheduler, scaler and every process's RNG (Accelerate), then loop state and meter."""
+def restore(
+    accelerator: Accelerator, checkpoint: Checkpoint, scheduler, streamed: bool = False
+) -> tuple[LoopState, TrainMeter]:
+    """Model, optimizer, scheduler, scaler and every process's RNG (Accelerate), then loop state and meter
+    (`streamed`: a stream's position is its own state, restored by the recipe after this)."""
     started = time.perf_counter()
     if accelerator.is_main_process:  # the run folder is this process's now: clear what interrupted writes left
         removed = remove_leftovers(checkpoint.run_dir) + remove_unmarked(checkpoint.run_dir)
@@ -105,9 +108,10 @@ def restore(accelerator: Accelerator, checkpoint: Checkpoint, scheduler) -> tupl
         schedule_at_step(scheduler, state.global_step)
     meter = TrainMeter(accelerator.device)
     meter.load_state_dict(checkpoint.meta["meter"])
+    done = f"epoch {state.epoch}, {state.micro_batches_in_epoch} batches of that epoch done (skipped, not loaded)"
     accelerator.print(
-        f"ptrain: resumed from {checkpoint.path} in {time.perf_counter() - started:.2f}s: step {state.global_step}, "
-        f"epoch {state.epoch}, {state.micro_batches_in_epoch} batches of that epoch done (skipped, not loaded)"
+        f"ptrain: resumed from {checkpoint.path} in {time.perf_counter() - started:.2f}s: step {state.global_step}"
+        + ("" if streamed else f", {done}")
     )
     return state, meter
 
@@ -132,7 +136,9 @@ def checkpoint_run(run: Run, state: LoopState, meter: TrainMeter) -> Path | None
     best_step = state.best.get("step") if state.best else None
     accelerator, run_dir = run.runtime.accelerator, run.outputs.run_dir
     try:
-        path = save_checkpoint(accelerator, run_dir, meta, run.cfg.train.keep_checkpoints, best_step)
+        stream = run.data.stream
+        write_stream = (lambda folder: stream.save(folder, accelerator.process_index)) if stream else None
+        path = save_checkpoint(accelerator, run_dir, meta, run.cfg.train.keep_checkpoints, best_step, write_stream)
     except OutputError as err:
         if run.cfg.train.on_checkpoint_error == "stop" or state.interrupted_by:
             raise

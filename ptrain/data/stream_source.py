@@ -1,0 +1,136 @@
+"""Where a streamed training split comes from: local files (a glob or a list: JSONL/JSON, Parquet, CSV/TSV, corpus
+text), a save_to_disk folder (read as data.stream_shards shards) or a Hub dataset read with streaming=True; as one
+`datasets.IterableDataset` whose shards the processes share out (ptrain/data/streaming.py). The evaluation splits
+stay map-style: read whole, as without streaming."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import datasets
+from datasets import Dataset, DatasetDict, IterableDataset
+from pyarrow import ArrowException
+
+from ptrain.config import Config
+from ptrain.config.stream_checks import expand_train_files
+from ptrain.data.bad_rows import BadRows
+from ptrain.data.splits import EXTENSION_FORMATS, load_raw_splits
+from ptrain.errors import DataError, first_line
+
+# data.format -> the datasets builder a stream of those files reads with, and its options
+STREAM_BUILDERS = {
+    "json": ("json", {}),
+    "jsonl": ("json", {}),
+    "parquet": ("parquet", {}),
+    "csv": ("csv", {}),
+    "tsv": ("csv", {"sep": "\t", "quoting": 3}),  # never quoted (as map-style reading)
+    "corpus": ("text", {"sample_by": "paragraph"}),
+}
+READ_ERRORS = (ValueError, TypeError, KeyError, OSError, ArrowException)  # what datasets' readers raise on bad files
+HEAD_ROWS = 1_000  # rows read before training: the columns, and what an encoder checks on its split
+
+
+def open_train_stream(cfg: Config) -> IterableDataset:
+    """The training rows as a stream, in file (shard) order; data.max_train_rows keeps N rows of it (datasets'
+    take(): the shard order is then never shuffled, and each process takes its share of N). A mixture of
+    sources (issue 30, part 4) would open one such stream per source and interleave them here
+    (datasets.interleave_datasets with the weights as probabilities and a seed)."""
+    data = cfg.data
+    if data.train_file is None:
+        stream = datasets.load_dataset(data.hub_dataset, data.hub_config, split="train", streaming=True)
+        stream.info.description = f"{data.hub_dataset} (train, streamed)"
+    else:
+        stream = _file_stream(cfg, expand_train_files(cfg))
+    if data.max_train_rows is not None:
+        stream = stream.take(data.max_train_rows)
+    return stream
+
+
+def _file_stream(cfg: Config, files: list[Path]) -> IterableDataset:
+    if files[0].is_dir():  # a save_to_disk folder
+        saved = datasets.load_from_disk(str(files[0]))
+        if isinstance(saved, DatasetDict):
+            if "train" not in saved:
+                raise DataError(f"{files[0]}: a saved DatasetDict without a train split (it has {list(saved)})")
+            saved = saved["train"]
+        stream = saved.to_iterable_dataset(num_shards=min(cfg.data.stream_shards, max(len(saved), 1)))
+    else:
+        formats = {_format(cfg, file) for file in files}
+        if len(formats) > 1:
+            raise DataError(f"data.train_file: the streamed files mix formats {sorted(formats)}; give one format")
+        builder, options = STREAM_BUILDERS[formats.pop()]
+        if builder in ("csv", "text"):
+            options = {**options, "encoding": cfg.data.encoding}
+        stream = datasets.load_dataset(
+            builder, data_files=[str(file) for file in files], split="train", streaming=True, **options
+        )
+    stream.info.description = str(files[0]) if len(files) == 1 else f"{len(files)} files under {files[0].parent}"
+    return stream
+
+
+def _format(cfg: Config, file: Path) -> str:
+    """By the extension (the evaluation files may be another format: data.format is theirs), else data.format."""
+    fmt = EXTENSION_FORMATS.get(file.suffix.lower())
+    if fmt in (None, "text"):  # .txt: data.format says how (corpus)
+        fmt = cfg.data.format
+    if fmt not in STREAM_BUILDERS:
+        raise DataError(
+            f"{file}: data.streaming reads {sorted(STREAM_BUILDERS)} files; this one is {fmt or file.suffix!r} "
+            "(set data.format, or convert it, e.g. to JSONL)"
+        )
+    return fmt
+
+
+def read_head(stream: IterableDataset, columns: list[tuple[str, str]]) -> Dataset:
+    """The stream's first HEAD_ROWS rows, map-style, with the task's columns checked: what the encoder is given as
+    its split (its checks see these rows), read before training at the cost of opening the first shard."""
+    source = stream.info.description or "the training stream"
+    try:
+        rows = list(stream.take(HEAD_ROWS))
+    except READ_ERRORS as err:
+        raise read_failure(source, "in its first rows", err) from None
+    if not rows:
+        raise DataError(f"{source}: the training stream has no rows")
+    for key, column in columns:
+        if column not in rows[0]:
+            raise DataError(f"{key} '{column}' not in {source} columns {list(rows[0])}")
+    head = Dataset.from_list(rows, features=stream.features)
+    head.info.description = source
+    return head
+
+
+def read_failure(source: str, where: str, err: Exception) -> DataError:
+    """What stopped a stream's reading (a file that does not parse, shards with different columns), in one line."""
+    return DataError(f"{source}: reading the training stream failed {where} ({type(err).__name__}: {first_line(err)})")
+
+
+def load_eval_splits(cfg: Config, task) -> tuple[DatasetDict, BadRows]:
+    """validation, test and data.eval_files as map-style splits, read, checked and limited as without streaming
+    (ptrain/data/splits.py): the validation file stands in for the training file there, and the stand-in is
+    dropped. From the Hub: the dataset's validation and test splits, downloaded (only those)."""
+    data = cfg.data
+    if data.train_file is None:
+        splits = {}
+        for split in ("validation", "test"):
+            try:
+                splits[split] = datasets.load_dataset(data.hub_dataset, data.hub_config, split=split)
+            except ValueError:  # the dataset has no such split
+                if split == "validation":
+                    raise DataError(
+                        f"data.hub_dataset {data.hub_dataset} has no validation split to evaluate a stream on; "
+                        "give data.validation_file"
+                    ) from None
+        for split, ds in splits.items():
+            missing = [f"{key} '{column}'" for key, column in task.columns(cfg) if column not in ds.column_names]
+            if missing:
+                raise DataError(f"{missing[0]} not in {data.hub_dataset} ({split}) columns {ds.column_names}")
+        if data.max_eval_rows is not None:
+            splits = {name: ds.select(range(min(len(ds), data.max_eval_rows))) for name, ds in splits.items()}
+        return DatasetDict(splits), BadRows(policy=data.bad_rows)
+    stand_in = data.model_copy(
+        update={"train_file": data.validation_file, "max_train_rows": None, "sample_train_rows": None}
+    )
+    raw, bad_rows = load_raw_splits(cfg.model_copy(update={"data": stand_in}), task)
+    raw.pop("train")
+    bad_rows.ledgers = list({ledger.source: ledger for ledger in bad_rows.ledgers}.values())  # the stand-in's file
+    return raw, bad_rows

@@ -1,0 +1,206 @@
+"""data.streaming: the training rows of each process read, tokenized and shuffled as training goes, resumable
+exactly.
+
+- Sharing out: datasets' split_dataset_by_node gives each process whole shards when their count divides by the
+  process count, else every Nth row of every shard (each process then reads every file and tokenizes its rows only).
+  Each row goes to one process: none is repeated or dropped within an epoch. Processes may hold different numbers
+  of rows; each starts its next epoch when its part ends (a stream has no common epoch end to wait for), so
+  training never waits on a process that ran out.
+- Order: the shard order is shuffled per epoch (seed train.seed + epoch), then each process's rows pass through a
+  seeded buffer of data.shuffle_buffer_size tokenized rows (`ShuffleBuffer`, not datasets' shuffle, whose buffer is
+  lost on resume); the buffer drains at the end of each epoch, so an epoch holds each row once. Length grouping needs
+  every length up front: it does not apply to a stream.
+- Resume: the buffer, its generator and the position of the stream (datasets' IterableDataset.state_dict: the shard
+  and the row in it) are what StatefulDataLoader (torchdata) saves; each process writes its own into the checkpoint
+  (stream_state_<rank>.json). Resuming opens the current shard at its start and reads past the rows already taken
+  (parsed, not tokenized); earlier shards are not opened.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate.utils import send_to_device
+from datasets import IterableDataset
+from datasets.distributed import split_dataset_by_node
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+from ptrain.config import Config
+from ptrain.data.batching import MODEL_COLUMNS
+from ptrain.data.stream_source import READ_ERRORS, read_failure
+from ptrain.errors import CheckpointError, DataError
+
+STATE_FILE = "stream_state_{rank}.json"  # in each checkpoint folder, one per process
+SNAPSHOT_STEPS = 100  # with data.num_workers and no train.checkpoint_every_steps: optimizer steps between snapshots
+
+
+def encoded_stream(stream: IterableDataset, encode: Callable, sample: dict, seed: int, rank: int, world_size: int):
+    """This process's part of `stream` (shard order shuffled per epoch), tokenized by the task's batched encoder as
+    it is read; only the model's columns are kept. `sample`: a batch of the stream's first rows (column -> values),
+    which tells the columns before and after encoding without reading the stream."""
+    outputs = encode(sample, list(range(len(next(iter(sample.values()))))))
+    shuffled_shards = stream.shuffle(seed=seed, buffer_size=1)  # a buffer of one row: the shard order only
+    part = split_dataset_by_node(shuffled_shards, rank=rank, world_size=world_size)
+    encoded = part.map(encode, batched=True, with_indices=True, remove_columns=list(sample))
+    return encoded.select_columns([column for column in MODEL_COLUMNS if column in outputs])
+
+
+class ShuffleBuffer(torch.utils.data.IterableDataset):
+    """A process's rows through a seeded shuffle buffer, epoch after epoch without end. Its state (epoch, the
+    stream's position, the buffer's rows and generator) is whole between rows: state_dict / load_state_dict, as
+    torchdata's StatefulDataLoader expects of a dataset (with data.num_workers, one per worker)."""
+
+    def __init__(self, rows: IterableDataset, size: int, seed: int, rank: int) -> None:
+        self.rows, self.size, self.seed, self.rank = rows, size, seed, rank
+        self.epoch, self.buffer, self.stream_done, self.rows_taken = 0, [], False, 0
+        self.rng: np.random.Generator | None = None  # made per worker at the first iteration
+        self.position: dict | None = None  # the stream's state_dict where reading resumes; None: the epoch's start
+        self.reading = False  # inside the stream's iteration: its live state_dict is the position
+
+    def __iter__(self) -> Iterator[dict]:
+        while True:
+            fresh, count = self.position is None and not self.stream_done, 0
+            for row in self.epoch_rows():
+                count += 1
+                yield row
+            if fresh and not count:  # a whole epoch without a row: the next would be the same
+                if torch.utils.data.get_worker_info() is not None:
+                    return  # a worker without shards (more workers than shards): the other workers go on
+                raise DataError(
+                    f"{self.rows.info.description or 'the training stream'}: process {self.rank}'s part of the "
+                    "stream has no rows; give it at least as many rows (or shards) as processes"
+                )
+            self.epoch, self.position, self.stream_done = self.epoch + 1, None, False
+
+    def epoch_rows(self) -> Iterator[dict]:
+        """The rest of the current epoch's rows: its stream read from where the state stands, then the buffer."""
+        if self.rng is None:  # per process and worker
+            worker = torch.utils.data.get_worker_info()
+            self.rng = np.random.default_rng([self.seed, self.rank, worker.id if worker else 0])
+        self.rows.set_epoch(self.epoch)
+        if not self.stream_done:
+            if self.position is not None:
+                self.rows.load_state_dict(self.position)
+            self.reading = True  # the stream's own state_dict is the position (taken only when asked)
+            for row in self._read():
+                self.rows_taken += 1
+                if self.size <= 1:
+                    yield row
+                elif len(self.buffer) < self.size:
+                    self.buffer.append(row)
+                else:
+                    position = int(self.rng.integers(self.size))
+                    out, self.buffer[position] = self.buffer[position], row
+                    yield out
+            self.position, self.reading, self.stream_done = self.rows.state_dict(), False, True
+        while self.buffer:  # the epoch's last rows, in random order
+            position = int(self.rng.integers(len(self.buffer)))
+            self.buffer[position], self.buffer[-1] = self.buffer[-1], self.buffer[position]
+            yield self.buffer.pop()
+
+    def _read(self) -> Iterator[dict]:
+        """The stream's rows; what stops the reading (a file that does not parse, shards of different columns) in
+        one line naming the source and how far this process read."""
+        try:
+            yield from self.rows
+        except READ_ERRORS as err:
+            where = f"in epoch {self.epoch} after {self.rows_taken:,} rows of process {self.rank}"
+            raise read_failure(self.rows.info.description or "the training stream", where, err) from None
+
+    def state_dict(self) -> dict:
+        return {
+            "epoch": self.epoch,
+            "position": self.rows.state_dict() if self.reading else copy.deepcopy(self.position),
+            "stream_done": self.stream_done,
+            "buffer": [dict(row) for row in self.buffer],
+            "rng": None if self.rng is None else self.rng.bit_generator.state,
+            "rows_taken": self.rows_taken,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.position, self.stream_done = state["epoch"], state["position"], state["stream_done"]
+        self.reading = False
+        self.buffer, self.rows_taken = [dict(row) for row in state["buffer"]], state["rows_taken"]
+        if state["rng"] is not None:
+            self.rng = np.random.default_rng()
+            self.rng.bit_generator.state = state["rng"]
+
+
+class TrainStream:
+    """The training batches of this process from its ShuffleBuffer through a StatefulDataLoader (the task's
+    collator pads each batch: dynamic padding), on the device; saved into and restored from a checkpoint folder."""
+
+    def __init__(self, rows: ShuffleBuffer, loader: StatefulDataLoader, device: torch.device, description: str):
+        self.rows, self.loader, self.device, self.description = rows, loader, device, description
+
+    def batches(self) -> Iterator[dict]:
+        """Batches without end, from where the stream stands (a restored state: the next unseen row)."""
+        for batch in self.loader:
+            yield send_to_device(batch, self.device, non_blocking=self.device.type == "cuda")
+
+    def save(self, folder: Path, rank: int) -> None:
+        (folder / STATE_FILE.format(rank=rank)).write_text(json.dumps(self.loader.state_dict()))
+
+    def load(self, folder: Path, rank: int) -> str:
+        """The state saved in a checkpoint folder, in force from the next batch; says where the stream stands."""
+        path = folder / STATE_FILE.format(rank=rank)
+        if not path.is_file():
+            raise CheckpointError(
+                f"checkpoint {folder} has no {path.name} (a run without data.streaming, or with fewer processes, "
+                "wrote it); resume it with the config and launch that wrote it"
+            )
+        state = json.loads(path.read_text())
+        self.loader.load_state_dict(state)
+        rows = state.get("dataset_state") or {}  # with data.num_workers: one state per worker
+        if not rows:
+            return f"the training stream continues where its {self.loader.num_workers} workers stood"
+        return (
+            f"the training stream continues in its epoch {rows['epoch']} after {rows['rows_taken']:,} rows read "
+            f"({len(rows['buffer']):,} of them in the shuffle buffer, restored), rank {rank}"
+        )
+
+    def describe(self) -> str:
+        return self.description
+
+
+def train_stream(
+    cfg: Config,
+    stream: IterableDataset,
+    encode: Callable,
+    sample: dict,
+    collator,
+    device: torch.device,
+    rank: int,
+    world: int,
+) -> TrainStream:
+    """This process's stream of training batches: `stream` shared out, encoded, shuffled by the buffer, batched
+    (`sample`: a batch of its first rows, column -> values)."""
+    data, train = cfg.data, cfg.train
+    encoded = encoded_stream(stream, encode, sample, train.seed, rank, world)
+    rows = ShuffleBuffer(encoded, data.shuffle_buffer_size, train.seed, rank)
+    # workers copy their state (the buffer) at every Nth batch, not at each: a checkpoint between snapshots
+    # replays the batches since the last one (torchdata fast-forwards)
+    every = (train.checkpoint_every_steps or SNAPSHOT_STEPS) * train.gradient_accumulation_steps
+    with warnings.catch_warnings():  # torchdata 0.11 calls torch.set_vital, deprecated since: nothing to act on
+        warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
+        loader = StatefulDataLoader(
+            rows,
+            batch_size=train.per_device_batch_size,
+            collate_fn=collator,
+            num_workers=data.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            snapshot_every_n_steps=every,
+            generator=torch.Generator().manual_seed(train.seed),  # each iter() draws a seed: not from the global RNG
+        )
+    split = "whole shards" if stream.n_shards % world == 0 else f"one row in {world} of each shard"
+    description = (
+        f"train streamed from {stream.info.description or 'the stream'} ({stream.n_shards} shard(s), this process "
+        f"reads {split if world > 1 else 'all'}; shuffle buffer {data.shuffle_buffer_size:,} rows)"
+    )
+    return TrainStream(rows, loader, device, description)
