@@ -178,7 +178,8 @@ def test_a_killed_mixture_run_resumes_to_the_same_weights_and_source_counts(cach
         ("data.mixture.second.weight=-1", "'data.mixture.second.weight' input should be greater than 0"),
         ("data.train_file=emotion/train.txt", "data.mixture names the training rows and data.train_file does too"),
         ("data.hub_dataset=emotion", "data.mixture names the training rows and data.hub_dataset does too"),
-        ("data.streaming=true", "data.mixture is not streamed yet"),
+        ("data.streaming=true|data.validation_file=null", "a streamed data.mixture holds out no validation rows"),
+        ("data.streaming=true|data.num_workers=2", "a streamed data.mixture is read in the main process"),
         ("data.mixture.second.file=/no/such.txt", "data.mixture.second.file /no/such.txt does not exist"),
         ("data.mixture={one: {file: x.txt, weight: 1}}", "data.mixture has one source; give at least two"),
         ("data.mixture={a.b: {file: x.txt, weight: 1}, c: {file: y.txt, weight: 1}}", "source name 'a.b'"),
@@ -186,7 +187,13 @@ def test_a_killed_mixture_run_resumes_to_the_same_weights_and_source_counts(cach
 )
 def test_mixture_config_errors_are_one_line(tmp_path, override, message):
     first, second = write_sources(tmp_path)
-    args = ["data.train_file=null", f"data.mixture={mixture(first, second)}", override]
+    stream = ["data.max_train_rows=null", "train.max_steps=4"] if "streaming" in override else []
+    args = [
+        "data.train_file=null",
+        f"data.mixture={mixture(first, second)}",
+        *stream,
+        *override.split("|"),
+    ]  # | joins two overrides
     result = run_cli("check", str(CONFIGS / "tiny.yaml"), *args)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
@@ -227,3 +234,57 @@ def test_two_processes_count_every_sources_tokens_once(cache_dir, tmp_path):
     # epoch's first rows (even_batches), which are trained, so counted: at most one batch of 32 rows of 64 tokens more.
     extra = [records[1][name]["trained_tokens"] - records[0][name]["trained_tokens"] for name in ("first", "second")]
     assert all(count >= 0 for count in extra) and sum(extra) <= 32 * 64
+
+
+def write_streamed_sources(folder: Path) -> str:
+    """Two JSONL sources of emotion rows, `web` in two shards of 120 and `code` in one of 120, as a data.mixture."""
+    lines = (DATA_DIR / "emotion" / "train.txt").read_text().splitlines()
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, start, shards in (("web", 0, 2), ("code", 1_000, 1)):
+        for shard in range(shards):
+            rows = [line.rsplit(";", 1) for line in lines[start + 120 * shard : start + 120 * (shard + 1)]]
+            text = "".join(json.dumps({"text": text, "label": label}) + "\n" for text, label in rows)
+            (folder / f"{name}-{shard}.jsonl").write_text(text)
+    return f"{{web: {{file: '{folder}/web-*.jsonl', weight: 7}}, code: {{file: {folder}/code-0.jsonl, weight: 3}}}}"
+
+
+STREAMED = {
+    "data.train_file": "null",
+    "data.streaming": "true",
+    "data.max_train_rows": "null",
+    "data.shuffle_buffer_size": "50",
+    "data.max_eval_rows": "50",
+    "train.max_steps": "30",  # 480 rows: past the first epoch of the mixture (about 400 rows, all_exhausted)
+    "train.per_device_batch_size": "16",
+    "train.log_every_steps": "1",
+    "train.eval_every_steps": "15",
+    "train.checkpoint_every_steps": "6",
+    "train.callbacks": "[tests/kill_at_step.py:KillAtStep]",
+}
+
+
+@pytest.mark.slow
+def test_a_streamed_mixture_logs_its_shares_and_resumes_bitwise_after_sigkill(cache_dir, tmp_path):
+    sources = write_streamed_sources(tmp_path / "sources")
+
+    def train(out: Path, env: dict | None = None, *extra: str):
+        args = tiny_overrides(out, cache_dir, **STREAMED, **{"data.mixture": sources})
+        return run_cli("train", str(CONFIGS / "tiny.yaml"), *args, *extra, env=env)
+
+    reference = train(tmp_path / "uninterrupted")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    assert "ptrain: mixture of 2 streams drawn as read (all_exhausted, seed 0): web 70%, code 30%" in reference.stdout
+    killed = train(tmp_path / "resumed", {"PTRAIN_TEST_KILL_AT_STEP": "20"})
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    resumed = train(tmp_path / "resumed", None, "train.resume=auto")
+    assert resumed.returncode == 0 and "the training stream continues" in resumed.stdout, resumed.stderr[-3000:]
+    assert_same_run(tmp_path / "resumed", tmp_path / "uninterrupted")
+    folders = [run_folder(tmp_path / "uninterrupted"), run_folder(tmp_path / "resumed")]
+    records = [json.loads((folder / "metrics.json").read_text())["mixture"]["sources"] for folder in folders]
+    assert records[0] == records[1]
+    tokens = [records[0][name]["trained_tokens"] for name in ("web", "code")]
+    assert tokens[0] > tokens[1] > 0 and records[0]["web"]["trained_token_share"] == tokens[0] / sum(tokens)
+    for name in ("web", "code"):
+        assert scalar_values(folders[1], f"train/source_share/{name}") == scalar_values(
+            folders[0], f"train/source_share/{name}"
+        )

@@ -11,7 +11,7 @@ from pathlib import Path
 from ptrain.config.keys import MISSING, config_value, data_path
 from ptrain.config.schema import DATA_DIR_ENV, Config
 from ptrain.config.sources import resolve_model_path, saved_dataset_kind
-from ptrain.config.stream_checks import check_streaming
+from ptrain.config.stream_checks import check_streaming, expand_train_files
 from ptrain.errors import ConfigError, ModelError
 
 # What each train.report_to tracker but tensorboard (a dependency of ptrain) imports, and the pip install that gives it.
@@ -33,11 +33,6 @@ MLFLOW_DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")  # MLflow's
 def check_config(cfg: Config, path: Path) -> None:
     """Cross-field checks that need no model, data or tokenizer loaded."""
     _check_model(cfg, path)
-    if cfg.data.mixture and cfg.data.streaming:
-        raise ConfigError(
-            f"{path}: data.mixture is not streamed yet (its sources are read whole, then mixed); set "
-            "data.streaming=false, or stream one data.train_file"
-        )
     check_streaming(cfg, path)  # first: a glob or list of train files is refused without streaming
     _check_data_files(cfg, path)
     _check_labels(cfg, path)
@@ -177,8 +172,20 @@ def _check_mixture(cfg: Config, path: Path) -> None:
             raise ConfigError(
                 f"{path}: data.mixture names the training rows and data.{key} does too; keep one (e.g. data.{key}=null)"
             )
+    if data.streaming and data.validation_file is None:
+        raise ConfigError(f"{path}: a streamed data.mixture holds out no validation rows; set data.validation_file")
+    if data.streaming and data.num_workers:
+        raise ConfigError(
+            f"{path}: a streamed data.mixture is read in the main process (a worker may hold no shard of a source); "
+            "set data.num_workers=0"
+        )
     for name, source in data.mixture.items():
-        _check_file(cfg, path, f"data.mixture.{name}.file", source.file)
+        if data.streaming:  # a file, a glob or a save_to_disk folder, as a streamed data.train_file
+            expand_train_files(
+                cfg.model_copy(update={"data": data.model_copy(update={"train_file": source.file})}), path
+            )
+        else:
+            _check_file(cfg, path, f"data.mixture.{name}.file", source.file)
 
 
 def _check_labels(cfg: Config, path: Path) -> None:

@@ -58,9 +58,9 @@ def read_mixture(cfg: Config, task: MixesSources) -> tuple[DatasetDict, BadRows]
             held_out.append(raw["validation"])
     names = list(cfg.data.mixture)
     tagged = [ds.add_column(SOURCE_COLUMN, np.full(len(ds), i, dtype=np.int32)) for i, ds in enumerate(sources)]
-    splits = {"train": _concatenated(tagged, names)}
+    splits = {"train": concatenated(tagged, names)}
     if held_out:
-        splits["validation"] = _concatenated(held_out, names)
+        splits["validation"] = concatenated(held_out, names)
     evaluation, bad = _evaluation_splits(cfg, task)
     _add_ledgers(bad_rows, bad)
     return DatasetDict({**splits, **evaluation}), bad_rows
@@ -88,7 +88,7 @@ def _add_ledgers(bad_rows: BadRows, more: BadRows) -> None:
     bad_rows.ledgers += [ledger for ledger in more.ledgers if ledger.source not in seen]
 
 
-def _concatenated(parts: list[Dataset], names: list[str]) -> Dataset:
+def concatenated(parts: list[Dataset], names: list[str]) -> Dataset:
     """The sources' rows one after the other, in the columns they all have (as the first source types them)."""
     common = [column for column in parts[0].column_names if all(column in part.column_names for part in parts)]
     parts = [part.select_columns(common) for part in parts]

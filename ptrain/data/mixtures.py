@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from datasets import Dataset, IterableDataset, interleave_datasets
+from datasets import Dataset, DatasetInfo, IterableDataset, interleave_datasets
 
 SOURCE_COLUMN = "source"  # a mixture row's source, by its position in data.mixture; never given to the model
 
@@ -23,7 +23,7 @@ def normalised(weights: Sequence[float]) -> list[float]:
 def mix_sources(
     sources: dict[str, Dataset | IterableDataset],
     weights: Sequence[float],
-    seed: int,
+    seed: int | Sequence[int],
     stopping_strategy: str = "all_exhausted",
 ) -> Dataset | StreamMixture:
     """The sources interleaved: each next row from source i with probability weight_i (normalised), the draws seeded
@@ -33,7 +33,8 @@ def mix_sources(
 
     Map-style sources (datasets.interleave_datasets) give a map-style dataset whose rows, and length, are fixed by
     the seed; each source is first put in a seeded order, so the rows an epoch repeats or leaves out are a seeded
-    choice, not a file's first or last ones. Streams give a StreamMixture, drawn as it is read and resumable."""
+    choice, not a file's first or last ones (`seed`: an int). Streams give a StreamMixture, drawn as it is read and
+    resumable (`seed` may be several ints: the seed and the process's rank)."""
     if all(isinstance(ds, IterableDataset) for ds in sources.values()):
         return StreamMixture(list(sources.values()), normalised(weights), seed, stopping_strategy)
     tagged = [
@@ -56,11 +57,19 @@ class StreamMixture:
     sources' states, and in datasets 5.2.0 a resumed interleaved stream continued at another row in 6 to 7 of 20 runs
     of a small test (tests/test_mixtures.py checks this class the same way)."""
 
-    def __init__(self, streams: list[IterableDataset], probabilities: list[float], seed: int, stopping_strategy: str):
+    def __init__(
+        self,
+        streams: list[IterableDataset],
+        probabilities: list[float],
+        seed: int | Sequence[int],
+        stopping_strategy: str,
+    ):
         self.streams, self.probabilities, self.seed = streams, probabilities, seed
         self.stop = all if stopping_strategy == "all_exhausted" else any
         self.starts = [stream.state_dict() for stream in streams]  # each source's beginning, to start it again
         self.epoch, self.resume_from, self.live = 0, None, None
+        sources = ", ".join(stream.info.description or "a stream" for stream in streams)
+        self.info = DatasetInfo(description=f"a mixture of {sources}")  # what errors name
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -83,7 +92,7 @@ class StreamMixture:
         state, self.resume_from = self.resume_from, None
         if state is None or state["epoch"] != self.epoch:
             state = {"rng": None, "exhausted": [False] * len(self.streams), "sources": None}
-        rng = np.random.default_rng([self.seed, self.epoch])
+        rng = np.random.default_rng([*np.atleast_1d(self.seed).tolist(), self.epoch])
         if state["rng"] is not None:
             rng.bit_generator.state = state["rng"]
         loaded = [state["sources"][i] if state["sources"] else self._start(i) for i in range(len(self.streams))]
@@ -115,8 +124,8 @@ class MixturePlan:
 
     names: list[str]
     weights: list[float]  # normalised
-    source_rows: list[int]  # rows each source holds (tokenized: packed blocks where the task packs)
-    epoch_rows: list[int]  # rows drawn from each source for one epoch of the mixture
+    source_rows: list[int] | None  # rows each source holds (tokenized: packed blocks where the task packs)
+    epoch_rows: list[int] | None  # rows drawn from each source for one epoch of the mixture; None: streams
     stopping_strategy: str
     seed: int
 
@@ -127,8 +136,19 @@ class MixturePlan:
         drawn = np.bincount(mixed.with_format("numpy")[SOURCE_COLUMN], minlength=len(names)).tolist()
         return cls(names=names, weights=normalised(weights), source_rows=source_rows, epoch_rows=drawn, **how)
 
+    @classmethod
+    def streamed(cls, names: list[str], weights: Sequence[float], **how) -> MixturePlan:
+        """A mixture of streams: drawn as read, so what an epoch holds is known only once it has passed."""
+        return cls(names=names, weights=normalised(weights), source_rows=None, epoch_rows=None, **how)
+
     def describe(self) -> str:
         """The start line: each source's weight, its rows in an epoch and how often each of its rows comes."""
+        if self.epoch_rows is None:
+            weights = ", ".join(f"{name} {weight:.0%}" for name, weight in zip(self.names, self.weights))
+            return (
+                f"mixture of {len(self.names)} streams drawn as read ({self.stopping_strategy}, seed {self.seed}): "
+                f"{weights}"
+            )
         total = sum(self.epoch_rows)
         parts = [
             f"{name} {weight:.0%} ({drawn:,} rows, {drawn / max(total, 1):.1%}; "
@@ -142,25 +162,17 @@ class MixturePlan:
 
     def record(self, tokens: Sequence[int]) -> dict:
         """metrics.json's `mixture`: per source its weight, rows and the real tokens it gave to the trained steps."""
-        total_rows, total_tokens = max(sum(self.epoch_rows), 1), max(sum(tokens), 1)
+        total_tokens = max(sum(tokens), 1)
         tokens = list(tokens) or [0] * len(self.names)
-        return {
-            "stopping_strategy": self.stopping_strategy,
-            "seed": self.seed,
-            "sources": {
-                name: {
-                    "weight": weight,
-                    "rows": rows,
-                    "epoch_rows": drawn,
-                    "epoch_row_share": drawn / total_rows,
-                    "trained_tokens": int(count),
-                    "trained_token_share": count / total_tokens,
-                }
-                for name, weight, rows, drawn, count in zip(
-                    self.names, self.weights, self.source_rows, self.epoch_rows, tokens
-                )
-            },
+        sources = {
+            name: {"weight": weight, "trained_tokens": int(count), "trained_token_share": count / total_tokens}
+            for name, weight, count in zip(self.names, self.weights, tokens)
         }
+        if self.epoch_rows is not None:
+            total_rows = max(sum(self.epoch_rows), 1)
+            for source, rows, drawn in zip(sources.values(), self.source_rows, self.epoch_rows):
+                source.update(rows=rows, epoch_rows=drawn, epoch_row_share=drawn / total_rows)
+        return {"stopping_strategy": self.stopping_strategy, "seed": self.seed, "sources": sources}
 
 
 def source_scalars(names: Sequence[str], interval: Sequence[int], trained: Sequence[int]) -> dict[str, float]:
