@@ -214,26 +214,33 @@ def test_sources_whose_columns_differ_in_type_are_refused_in_one_line(cache_dir,
 
 @pytest.mark.slow
 @pytest.mark.multiprocess
-def test_two_processes_count_every_sources_tokens_once(cache_dir, tmp_path):
-    settings = {"train.epochs": "1", "train.log_every_steps": "2"}
+def test_two_processes_count_every_sources_tokens_once_and_resume_the_counts(cache_dir, tmp_path):
+    settings = {**RESUME, "train.log_every_steps": "3"}  # logs and checkpoints (every 4 steps) apart
     single = train_mixture(tmp_path / "single" / "out", cache_dir, None, **settings)
     assert single.returncode == 0, single.stderr[-3000:]
     first, second = write_sources(tmp_path / "two")
     values = {"data.train_file": "null", "data.mixture": mixture(first, second), "data.max_eval_rows": "64"}
-    args = tiny_overrides(tmp_path / "two" / "out", cache_dir, rows=200, **values, **settings)
-    launched = accelerate_launch(
-        ["--multi_gpu", "--num_processes", "2"], "ptrain", "train", str(CONFIGS / "tiny.yaml"), *args
-    )
-    assert launched.returncode == 0, launched.stderr[-4000:]
-    assert "ptrain: 2 process(es) on cpu" in launched.stdout
-    records = [
-        json.loads((run_folder(out) / "metrics.json").read_text())["mixture"]["sources"]
-        for out in (tmp_path / "single" / "out", tmp_path / "two" / "out")
-    ]
-    # Each process trains every other batch of the epoch, and Accelerate completes a last short batch with the
-    # epoch's first rows (even_batches), which are trained, so counted: at most one batch of 32 rows of 64 tokens more.
+
+    def launch(out: Path, env: dict | None = None, *extra: str):
+        args = tiny_overrides(out, cache_dir, rows=200, **values, **settings)
+        launch_args = ["--multi_gpu", "--num_processes", "2"]
+        return accelerate_launch(launch_args, "ptrain", "train", str(CONFIGS / "tiny.yaml"), *args, *extra, env=env)
+
+    uninterrupted = launch(tmp_path / "two" / "out")
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-4000:]
+    assert "ptrain: 2 process(es) on cpu" in uninterrupted.stdout
+    killed = launch(tmp_path / "two" / "killed", {"PTRAIN_TEST_KILL_AT_STEP": "7"})  # 5 steps an epoch: in the 2nd
+    assert killed.returncode != 0
+    resumed = launch(tmp_path / "two" / "killed", None, "train.resume=auto")
+    assert resumed.returncode == 0 and "ptrain: resumed from" in resumed.stdout, resumed.stderr[-4000:]
+    outs = (tmp_path / "single" / "out", tmp_path / "two" / "out", tmp_path / "two" / "killed")
+    records = [json.loads((run_folder(out) / "metrics.json").read_text())["mixture"]["sources"] for out in outs]
+    assert records[2] == records[1]  # the counts of a killed two-process run resume exactly
+    # Each process trains every other batch of an epoch, and Accelerate completes a last short batch with the
+    # epoch's first rows (even_batches), which are trained, so counted: at most one batch of 32 rows of 64 tokens
+    # more an epoch than one process trains.
     extra = [records[1][name]["trained_tokens"] - records[0][name]["trained_tokens"] for name in ("first", "second")]
-    assert all(count >= 0 for count in extra) and sum(extra) <= 32 * 64
+    assert all(count >= 0 for count in extra) and sum(extra) <= 2 * 32 * 64
 
 
 def write_streamed_sources(folder: Path) -> str:

@@ -10,12 +10,13 @@ from collections.abc import Iterable
 from tqdm.auto import tqdm
 
 from ptrain.data.collate import pop_token_mask
-from ptrain.data.mixtures import SOURCE_COLUMN, source_scalars
+from ptrain.data.mixtures import SOURCE_COLUMN
 from ptrain.training.checkpointing.resume import checkpoint_run
 from ptrain.training.evaluation import evaluate_and_track
 from ptrain.training.gradients import clip_gradients
 from ptrain.training.meter import TrainMeter
 from ptrain.training.run import LoopState, Run
+from ptrain.training.source_tokens import logged_source_tokens
 from ptrain.training.stability import record_step, step_is_finite
 from ptrain.training.step_verdict import agree
 from ptrain.training.window import micro_step, window_scale, windows
@@ -143,21 +144,11 @@ def learning_rates(run: Run) -> dict[str, float]:
     return rates
 
 
-def count_source_tokens(run: Run, state: LoopState, meter: TrainMeter) -> dict[str, float]:
-    """data.mixture: each source's real tokens since the last count added to the run's (state.source_tokens), and
-    the scalars that log them (every process takes part: one all-reduce); nothing without a mixture."""
-    interval = meter.take_source_tokens(run.runtime.accelerator)
-    if interval is None:
-        return {}
-    state.source_tokens = [a + b for a, b in zip(state.source_tokens or [0] * len(interval), interval)]
-    return source_scalars(list(run.cfg.data.mixture), interval, state.source_tokens)
-
-
 def log_training(run: Run, state: LoopState, meter: TrainMeter, progress: tqdm) -> None:
     plan, accelerator = run.optim.plan, run.runtime.accelerator
     stats = meter.read(accelerator)
     stats.update(learning_rates(run))
-    stats.update(count_source_tokens(run, state, meter))
+    stats.update(logged_source_tokens(run, state, meter))
     stats["epoch"] = state.global_step / plan.steps_per_epoch
     stats["nonfinite_skips"] = state.nonfinite_skips
     if run.runtime.accelerator.scaler is not None:

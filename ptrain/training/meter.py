@@ -36,7 +36,8 @@ class TrainMeter:
 
     def take_source_tokens(self, accelerator) -> list[int] | None:
         """Each mixture source's real tokens since the last take, summed over processes (exact: int64), and the
-        count started again; None without a mixture."""
+        count started again; None without a mixture. Taken at every checkpoint (source_tokens.py), so a checkpoint
+        holds none of them."""
         if self.source_tokens is None:
             return None
         tokens = accelerator.reduce(self.source_tokens, "sum").tolist()
@@ -59,15 +60,12 @@ class TrainMeter:
     def state_dict(self) -> dict:
         """The open interval's sums (exact float32 values), so a resumed run logs the same loss."""
         names = ("loss_sum", "target_weight", "real_tokens", "token_slots", "samples", "grad_norm_sum")
-        sources = {} if self.source_tokens is None else {"source_tokens": self.source_tokens.tolist()}
-        return {**{name: getattr(self, name).item() for name in names}, "steps": self.steps, **sources}
+        return {**{name: getattr(self, name).item() for name in names}, "steps": self.steps}
 
     def load_state_dict(self, values: dict) -> None:
         for name, value in values.items():
             if name == "steps":
                 self.steps = value
-            elif name == "source_tokens":
-                self.source_tokens = torch.tensor(value, dtype=torch.long, device=self.device)
             else:
                 setattr(self, name, torch.tensor(value, dtype=torch.float32, device=self.device))
 

@@ -43,11 +43,12 @@ from ptrain.training.checkpointing.resume import checkpoint_run, restore, stop_r
 from ptrain.training.ema import WeightAverage, averaged
 from ptrain.training.evaluation import evaluate_and_track, score_split
 from ptrain.training.gradients import folds_into_optimizer
-from ptrain.training.loop import count_source_tokens, fit
+from ptrain.training.loop import fit
 from ptrain.training.loss_scaling import LossScaling
 from ptrain.training.meter import TrainMeter
 from ptrain.training.optim import StepPlan, build_optimizer, build_scheduler, plan_steps
 from ptrain.training.run import LoopState, Optimisation, Run, RunData, RunOutputs, Runtime
+from ptrain.training.source_tokens import fold_source_tokens
 from ptrain.training.streamed_data import prepare_streamed_data, stream_plan
 from ptrain.training.summary import announce, hparams_of, write_results
 
@@ -73,7 +74,7 @@ def train(cfg: Config) -> int:
             run.runtime.preemption.uninstall()
         if state.interrupted_by:
             return stop_for_preemption(run, state, meter)
-        count_source_tokens(run, state, meter)  # data.mixture: the steps since the last log, for metrics.json
+        fold_source_tokens(run, state, meter)  # data.mixture: the steps since the last fold, for metrics.json
         finish(run, state, time.perf_counter() - started, held_gib=held_tensor_gib())  # between steps, before export
     return 0
 
