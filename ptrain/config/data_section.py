@@ -53,7 +53,8 @@ class DataConfig(Strict):
         description="Several training sources instead of data.train_file: {name: {file, weight}}, each read (and "
         "held out from, without data.validation_file) as data.train_file is, tokenized on its own, then mixed: rows "
         "drawn from source i with probability weight_i / sum of weights, seeded by data.sample_seed. Each source's "
-        "share of the trained tokens is logged (train/source_share/<name>) and written to metrics.json.",
+        "share of the trained tokens is logged (train/source_share/<name>) and written to metrics.json. With "
+        "data.streaming, a stream per source, mixed as read (needs data.validation_file).",
     )
     mixture_stopping_strategy: Literal["all_exhausted", "first_exhausted"] = Field(
         "all_exhausted",

@@ -14,8 +14,8 @@ FORMATS = Literal["auto", "csv", "tsv", "json", "jsonl", "parquet", "text", "con
 
 class MixtureSource(Strict):
     file: str = Field(
-        description="The source's training rows: a local file or a save_to_disk Dataset folder (relative paths: to "
-        "data.data_dir)."
+        description="The source's training rows: a local file or a save_to_disk Dataset folder; with data.streaming "
+        "also a glob of shards (relative paths: to data.data_dir)."
     )
     weight: float = Field(
         gt=0,
