@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from datasets import Dataset, DatasetInfo, IterableDataset, interleave_datasets
 
+from ptrain.errors import DataError
+
 SOURCE_COLUMN = "source"  # a mixture row's source, by its position in data.mixture; never given to the model
 
 
@@ -110,7 +112,10 @@ class StreamMixture:
                     return
                 self.streams[position].load_state_dict(self._start(position))
                 iterators[position] = iter(self.streams[position])
-                row = next(iterators[position])
+                row = next(iterators[position], None)
+                if row is None:
+                    source = self.streams[position].info.description or f"source {position}"
+                    raise DataError(f"data.mixture: {source} has no rows (in this process's part of the stream)")
             loaded[position] = None  # read since loaded: its own state_dict is where it stands
             yield {**row, SOURCE_COLUMN: position}
 
