@@ -11,7 +11,7 @@ from pathlib import Path
 from ptrain.config.keys import MISSING, config_value, data_path
 from ptrain.config.schema import DATA_DIR_ENV, Config
 from ptrain.config.sources import resolve_model_path, saved_dataset_kind
-from ptrain.config.stream_checks import check_streaming
+from ptrain.config.stream_checks import check_streaming, expand_train_files
 from ptrain.errors import ConfigError, ModelError
 
 # What each train.report_to tracker but tensorboard (a dependency of ptrain) imports, and the pip install that gives it.
@@ -129,9 +129,11 @@ def _refuse_remote_code(path: Path, key: str, folder: str) -> None:
 
 def _check_data_files(cfg: Config, path: Path) -> None:
     data = cfg.data
-    if data.train_file is None and data.hub_dataset is None:
+    if data.mixture:
+        _check_mixture(cfg, path)
+    elif data.train_file is None and data.hub_dataset is None:
         raise ConfigError(f"{path}: set data.train_file (a local file) or data.hub_dataset (a Hub id)")
-    if data.train_file is None:
+    if data.train_file is None and not data.mixture:
         return
     for key in ("validation_file", "test_file"):
         if data.split_column and getattr(data, key):
@@ -144,18 +146,46 @@ def _check_data_files(cfg: Config, path: Path) -> None:
     for key in ("train_file", "validation_file", "test_file"):
         if key == "train_file" and (data.streaming or isinstance(data.train_file, list)):
             continue  # files, globs or a folder: stream_checks.py
-        file = data_path(cfg, getattr(data, key))
-        if file is None or file.is_file() or (file.is_dir() and saved_dataset_kind(file)):
-            continue
-        if file.is_dir():
-            raise ConfigError(
-                f"{path}: data.{key} {file} is a folder but not one written by datasets' save_to_disk (no state.json "
-                "or dataset_dict.json); name a data file, or save the rows with Dataset.save_to_disk"
-            )
+        _check_file(cfg, path, f"data.{key}", getattr(data, key))
+
+
+def _check_file(cfg: Config, path: Path, key: str, name: str | None) -> None:
+    file = data_path(cfg, name)
+    if file is None or file.is_file() or (file.is_dir() and saved_dataset_kind(file)):
+        return
+    if file.is_dir():
         raise ConfigError(
-            f"{path}: data.{key} {file} does not exist; fix the path, or point data.data_dir "
-            f"(or ${DATA_DIR_ENV}) at your copy of the data"
+            f"{path}: {key} {file} is a folder but not one written by datasets' save_to_disk (no state.json "
+            "or dataset_dict.json); name a data file, or save the rows with Dataset.save_to_disk"
         )
+    raise ConfigError(
+        f"{path}: {key} {file} does not exist; fix the path, or point data.data_dir "
+        f"(or ${DATA_DIR_ENV}) at your copy of the data"
+    )
+
+
+def _check_mixture(cfg: Config, path: Path) -> None:
+    """A mixture's sources replace data.train_file (and a Hub dataset's train split); each is read as a train file."""
+    data = cfg.data
+    for key in ("train_file", "hub_dataset", "split_column"):
+        if getattr(data, key) is not None:
+            raise ConfigError(
+                f"{path}: data.mixture names the training rows and data.{key} does too; keep one (e.g. data.{key}=null)"
+            )
+    if data.streaming and data.validation_file is None:
+        raise ConfigError(f"{path}: a streamed data.mixture holds out no validation rows; set data.validation_file")
+    if data.streaming and data.num_workers:
+        raise ConfigError(
+            f"{path}: a streamed data.mixture is read in the main process (a worker may hold no shard of a source); "
+            "set data.num_workers=0"
+        )
+    for name, source in data.mixture.items():
+        if data.streaming:  # a file, a glob or a save_to_disk folder, as a streamed data.train_file
+            expand_train_files(
+                cfg.model_copy(update={"data": data.model_copy(update={"train_file": source.file})}), path
+            )
+        else:
+            _check_file(cfg, path, f"data.mixture.{name}.file", source.file)
 
 
 def _check_labels(cfg: Config, path: Path) -> None:

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from ptrain.config.mixture_section import MixtureSource
 from ptrain.config.strict import Strict
 
 DEFAULT_SPLIT_VALUES = {"train": ["train"], "validation": ["validation", "val", "dev"], "test": ["test"]}
@@ -46,6 +47,31 @@ class DataConfig(Strict):
             if not re.fullmatch(r"[A-Za-z0-9_-]+", name) or name in ("train", "validation", "test"):
                 raise ValueError(f"data.eval_files name '{name}': use letters, digits, _ or - (not a split name)")
         return files
+
+    mixture: dict[str, MixtureSource] = Field(
+        {},
+        description="Several training sources instead of data.train_file: {name: {file, weight}}, each read (and "
+        "held out from, without data.validation_file) as data.train_file is, tokenized on its own, then mixed: rows "
+        "drawn from source i with probability weight_i / sum of weights, seeded by data.sample_seed. Each source's "
+        "share of the trained tokens is logged (train/source_share/<name>) and written to metrics.json. With "
+        "data.streaming, a stream per source, mixed as read (needs data.validation_file).",
+    )
+    mixture_stopping_strategy: Literal["all_exhausted", "first_exhausted"] = Field(
+        "all_exhausted",
+        description="What one epoch of a data.mixture holds: draws until every source has given each of its rows "
+        "(all_exhausted: sources drawn more than their size allows repeat rows) or until the first source runs "
+        "out (first_exhausted: the other sources' remaining rows are left out, the same ones every epoch).",
+    )
+
+    @field_validator("mixture")
+    @classmethod
+    def _source_names(cls, sources: dict[str, MixtureSource]) -> dict[str, MixtureSource]:
+        for name in sources:
+            if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+                raise ValueError(f"data.mixture source name '{name}': use letters, digits, _ or -")
+        if len(sources) == 1:
+            raise ValueError("data.mixture has one source; give at least two, or use data.train_file")
+        return sources
 
     hub_dataset: str | None = Field(
         None,

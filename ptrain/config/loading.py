@@ -125,9 +125,14 @@ def _origin(loc: list[str], origins: dict[str, Path], path: Path) -> Path:
 
 def _suggest(loc: list[str], schema: type[Config]) -> str:
     model: type[BaseModel] = schema
+    named = False  # the previous part was a {name: section} mapping (data.mixture): this part is a name
     for part in loc[:-1]:
+        if named:
+            named = False
+            continue
         field = model.model_fields.get(part)
         annotation = getattr(field, "annotation", None)
+        named = typing.get_origin(annotation) is dict
         sections = [a for a in (annotation, *typing.get_args(annotation)) if isinstance(a, type)]
         sections = [a for a in sections if issubclass(a, BaseModel)]  # a task section is `Options | None`
         if not sections:

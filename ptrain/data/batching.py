@@ -11,10 +11,21 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from ptrain.config import Config
 from ptrain.data.collate import pad_multiple
+from ptrain.data.mixtures import SOURCE_COLUMN
 from ptrain.data.token_budget import TokenBudgetBatches, row_lengths
 
-# What a loader hands the collator; offset_mapping: question answering's evaluation windows (characters per token)
-MODEL_COLUMNS = ["input_ids", "attention_mask", "token_type_ids", "position_ids", "labels", "idx", "offset_mapping"]
+# What a loader hands the collator; offset_mapping: question answering's evaluation windows (characters per token);
+# SOURCE_COLUMN: a mixture row's source (data.mixture), counted by the loop and never given to the model
+MODEL_COLUMNS = [
+    "input_ids",
+    "attention_mask",
+    "token_type_ids",
+    "position_ids",
+    "labels",
+    "idx",
+    "offset_mapping",
+    SOURCE_COLUMN,
+]
 PADDING_COLLATORS = (DataCollatorWithPadding, DataCollatorForTokenClassification, DataCollatorForSeq2Seq)
 
 

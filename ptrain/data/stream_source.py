@@ -32,9 +32,8 @@ HEAD_ROWS = 1_000  # rows read before training: the columns, and what an encoder
 
 def open_train_stream(cfg: Config) -> IterableDataset:
     """The training rows as a stream, in file (shard) order; data.max_train_rows keeps N rows of it (datasets'
-    take(): the shard order is then never shuffled, and each process takes its share of N). A mixture of
-    sources (issue 30, part 4) would open one such stream per source and interleave them here
-    (datasets.interleave_datasets with the weights as probabilities and a seed)."""
+    take(): the shard order is then never shuffled, and each process takes its share of N). A data.mixture opens one
+    per source (ptrain/training/streamed_data.py), mixed once encoded (ptrain/data/streaming.py)."""
     data = cfg.data
     if data.train_file is None:
         stream = datasets.load_dataset(data.hub_dataset, data.hub_config, split="train", streaming=True)
@@ -109,7 +108,7 @@ def load_eval_splits(cfg: Config, task) -> tuple[DatasetDict, BadRows]:
     (ptrain/data/splits.py): the validation file stands in for the training file there, and the stand-in is
     dropped. From the Hub: the dataset's validation and test splits, downloaded (only those)."""
     data = cfg.data
-    if data.train_file is None:
+    if data.train_file is None and not data.mixture:  # a mixture has a validation file (config check)
         splits = {}
         for split in ("validation", "test"):
             try:

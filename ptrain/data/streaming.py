@@ -33,6 +33,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from ptrain.config import Config
 from ptrain.data.batching import MODEL_COLUMNS
+from ptrain.data.mixtures import mix_sources
 from ptrain.data.stream_source import READ_ERRORS, read_failure
 from ptrain.errors import CheckpointError, DataError
 
@@ -171,8 +172,8 @@ class TrainStream:
 
 def train_stream(
     cfg: Config,
-    stream: IterableDataset,
-    encode: Callable,
+    stream: IterableDataset | dict[str, IterableDataset],
+    encode: Callable | dict[str, Callable],
     sample: dict,
     collator,
     device: torch.device,
@@ -180,9 +181,18 @@ def train_stream(
     world: int,
 ) -> TrainStream:
     """This process's stream of training batches: `stream` shared out, encoded, shuffled by the buffer, batched
-    (`sample`: a batch of its first rows, column -> values)."""
+    (`sample`: a batch of its first rows, column -> values). A data.mixture gives a stream, an encoder and a sample
+    per source (dicts by name): each source is shared out and encoded, then they are mixed (mixtures.py)."""
     data, train = cfg.data, cfg.train
-    encoded = encoded_stream(stream, encode, sample, train.seed, rank, world)
+    if isinstance(stream, dict):
+        sources = {
+            name: encoded_stream(s, encode[name], sample[name], train.seed, rank, world) for name, s in stream.items()
+        }
+        weights = [source.weight for source in data.mixture.values()]
+        # each process draws its own sequence of sources: (seed, rank)
+        encoded = mix_sources(sources, weights, [data.sample_seed, rank], data.mixture_stopping_strategy)
+    else:
+        encoded = encoded_stream(stream, encode, sample, train.seed, rank, world)
     rows = ShuffleBuffer(encoded, data.shuffle_buffer_size, train.seed, rank)
     # workers copy their state (the buffer) at every Nth batch, not at each: a checkpoint between snapshots
     # replays the batches since the last one (torchdata fast-forwards)
@@ -198,9 +208,15 @@ def train_stream(
             snapshot_every_n_steps=every,
             generator=torch.Generator().manual_seed(train.seed),  # each iter() draws a seed: not from the global RNG
         )
-    split = "whole shards" if stream.n_shards % world == 0 else f"one row in {world} of each shard"
-    description = (
-        f"train streamed from {stream.info.description or 'the stream'} ({stream.n_shards} shard(s), this process "
-        f"reads {split if world > 1 else 'all'}; shuffle buffer {data.shuffle_buffer_size:,} rows)"
-    )
+    streams = stream if isinstance(stream, dict) else {"": stream}
+    sources = "; ".join(f"{name}{': ' if name else ''}{_streamed_from(s, world)}" for name, s in streams.items())
+    description = f"train streamed from {sources}; shuffle buffer {data.shuffle_buffer_size:,} rows"
     return TrainStream(rows, loader, device, description)
+
+
+def _streamed_from(stream: IterableDataset, world: int) -> str:
+    split = "whole shards" if stream.n_shards % world == 0 else f"one row in {world} of each shard"
+    return (
+        f"{stream.info.description or 'the stream'} ({stream.n_shards} shard(s), this process reads "
+        f"{split if world > 1 else 'all'})"
+    )

@@ -17,6 +17,7 @@ from datasets import DatasetDict
 
 from ptrain.config import Config
 from ptrain.data.bad_rows import BadRows
+from ptrain.data.mixtures import MixturePlan
 
 DEFAULT_CACHE_DIR = Path("~/.cache/ptrain/tokenized")
 CACHE_FORMAT = "v3"  # bump when an encoder's code changes what it writes for the same inputs
@@ -26,6 +27,8 @@ NOT_TOKENIZATION = frozenset(
     {
         "data_dir",
         "train_file",
+        "mixture",
+        "mixture_stopping_strategy",
         "validation_file",
         "test_file",
         "hub_dataset",
@@ -70,6 +73,7 @@ class Splits:
     cache_hits: dict[str, bool]  # split -> tokenization read back from disk
     bad_rows: BadRows = field(default_factory=BadRows)  # the rows data.bad_rows=skip left out, per source
     counts: dict[str, dict] = field(default_factory=dict)  # split -> the task's counts (Task.finish_split)
+    mixture: MixturePlan | None = None  # data.mixture: what an epoch of the mixed training rows holds
 
 
 def tokenize_splits(cfg: Config, raw: DatasetDict, tokenizer, task: Encodes, label_names: list[str]) -> Splits:

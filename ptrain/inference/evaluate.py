@@ -10,7 +10,7 @@ from datasets import DatasetDict
 
 from ptrain.config import Config
 from ptrain.data import batching
-from ptrain.data.splits import load_raw_splits
+from ptrain.data.mixture_splits import read_splits
 from ptrain.data.tokenize import tokenize_splits
 from ptrain.errors import ConfigError, DataError
 from ptrain.fast_paths import apply_fast_paths
@@ -65,7 +65,7 @@ def score_export(cfg: Config, model_dir: str, split: str, needs_rows: bool = Fal
         print(f"ptrain: warning: {precision.warning}", file=sys.stderr)
     accelerator = build_accelerator(cfg)
     with caches_first(accelerator):  # the main, then the first process of each other node, fill the caches
-        raw, bad_rows = load_raw_splits(cfg, task)
+        raw, bad_rows = read_splits(cfg, task)
         if bad_rows.skipped and accelerator.is_main_process:  # data.bad_rows=skip: said, as training says it
             print(f"ptrain: {bad_rows.summary(listing=None)}", file=sys.stderr)
         if split not in raw:

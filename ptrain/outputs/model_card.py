@@ -63,7 +63,7 @@ def card_metadata(cfg, task, scores: dict[str, dict[str, float]]) -> ModelCardDa
     """The Hub's metadata: base_model and datasets only where they are Hub ids; one model-index result per scored
     set and metric (huggingface_hub groups them by set)."""
     name, data = cfg.model.name_or_path, cfg.data
-    from_hub = data.train_file is None
+    from_hub = data.train_file is None and not data.mixture
     return ModelCardData(
         library_name="transformers",
         pipeline_tag=task.pipeline,
@@ -89,7 +89,7 @@ def scored_dataset(cfg, split: str) -> dict[str, str | None]:
     the file the set was read from (as the config names it), which is the train file for a validation split cut
     out of it (data.validation_fraction, data.num_folds, data.split_column)."""
     data = cfg.data
-    if split not in data.eval_files and data.train_file is None:
+    if split not in data.eval_files and data.train_file is None and not data.mixture:
         return {
             "dataset_type": data.hub_dataset,
             "dataset_name": data.hub_dataset,
@@ -99,6 +99,8 @@ def scored_dataset(cfg, split: str) -> dict[str, str | None]:
     file = data.eval_files.get(split) or getattr(data, f"{split}_file", None) or data.train_file
     if data.split_column:
         file = data.train_file
+    if file is None:  # held out from each data.mixture source
+        file = "+".join(Path(source.file).name for source in data.mixture.values())
     shown = Path(file).name if Path(file).is_absolute() else file  # an absolute path would name the user's folders
     return {"dataset_type": shown, "dataset_name": shown, "dataset_split": split}
 

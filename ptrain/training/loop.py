@@ -10,11 +10,13 @@ from collections.abc import Iterable
 from tqdm.auto import tqdm
 
 from ptrain.data.collate import pop_token_mask
+from ptrain.data.mixtures import SOURCE_COLUMN
 from ptrain.training.checkpointing.resume import checkpoint_run
 from ptrain.training.evaluation import evaluate_and_track
 from ptrain.training.gradients import clip_gradients
 from ptrain.training.meter import TrainMeter
 from ptrain.training.run import LoopState, Run
+from ptrain.training.source_tokens import logged_source_tokens
 from ptrain.training.stability import record_step, step_is_finite
 from ptrain.training.step_verdict import agree
 from ptrain.training.window import micro_step, window_scale, windows
@@ -73,10 +75,11 @@ def optimizer_step(run: Run, state: LoopState, meter: TrainMeter, window: list[d
     for position, batch in enumerate(window):
         with micro_step(accelerator, optim.model, last=position == len(window) - 1):
             labels, _, real = batch.pop("labels"), batch.pop("idx"), pop_token_mask(batch)
+            sources = batch.pop(SOURCE_COLUMN, None)  # data.mixture: each row's source, one-hot
             logits = run.task.logits(optim.model(**batch))
             loss_sum = optim.loss_fn(logits, labels)  # summed over targets: logged as it is
             accelerator.backward(loss_sum * scale.factor)  # DeepSpeed clips and steps in the last one
-        meter.add_micro_batch(loss_sum.detach(), real)
+        meter.add_micro_batch(loss_sum.detach(), real, sources)
     grad_norm = clip_gradients(
         optim.model, optim.optimizer, accelerator, train_cfg.max_grad_norm, optim.clip_in_optimizer
     )
@@ -145,6 +148,7 @@ def log_training(run: Run, state: LoopState, meter: TrainMeter, progress: tqdm) 
     plan, accelerator = run.optim.plan, run.runtime.accelerator
     stats = meter.read(accelerator)
     stats.update(learning_rates(run))
+    stats.update(logged_source_tokens(run, state, meter))
     stats["epoch"] = state.global_step / plan.steps_per_epoch
     stats["nonfinite_skips"] = state.nonfinite_skips
     if run.runtime.accelerator.scaler is not None:

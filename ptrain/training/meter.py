@@ -11,6 +11,7 @@ class TrainMeter:
     def __init__(self, device: torch.device):
         self.device = device
         self.window_loss = torch.zeros((), device=device)  # summed loss of the current window, this process
+        self.source_tokens: torch.Tensor | None = None  # data.mixture: real tokens per source since the last take
         self._reset()
 
     def _reset(self) -> None:
@@ -21,11 +22,27 @@ class TrainMeter:
         self.start = time.perf_counter()
         self.excluded_seconds = 0.0  # evaluation time inside the interval
 
-    def add_micro_batch(self, loss_sum: torch.Tensor, attention_mask: torch.Tensor):
+    def add_micro_batch(
+        self, loss_sum: torch.Tensor, attention_mask: torch.Tensor, sources: torch.Tensor | None = None
+    ):
+        """`sources`: a mixture batch's rows one-hot by source ([rows, sources]), whose real tokens are counted."""
         self.window_loss += loss_sum
         self.real_tokens += attention_mask.sum()
         self.token_slots += attention_mask.numel()
         self.samples += attention_mask.shape[0]
+        if sources is not None:
+            counted = (sources * attention_mask.sum(dim=1, keepdim=True)).sum(dim=0)
+            self.source_tokens = counted if self.source_tokens is None else self.source_tokens + counted
+
+    def take_source_tokens(self, accelerator) -> list[int] | None:
+        """Each mixture source's real tokens since the last take, summed over processes (exact: int64), and the
+        count started again; None without a mixture. Taken at every checkpoint (source_tokens.py), so a checkpoint
+        holds none of them."""
+        if self.source_tokens is None:
+            return None
+        tokens = accelerator.reduce(self.source_tokens, "sum").tolist()
+        self.source_tokens = torch.zeros_like(self.source_tokens)
+        return tokens
 
     def end_window(self, global_target_weight: torch.Tensor, grad_norm: torch.Tensor | None, skipped: bool) -> None:
         """Count the window in the interval, unless its step was skipped for a non-finite value."""

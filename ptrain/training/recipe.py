@@ -13,7 +13,9 @@ from ptrain.config import Config, to_yaml
 from ptrain.config.references import with_copied_code
 from ptrain.data import batching
 from ptrain.data.bad_rows import SKIPPED_ROWS_FILE
-from ptrain.data.splits import EVAL_SET_PREFIX, load_raw_splits
+from ptrain.data.mixture_splits import read_splits, tokenize_mixture
+from ptrain.data.mixtures import SourceCollator
+from ptrain.data.splits import EVAL_SET_PREFIX
 from ptrain.data.tokenize import Splits, tokenize_splits
 from ptrain.fast_paths import apply_fast_paths
 from ptrain.files.atomic import write_text
@@ -46,6 +48,7 @@ from ptrain.training.loss_scaling import LossScaling
 from ptrain.training.meter import TrainMeter
 from ptrain.training.optim import StepPlan, build_optimizer, build_scheduler, plan_steps
 from ptrain.training.run import LoopState, Optimisation, Run, RunData, RunOutputs, Runtime
+from ptrain.training.source_tokens import fold_source_tokens
 from ptrain.training.streamed_data import prepare_streamed_data, stream_plan
 from ptrain.training.summary import announce, hparams_of, write_results
 
@@ -71,6 +74,7 @@ def train(cfg: Config) -> int:
             run.runtime.preemption.uninstall()
         if state.interrupted_by:
             return stop_for_preemption(run, state, meter)
+        fold_source_tokens(run, state, meter)  # data.mixture: the steps since the last fold, for metrics.json
         finish(run, state, time.perf_counter() - started, held_gib=held_tensor_gib())  # between steps, before export
     return 0
 
@@ -130,11 +134,12 @@ def load_data(cfg: Config, task: Task, accelerator: Accelerator) -> tuple[PreTra
     the caches; then the first process of each other node (into its node's cache folder, when not shared); the
     others then read their node's caches."""
     with caches_first(accelerator):
-        raw, bad_rows = load_raw_splits(cfg, task)
+        raw, bad_rows = read_splits(cfg, task)
         tokenizer = load_tokenizer(cfg, task, raw["train"])
-        splits = tokenize_splits(cfg, raw, tokenizer, task, task.label_names(cfg, raw["train"]))
+        tokenize = tokenize_mixture if cfg.data.mixture else tokenize_splits  # a mixture's train comes finished
+        splits = tokenize(cfg, raw, tokenizer, task, task.label_names(cfg, raw["train"]))
     splits.bad_rows = bad_rows
-    for split in list(splits.tokenized):
+    for split in [split for split in splits.tokenized if not (split == "train" and splits.mixture)]:
         splits.tokenized[split], counts = task.finish_split(cfg, split, splits.tokenized[split], raw[split])
         if counts is not None:
             splits.counts[split] = counts
@@ -148,7 +153,8 @@ def prepare_data(cfg: Config, task: Task, accelerator: Accelerator) -> RunData:
         return prepare_streamed_data(cfg, task, accelerator)
     tokenizer, splits = load_data(cfg, task, accelerator)
     collator = task.collator(cfg, tokenizer, accelerator.device)
-    train_loader, shuffle = batching.train_loader(cfg, splits.tokenized["train"], collator, accelerator.device)
+    train_collator = SourceCollator(collator, len(cfg.data.mixture)) if splits.mixture else collator
+    train_loader, shuffle = batching.train_loader(cfg, splits.tokenized["train"], train_collator, accelerator.device)
     eval_loader = batching.eval_loader(cfg, splits.tokenized["validation"], collator)
     train_loader, eval_loader = accelerator.prepare(train_loader, eval_loader)
     eval_sets = {

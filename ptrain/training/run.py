@@ -45,6 +45,8 @@ class LoopState:
     consecutive_nonfinite: int = 0
     nonfinite_skips: int = 0
     train_seconds: float = 0.0  # in the loop's windows (forward to optimizer step), evaluations and checkpoints apart
+    source_tokens: list[int] = field(default_factory=list)  # data.mixture: real tokens trained from each source
+    source_tokens_logged: list[int] = field(default_factory=list)  # source_tokens at the last log
     scaler_skips: int = 0  # fp16: steps the grad scaler skipped for non-finite gradients (it then lowers its scale)
     stop: bool = False
     early_stopped: bool = False

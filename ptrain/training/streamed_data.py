@@ -12,6 +12,8 @@ from datasets import ClassLabel
 
 from ptrain.config import Config
 from ptrain.data import batching
+from ptrain.data.mixture_splits import concatenated, source_config
+from ptrain.data.mixtures import MixturePlan, SourceCollator
 from ptrain.data.splits import EVAL_SET_PREFIX
 from ptrain.data.stream_source import load_eval_splits, open_train_stream, read_head
 from ptrain.data.streaming import train_stream
@@ -28,8 +30,8 @@ def prepare_streamed_data(cfg: Config, task: Task, accelerator: Accelerator) -> 
     """Tokenizer, the evaluation splits and loaders (prepared by Accelerate) and this process's training stream
     (not prepared: datasets shares the stream out, and Accelerate would share it out again)."""
     refuse_whole_split_tasks(task)
-    stream = open_train_stream(cfg)
-    head = read_head(stream, task.columns(cfg))
+    configs, streams, heads = open_streams(cfg, task)
+    head = concatenated(list(heads.values()), list(heads)) if cfg.data.mixture else heads[None]
     with caches_first(accelerator):
         raw, bad_rows = load_eval_splits(cfg, task)
         tokenizer = load_tokenizer(cfg, task, head)
@@ -42,10 +44,16 @@ def prepare_streamed_data(cfg: Config, task: Task, accelerator: Accelerator) -> 
             splits.counts[split] = counts
     tokenizer.model_max_length = cfg.data.max_length
     collator = task.collator(cfg, tokenizer, accelerator.device)
-    encode = task.encoder(cfg, tokenizer, label_names, head, "train")
-    rank, world = accelerator.process_index, accelerator.num_processes
-    sample = head[:8]  # a batch of the first rows: the columns before and after encoding
-    stream = train_stream(cfg, stream, encode, sample, collator, accelerator.device, rank, world)
+    encode = {name: task.encoder(configs[name], tokenizer, label_names, heads[name], "train") for name in heads}
+    sample = {name: rows[:8] for name, rows in heads.items()}  # first rows: the columns before and after encoding
+    on = (accelerator.device, accelerator.process_index, accelerator.num_processes)
+    if cfg.data.mixture:
+        weights = [source.weight for source in cfg.data.mixture.values()]
+        how = {"stopping_strategy": cfg.data.mixture_stopping_strategy, "seed": cfg.data.sample_seed}
+        splits.mixture = MixturePlan.streamed(list(streams), weights, **how)
+        stream = train_stream(cfg, streams, encode, sample, SourceCollator(collator, len(streams)), *on)
+    else:
+        stream = train_stream(cfg, streams[None], encode[None], sample[None], collator, *on)
     eval_loader = accelerator.prepare(batching.eval_loader(cfg, splits.tokenized["validation"], collator))
     eval_sets = {
         name: accelerator.prepare(batching.eval_loader(cfg, splits.tokenized[EVAL_SET_PREFIX + name], collator))
@@ -60,6 +68,15 @@ def prepare_streamed_data(cfg: Config, task: Task, accelerator: Accelerator) -> 
         eval_sets=eval_sets,
         stream=stream,
     )
+
+
+def open_streams(cfg: Config, task: Task) -> tuple[dict, dict, dict]:
+    """The training stream and its first rows, by source: one of each per data.mixture source (read with its own
+    config), else one under the name None; and the config each is read with."""
+    configs = {name: source_config(cfg, name) for name in cfg.data.mixture} or {None: cfg}
+    streams = {name: open_train_stream(config) for name, config in configs.items()}
+    heads = {name: read_head(stream, task.columns(configs[name])) for name, stream in streams.items()}
+    return configs, streams, heads
 
 
 def tokens_per_step(cfg: Config, processes: int) -> int | None:

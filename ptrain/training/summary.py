@@ -37,6 +37,8 @@ def announce(run: Run, state: LoopState) -> None:
     )
     if splits.counts:
         acc.print(f"ptrain: {run.task.data_line(run.cfg, splits.counts)}")
+    if splits.mixture:
+        acc.print(f"ptrain: {splits.mixture.describe()}")
     if precision.warning:
         acc.print(f"ptrain: warning: {precision.warning}")
     if state.global_step == 0:
@@ -93,6 +95,8 @@ def write_results(
     if test is not None:
         metrics["test_final"] = test
     metrics["skipped_rows"] = run.data.splits.bad_rows.record()
+    if run.data.splits.mixture:
+        metrics["mixture"] = run.data.splits.mixture.record(state.source_tokens)
     metrics["train"] = {
         "optimizer_steps": state.global_step,
         "epochs": state.global_step / run.optim.plan.steps_per_epoch,

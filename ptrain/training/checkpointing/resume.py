@@ -30,6 +30,7 @@ from ptrain.training.checkpointing.checkpoint import (
 )
 from ptrain.training.meter import TrainMeter
 from ptrain.training.run import LoopState, Run
+from ptrain.training.source_tokens import fold_source_tokens
 
 
 def find_resume(cfg: Config, accelerator: Accelerator) -> Checkpoint | None:
@@ -130,6 +131,7 @@ def checkpoint_run(run: Run, state: LoopState, meter: TrainMeter) -> Path | None
     """A resumable checkpoint of this step: model, optimizer, scheduler and RNG states, the loop state and the
     meter (checkpoint.py writes and prunes it). With train.on_checkpoint_error=warn, a periodic one that cannot be
     written (not the one a preemption stops with) is one warning and None."""
+    fold_source_tokens(run, state, meter)  # data.mixture: the loop state holds every process's counts
     previous, state.last_checkpoint_step = state.last_checkpoint_step, state.global_step
     meta = {"loop": state.to_dict(), "meter": meter.state_dict(), "total_steps": run.optim.plan.total_steps}
     meta[ENGINE] = run.runtime.engine.to_dict()
