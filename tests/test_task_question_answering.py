@@ -186,6 +186,20 @@ def test_predict_answers_questions_about_contexts_with_spans_into_the_context(qa
         assert 0 < row["score"] <= 1
 
 
+def train_on_squad_file(train, tmp_path, cache_dir, *overrides: str):
+    """`ptrain train configs/tiny_qa.yaml` on a SQuAD JSON file of every row (no article split)."""
+    return run_cli(
+        "train",
+        str(CONFIGS / "tiny_qa.yaml"),
+        f"data.train_file={train}",
+        "data.group_column=null",
+        f"data.cache_dir={cache_dir}",
+        f"output_dir={tmp_path / 'runs'}",
+        "data.max_train_rows=null",
+        *overrides,
+    )
+
+
 def write_squad(path, questions: list[dict]) -> None:
     paragraphs = [{"context": q.pop("context"), "qas": [q]} for q in questions]
     path.write_text(json.dumps({"version": "v2.0", "data": [{"title": "t", "paragraphs": paragraphs}]}))
@@ -208,20 +222,11 @@ def test_unanswerable_questions_are_refused_in_one_line_unless_allowed(tmp_path,
     ]
     train = tmp_path / "squad2.json"
     write_squad(train, questions)
-    common = [
-        "train",
-        str(CONFIGS / "tiny_qa.yaml"),
-        f"data.train_file={train}",
-        "data.group_column=null",
-        f"data.cache_dir={cache_dir}",
-        f"output_dir={tmp_path / 'runs'}",
-        "data.max_train_rows=null",
-    ]
-    refused = run_cli(*common)
+    refused = train_on_squad_file(train, tmp_path, cache_dir)
     assert refused.returncode == 2, refused.stderr[-3000:]
     (line,) = refused.stderr.strip().splitlines()
     assert "no answer" in line and "question_answering.unanswerable=true" in line and str(train) in line
-    allowed = run_cli(*common, "question_answering.unanswerable=true")
+    allowed = train_on_squad_file(train, tmp_path, cache_dir, "question_answering.unanswerable=true")
     assert allowed.returncode == 0, allowed.stderr[-3000:]
     assert "eval @ step" in allowed.stdout + allowed.stderr
 
@@ -241,15 +246,7 @@ def test_a_question_too_long_for_its_windows_is_refused_in_one_line(tmp_path, ca
             for i in range(20)
         ],
     )
-    result = run_cli(
-        "train",
-        str(CONFIGS / "tiny_qa.yaml"),
-        f"data.train_file={train}",
-        "data.group_column=null",
-        f"data.cache_dir={cache_dir}",
-        f"output_dir={tmp_path / 'runs'}",
-        "data.max_train_rows=null",
-    )
+    result = train_on_squad_file(train, tmp_path, cache_dir)
     assert result.returncode == 2, result.stderr[-3000:]
     (line,) = result.stderr.strip().splitlines()
     assert "(id 7)" in line and "data.max_length=96" in line and "doc_stride" in line

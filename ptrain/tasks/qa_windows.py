@@ -21,6 +21,11 @@ class Answers:
     spans: list[tuple[int, int]]
 
 
+def answer_texts(value) -> list[str]:
+    """A row's gold answer texts: SQuAD's {text: [...], ...}, or one answer text."""
+    return list(value.get("text") or []) if isinstance(value, dict) else [str(value)]
+
+
 def gold_answers(ds, split: str, options) -> list[Answers]:
     """Every row's answers, checked: each text is found where its offset says (or, without offsets, at its first
     occurrence), and a row without one is refused unless question_answering.unanswerable."""
@@ -28,10 +33,10 @@ def gold_answers(ds, split: str, options) -> list[Answers]:
     starts = ds[options.answer_start_column] if options.answer_start_column else None
     rows = []
     for row, (context, value) in enumerate(zip(contexts, values)):
+        texts = answer_texts(value)
         if isinstance(value, dict):  # SQuAD: {text: [...], answer_start: [...]}
-            texts, offsets = list(value.get("text") or []), list(value.get("answer_start") or [])
+            offsets = list(value.get("answer_start") or [])
         else:
-            texts = [str(value)]
             offsets = [int(starts[row])] if starts is not None else [context.find(texts[0])]
         if len(texts) != len(offsets):
             raise DataError(_bad(ds, split, row, "has answer texts and answer_start lists of different lengths"))

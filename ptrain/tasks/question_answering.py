@@ -21,7 +21,7 @@ from ptrain.tasks.gather import evaluation_pass
 from ptrain.tasks.loss import IGNORE_INDEX
 from ptrain.tasks.qa_answers import best_answers, squad_scores, top_spans
 from ptrain.tasks.qa_declaration import QuestionAnsweringDeclaration, QuestionAnsweringOptions
-from ptrain.tasks.qa_windows import context_offsets, encode_windows, gold_answers, window_labels
+from ptrain.tasks.qa_windows import answer_texts, context_offsets, encode_windows, gold_answers, window_labels
 from ptrain.tasks.tables import markdown_table, wrapped
 
 OFFSETS = "offset_mapping"  # evaluation windows only: each token's characters in the context (-1 outside)
@@ -91,8 +91,9 @@ class QuestionAnswering(QuestionAnsweringDeclaration):
 
     def load_model(self, cfg, label_names, tokenizer):
         model = load_head_model(cfg, self.auto_class, tokenizer)
-        settings = self.options(cfg).model_dump(include={"doc_stride", "max_answer_length", "n_best"})
-        settings |= self.options(cfg).model_dump(include={"unanswerable", "null_score_margin"})
+        settings = self.options(cfg).model_dump(
+            include={"doc_stride", "max_answer_length", "n_best", "unanswerable", "null_score_margin"}
+        )
         setattr(model.config, SETTINGS, settings)
         return model
 
@@ -119,8 +120,9 @@ class QuestionAnswering(QuestionAnsweringDeclaration):
         raw = context.raw
         answers = best_answers(parts, parts["rows"], raw[options.context_column], options)
         questions = sorted(answers)
-        gold = gold_answers(raw.select(questions), "evaluated", options)
-        exact, f1 = squad_scores([answers[row]["answer"] for row in questions], [g.texts for g in gold])
+        values = raw[options.answers_column]  # checked when the split was encoded
+        gold = [answer_texts(values[row]) for row in questions]
+        exact, f1 = squad_scores([answers[row]["answer"] for row in questions], gold)
         windows = np.bincount(parts["rows"], minlength=len(raw))
         losses = np.bincount(parts["rows"], weights=parts["losses"], minlength=len(raw))
         metrics = {
@@ -131,7 +133,7 @@ class QuestionAnswering(QuestionAnsweringDeclaration):
         details = {
             "rows": questions,
             "answers": [answers[row] for row in questions],
-            "gold": [g.texts for g in gold],
+            "gold": gold,
             "exact_match": exact,
             "f1": f1,
             "losses": [losses[row] / (2 * windows[row]) for row in questions],
