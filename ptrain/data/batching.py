@@ -12,6 +12,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from ptrain.config import Config
 from ptrain.data.collate import pad_multiple
 from ptrain.data.mixtures import SOURCE_COLUMN
+from ptrain.data.splits import EVAL_SET_PREFIX
 from ptrain.data.token_budget import TokenBudgetBatches, row_lengths
 
 # What a loader hands the collator; offset_mapping: question answering's evaluation windows (characters per token);
@@ -90,6 +91,12 @@ def eval_loader(cfg: Config, ds: Dataset, collator) -> DataLoader:
         pin_memory=torch.cuda.is_available(),
         generator=torch.Generator().manual_seed(0),  # leaves the global RNG (dropout) untouched
     )
+
+
+def evaluation_loaders(cfg: Config, tokenized, collator) -> tuple[DataLoader, dict[str, DataLoader]]:
+    """The validation loader and one per data.eval_files set, by name (their splits are eval_<name>)."""
+    sets = {name: eval_loader(cfg, tokenized[EVAL_SET_PREFIX + name], collator) for name in cfg.data.eval_files}
+    return eval_loader(cfg, tokenized["validation"], collator), sets
 
 
 def same_every_call(collator) -> bool:

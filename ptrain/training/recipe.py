@@ -15,7 +15,6 @@ from ptrain.data import batching
 from ptrain.data.bad_rows import SKIPPED_ROWS_FILE
 from ptrain.data.mixture_splits import read_splits, tokenize_mixture
 from ptrain.data.mixtures import SourceCollator
-from ptrain.data.splits import EVAL_SET_PREFIX
 from ptrain.data.tokenize import Splits, tokenize_splits
 from ptrain.fast_paths import apply_fast_paths
 from ptrain.files.atomic import write_text
@@ -155,12 +154,9 @@ def prepare_data(cfg: Config, task: Task, accelerator: Accelerator) -> RunData:
     collator = task.collator(cfg, tokenizer, accelerator.device)
     train_collator = SourceCollator(collator, len(cfg.data.mixture)) if splits.mixture else collator
     train_loader, shuffle = batching.train_loader(cfg, splits.tokenized["train"], train_collator, accelerator.device)
-    eval_loader = batching.eval_loader(cfg, splits.tokenized["validation"], collator)
+    eval_loader, eval_sets = batching.evaluation_loaders(cfg, splits.tokenized, collator)
     train_loader, eval_loader = accelerator.prepare(train_loader, eval_loader)
-    eval_sets = {
-        name: accelerator.prepare(batching.eval_loader(cfg, splits.tokenized[EVAL_SET_PREFIX + name], collator))
-        for name in cfg.data.eval_files
-    }
+    eval_sets = {name: accelerator.prepare(loader) for name, loader in eval_sets.items()}
     return RunData(
         tokenizer=tokenizer,
         splits=splits,

@@ -14,7 +14,6 @@ from ptrain.config import Config
 from ptrain.data import batching
 from ptrain.data.mixture_splits import concatenated, source_config
 from ptrain.data.mixtures import MixturePlan, SourceCollator
-from ptrain.data.splits import EVAL_SET_PREFIX
 from ptrain.data.stream_source import load_eval_splits, open_train_stream, read_head
 from ptrain.data.streaming import train_stream
 from ptrain.data.tokenize import tokenize_splits
@@ -54,11 +53,9 @@ def prepare_streamed_data(cfg: Config, task: Task, accelerator: Accelerator) -> 
         stream = train_stream(cfg, streams, encode, sample, SourceCollator(collator, len(streams)), *on)
     else:
         stream = train_stream(cfg, streams[None], encode[None], sample[None], collator, *on)
-    eval_loader = accelerator.prepare(batching.eval_loader(cfg, splits.tokenized["validation"], collator))
-    eval_sets = {
-        name: accelerator.prepare(batching.eval_loader(cfg, splits.tokenized[EVAL_SET_PREFIX + name], collator))
-        for name in cfg.data.eval_files
-    }
+    eval_loader, eval_sets = batching.evaluation_loaders(cfg, splits.tokenized, collator)
+    eval_loader = accelerator.prepare(eval_loader)
+    eval_sets = {name: accelerator.prepare(loader) for name, loader in eval_sets.items()}
     return RunData(
         tokenizer=tokenizer,
         splits=splits,
