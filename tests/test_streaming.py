@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from ptrain.data.stream_source import load_eval_splits, open_train_stream
-from ptrain.data.streaming import ShuffleBuffer, encoded_stream, train_stream
+from ptrain.data.streaming import EpochStream, ShuffleBuffer, train_stream
 from ptrain.errors import ConfigError, DataError
 from ptrain.tasks import get_task, load_config
 from tests.conftest import CONFIGS, DATA_DIR, accelerate_launch, run_cli
@@ -113,7 +113,7 @@ def epoch_rows(files: list[Path], rank: int, world: int) -> list[int]:
         return {"input_ids": [[int(re.match(r"row (\d+)", t).group(1))] for t in batch["text"]], "idx": indices}
 
     sample = {"text": ["row 0"], "label": ["joy"]}
-    rows = ShuffleBuffer(encoded_stream(stream, encode, sample, 0, rank, world), 16, 0, rank)
+    rows = ShuffleBuffer(EpochStream(lambda epoch: stream, encode, sample, rank, world), 16, 0, rank)
     return [row["input_ids"][0] for row in rows.epoch_rows()]
 
 
@@ -181,7 +181,7 @@ def test_a_loader_with_workers_resumes_at_the_next_batch(tmp_path):
     def loader():
         sample = {"text": ["row 0"], "label": ["joy"]}
         rows = lambda batch: [row["input_ids"][0] for row in batch]  # noqa: E731
-        return train_stream(cfg, stream, encode, sample, rows, torch.device("cpu"), 0, 1)
+        return train_stream(cfg, lambda epoch: stream, encode, sample, rows, torch.device("cpu"), 0, 1)
 
     expected = list(itertools.islice(loader().batches(), 14))
     first = loader()
@@ -196,7 +196,7 @@ def test_a_process_without_rows_stops_in_one_line(tmp_path):
     files = write_corpus(tmp_path, (1,))
     stream = datasets.load_dataset("json", data_files=[str(f) for f in files], split="train", streaming=True)
     encode = lambda batch, indices: {"input_ids": [[1]] * len(indices), "idx": indices}  # noqa: E731
-    rows = ShuffleBuffer(encoded_stream(stream, encode, {"text": ["row 0"]}, 0, 1, 2), 16, 0, 1)
+    rows = ShuffleBuffer(EpochStream(lambda epoch: stream, encode, {"text": ["row 0"]}, 1, 2), 16, 0, 1)
     with pytest.raises(DataError, match="process 1's part of the stream has no rows"):
         next(iter(rows))
 
@@ -209,6 +209,27 @@ def test_a_save_to_disk_folder_streams_as_shards(tmp_path):
     )
     stream = open_train_stream(cfg)
     assert stream.n_shards == 4 and [row["text"] for row in stream] == [f"row {i}" for i in range(50)]
+
+
+def row_numbers(stream) -> list[int]:
+    return [int(re.match(r"row (\d+)", row["text"]).group(1)) for row in stream]
+
+
+def test_each_epoch_reads_the_files_and_saved_shards_in_its_own_seeded_order(tmp_path):
+    """Files (and a save_to_disk folder's shards) in an order drawn from (train.seed, epoch): the same for every
+    process and every resume of that epoch, another for the next epoch; each row once an epoch; None: file order."""
+    files = write_corpus(tmp_path / "shards", (5, 5, 5, 5, 5, 5))
+    datasets.Dataset.from_dict({"text": [f"row {i}" for i in range(30)]}).save_to_disk(str(tmp_path / "saved"))
+    for source in [str(tmp_path / "shards" / "part-*.jsonl"), str(tmp_path / "saved")]:
+        overrides = ["data.streaming=true", "train.max_steps=2", "data.max_train_rows=null", "data.stream_shards=6"]
+        cfg = load_config(CONFIGS / "tiny.yaml", [*overrides, f"data.train_file={source}"])
+        order = {epoch: row_numbers(open_train_stream(cfg, epoch)) for epoch in (None, 0, 1)}
+        assert order[None] == list(range(30)) and sorted(order[0]) == sorted(order[1]) == list(range(30))
+        first_rows = {epoch: rows[::5] for epoch, rows in order.items()}  # each shard's first row: the shard order
+        assert first_rows[0] != first_rows[1] and first_rows[0] != first_rows[None]
+        assert order[0] == [row for start in first_rows[0] for row in range(start, start + 5)]  # whole shards
+        assert row_numbers(open_train_stream(cfg, 1)) == order[1]  # seeded
+    assert len(files) == 6
 
 
 @pytest.mark.slow

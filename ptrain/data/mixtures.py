@@ -23,7 +23,7 @@ def normalised(weights: Sequence[float]) -> list[float]:
 
 
 def mix_sources(
-    sources: dict[str, Dataset | IterableDataset],
+    sources: dict[str, Dataset | IterableDataset],  # or objects with the stream methods (streaming.EpochStream)
     weights: Sequence[float],
     seed: int | Sequence[int],
     stopping_strategy: str = "all_exhausted",
@@ -37,7 +37,7 @@ def mix_sources(
     the seed; each source is first put in a seeded order, so the rows an epoch repeats or leaves out are a seeded
     choice, not a file's first or last ones (`seed`: an int). Streams give a StreamMixture, drawn as it is read and
     resumable (`seed` may be several ints: the seed and the process's rank)."""
-    if all(isinstance(ds, IterableDataset) for ds in sources.values()):
+    if not any(isinstance(ds, Dataset) for ds in sources.values()):  # streams (anything with their methods)
         return StreamMixture(list(sources.values()), normalised(weights), seed, stopping_strategy)
     tagged = [
         ds.add_column(SOURCE_COLUMN, np.full(len(ds), position, dtype=np.int32)).shuffle(

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import datasets
+import numpy as np
 from datasets import Dataset, DatasetDict, IterableDataset
 from pyarrow import ArrowException
 
@@ -30,29 +31,40 @@ READ_ERRORS = (ValueError, TypeError, KeyError, OSError, ArrowException)  # what
 HEAD_ROWS = 1_000  # rows read before training: the columns, and what an encoder checks on its split
 
 
-def open_train_stream(cfg: Config) -> IterableDataset:
-    """The training rows as a stream, in file (shard) order; data.max_train_rows keeps N rows of it (datasets'
-    take(): the shard order is then never shuffled, and each process takes its share of N). A data.mixture opens one
-    per source (ptrain/training/streamed_data.py), mixed once encoded (ptrain/data/streaming.py)."""
+def open_train_stream(cfg: Config, epoch: int | None = None) -> IterableDataset:
+    """The training rows as a stream. `epoch`: its files (or a save_to_disk folder's data.stream_shards shards) in an
+    order drawn from (train.seed, epoch), each epoch's own; a Hub stream's shards are ordered by datasets' shuffle
+    (seed train.seed + epoch, a buffer of one row). None: in file order. data.max_train_rows keeps N rows of it in
+    file order (datasets' take(); each process takes its share of N). A data.mixture opens one per source
+    (ptrain/training/streamed_data.py), mixed once encoded (ptrain/data/streaming.py)."""
     data = cfg.data
+    order = None if epoch is None or data.max_train_rows is not None else [cfg.train.seed, epoch]
     if data.train_file is None:
         stream = datasets.load_dataset(data.hub_dataset, data.hub_config, split="train", streaming=True)
+        if order is not None:
+            stream = stream.shuffle(seed=cfg.train.seed + epoch, buffer_size=1)
         stream.info.description = f"{data.hub_dataset} (train, streamed)"
     else:
-        stream = _file_stream(cfg, expand_train_files(cfg))
+        stream = _file_stream(cfg, expand_train_files(cfg), order)
     if data.max_train_rows is not None:
         stream = stream.take(data.max_train_rows)
     return stream
 
 
-def _file_stream(cfg: Config, files: list[Path]) -> IterableDataset:
+def _file_stream(cfg: Config, files: list[Path], order: list[int] | None) -> IterableDataset:
+    """The files as one stream, a file a shard (in an order drawn from the seeds `order`, else as given); a
+    save_to_disk folder as data.stream_shards contiguous shards (ordered the same way)."""
     if files[0].is_dir():  # a save_to_disk folder
         saved = datasets.load_from_disk(str(files[0]))
         if isinstance(saved, DatasetDict):
             if "train" not in saved:
                 raise DataError(f"{files[0]}: a saved DatasetDict without a train split (it has {list(saved)})")
             saved = saved["train"]
-        stream = saved.to_iterable_dataset(num_shards=min(cfg.data.stream_shards, max(len(saved), 1)))
+        shards = min(cfg.data.stream_shards, max(len(saved), 1))
+        if order is not None and shards > 1:  # the shards in this epoch's order (slices of the Arrow files: no copy)
+            permutation = np.random.default_rng(order).permutation(shards)
+            saved = datasets.concatenate_datasets([saved.shard(shards, int(i), contiguous=True) for i in permutation])
+        stream = saved.to_iterable_dataset(num_shards=shards)
     else:
         formats = {_format(cfg, file) for file in files}
         if len(formats) > 1:
@@ -60,8 +72,9 @@ def _file_stream(cfg: Config, files: list[Path]) -> IterableDataset:
         builder, options = STREAM_BUILDERS[formats.pop()]
         if builder in ("csv", "text"):
             options = {**options, "encoding": cfg.data.encoding}
+        ordered = files if order is None else [files[i] for i in np.random.default_rng(order).permutation(len(files))]
         stream = datasets.load_dataset(
-            builder, data_files=[str(file) for file in files], split="train", streaming=True, **options
+            builder, data_files=[str(file) for file in ordered], split="train", streaming=True, **options
         )
     stream.info.description = str(files[0]) if len(files) == 1 else f"{len(files)} files under {files[0].parent}"
     return stream

@@ -5,6 +5,7 @@ only before the first step."""
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 from accelerate import Accelerator
@@ -45,14 +46,15 @@ def prepare_streamed_data(cfg: Config, task: Task, accelerator: Accelerator) -> 
     collator = task.collator(cfg, tokenizer, accelerator.device)
     encode = {name: task.encoder(configs[name], tokenizer, label_names, heads[name], "train") for name in heads}
     sample = {name: rows[:8] for name, rows in heads.items()}  # first rows: the columns before and after encoding
+    openers = {name: partial(open_train_stream, configs[name]) for name in heads}  # epoch -> that epoch's stream
     on = (accelerator.device, accelerator.process_index, accelerator.num_processes)
     if cfg.data.mixture:
         weights = [source.weight for source in cfg.data.mixture.values()]
         how = {"stopping_strategy": cfg.data.mixture_stopping_strategy, "seed": cfg.data.sample_seed}
         splits.mixture = MixturePlan.streamed(list(streams), weights, **how)
-        stream = train_stream(cfg, streams, encode, sample, SourceCollator(collator, len(streams)), *on)
+        stream = train_stream(cfg, openers, encode, sample, SourceCollator(collator, len(streams)), *on)
     else:
-        stream = train_stream(cfg, streams[None], encode[None], sample[None], collator, *on)
+        stream = train_stream(cfg, openers[None], encode[None], sample[None], collator, *on)
     eval_loader, eval_sets = batching.evaluation_loaders(cfg, splits.tokenized, collator)
     eval_loader = accelerator.prepare(eval_loader)
     eval_sets = {name: accelerator.prepare(loader) for name, loader in eval_sets.items()}
