@@ -179,7 +179,6 @@ def test_a_killed_mixture_run_resumes_to_the_same_weights_and_source_counts(cach
         ("data.train_file=emotion/train.txt", "data.mixture names the training rows and data.train_file does too"),
         ("data.hub_dataset=emotion", "data.mixture names the training rows and data.hub_dataset does too"),
         ("data.streaming=true|data.validation_file=null", "a streamed data.mixture holds out no validation rows"),
-        ("data.streaming=true|data.num_workers=2", "a streamed data.mixture is read in the main process"),
         ("data.mixture.second.file=/no/such.txt", "data.mixture.second.file /no/such.txt does not exist"),
         ("data.mixture={one: {file: x.txt, weight: 1}}", "data.mixture has one source; give at least two"),
         ("data.mixture={a.b: {file: x.txt, weight: 1}, c: {file: y.txt, weight: 1}}", "source name 'a.b'"),

@@ -14,6 +14,7 @@ import datasets
 import pytest
 import torch
 
+from ptrain.data.mixtures import SOURCE_COLUMN
 from ptrain.data.stream_source import load_eval_splits, open_train_stream
 from ptrain.data.streaming import EpochStream, ShuffleBuffer, train_stream
 from ptrain.errors import ConfigError, DataError
@@ -190,6 +191,52 @@ def test_a_loader_with_workers_resumes_at_the_next_batch(tmp_path):
     second = loader()
     second.load(tmp_path, 0)
     assert taken + list(itertools.islice(second.batches(), 9)) == expected
+
+
+def test_a_streamed_mixture_with_workers_resumes_at_the_next_batch(tmp_path):
+    """data.num_workers=2 with a 70/30 streamed mixture of two sources of 4 shards: each worker mixes its own shards
+    of both, and the loader's state (each worker's draws, positions and buffer) resumes at the next batch; a source
+    with fewer shards than workers is refused in one line."""
+    first, second = write_corpus(tmp_path / "first", (30,) * 4), write_corpus(tmp_path / "second", (30,) * 4)
+    sources = {"first": 7, "second": 3}
+    mixture = "{" + ", ".join(f"{n}: {{file: {tmp_path}/{n}/*.jsonl, weight: {w}}}" for n, w in sources.items()) + "}"
+    overrides = stream_overrides(tmp_path, tmp_path, tmp_path, **{"data.num_workers": "2"})[1:]
+    cfg = load_config(CONFIGS / "tiny.yaml", [*overrides, "data.train_file=null", f"data.mixture={mixture}"])
+
+    def encode(batch: dict, indices: list[int]) -> dict:
+        return {"input_ids": [[int(re.match(r"row (\d+)", t).group(1))] for t in batch["text"]], "idx": indices}
+
+    def loader(second_files: list[Path]):
+        openers = {
+            name: lambda epoch, files=files: datasets.load_dataset(
+                "json", data_files=[str(f) for f in files], split="train", streaming=True
+            )
+            for name, files in {"first": first, "second": second_files}.items()
+        }
+        sample = {"text": ["row 0"], "label": ["joy"]}
+        rows = lambda batch: [(row["input_ids"][0], row[SOURCE_COLUMN]) for row in batch]  # noqa: E731
+        return train_stream(
+            cfg,
+            openers,
+            {"first": encode, "second": encode},
+            {"first": sample, "second": sample},
+            rows,
+            torch.device("cpu"),
+            0,
+            1,
+        )
+
+    expected = list(itertools.islice(loader(second).batches(), 14))
+    drawn = Counter(source for batch in expected for _, source in batch)
+    assert drawn[1] > 0 and 0.55 < drawn[0] / sum(drawn.values()) < 0.85  # 70/30 (224 draws)
+    before = loader(second)
+    taken = list(itertools.islice(before.batches(), 5))
+    before.save(tmp_path, 0)
+    after = loader(second)
+    after.load(tmp_path, 0)
+    assert taken + list(itertools.islice(after.batches(), 9)) == expected
+    with pytest.raises(DataError, match=r"data.mixture.second: .* gives process 0 1 shard\(s\) for data.num_workers=2"):
+        loader(second[:1])
 
 
 def test_a_process_without_rows_stops_in_one_line(tmp_path):

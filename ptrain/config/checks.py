@@ -174,11 +174,6 @@ def _check_mixture(cfg: Config, path: Path) -> None:
             )
     if data.streaming and data.validation_file is None:
         raise ConfigError(f"{path}: a streamed data.mixture holds out no validation rows; set data.validation_file")
-    if data.streaming and data.num_workers:
-        raise ConfigError(
-            f"{path}: a streamed data.mixture is read in the main process (a worker may hold no shard of a source); "
-            "set data.num_workers=0"
-        )
     for name, source in data.mixture.items():
         if data.streaming:  # a file, a glob or a save_to_disk folder, as a streamed data.train_file
             expand_train_files(

@@ -94,7 +94,8 @@ class StreamMixture:
         state, self.resume_from = self.resume_from, None
         if state is None or state["epoch"] != self.epoch:
             state = {"rng": None, "exhausted": [False] * len(self.streams), "sources": None}
-        rng = np.random.default_rng([*np.atleast_1d(self.seed).tolist(), self.epoch])
+        worker = torch.utils.data.get_worker_info()  # with data.num_workers: each worker draws its own sequence
+        rng = np.random.default_rng([*np.atleast_1d(self.seed).tolist(), self.epoch, *([worker.id] if worker else [])])
         if state["rng"] is not None:
             rng.bit_generator.state = state["rng"]
         loaded = [state["sources"][i] if state["sources"] else self._start(i) for i in range(len(self.streams))]

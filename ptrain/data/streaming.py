@@ -219,6 +219,8 @@ def train_stream(
         sources = {
             name: EpochStream(opener, encode[name], sample[name], rank, world) for name, opener in open_source.items()
         }
+        if data.num_workers:
+            _check_worker_shards(sources, rank, world, data.num_workers)
         weights = [source.weight for source in data.mixture.values()]
         # each process draws its own sequence of sources: (seed, rank)
         encoded = mix_sources(sources, weights, [data.sample_seed, rank], data.mixture_stopping_strategy)
@@ -251,3 +253,18 @@ def _streamed_from(stream: IterableDataset, world: int) -> str:
         f"{stream.info.description or 'the stream'} ({stream.n_shards} shard(s), this process reads "
         f"{split if world > 1 else 'all'})"
     )
+
+
+def _check_worker_shards(sources: dict[str, EpochStream], rank: int, world: int, workers: int) -> None:
+    """With data.num_workers each worker mixes its own shards of every source: a source with fewer shards in this
+    process's part than workers would leave a worker without it (refused in one line)."""
+    for name, stream in sources.items():
+        shards = stream.source.n_shards
+        mine = shards // world if shards % world == 0 else shards  # whole shards, or a row in `world` of each
+        if mine < workers:
+            raise DataError(
+                f"data.mixture.{name}: {stream.info.description or 'the source'} gives process {rank} {mine} "
+                f"shard(s) for data.num_workers={workers} workers, and each worker reads its own shards of every "
+                f"source; give it at least {workers * (world if shards % world == 0 else 1)} shards (split its "
+                "files), or set data.num_workers=0"
+            )
