@@ -168,8 +168,10 @@ def test_packed_masked_lm_streams_for_max_tokens(tmp_path, cache_dir):
     assert json.loads((run_dir / "metrics.json").read_text())["train"]["optimizer_steps"] == 10
 
 
-def test_a_loader_with_workers_resumes_at_the_next_batch(tmp_path):
-    """data.num_workers=2: each worker's buffer and position are in the loader's state (torchdata)."""
+@pytest.mark.parametrize("taken", [5, 11], ids=["before the first snapshot", "inside a shard"])
+def test_a_loader_with_workers_resumes_at_the_next_batch(tmp_path, taken):
+    """data.num_workers=2: each worker's buffer and position are in the loader's state (torchdata), snapshotted
+    every 6 batches: after 11 batches the state is the snapshot at batch 6, inside each worker's second shard."""
     files = write_corpus(tmp_path, (40, 40, 40, 40))
     cfg = load_config(
         CONFIGS / "tiny.yaml", stream_overrides(tmp_path, tmp_path, tmp_path, **{"data.num_workers": "2"})[1:]
@@ -184,13 +186,13 @@ def test_a_loader_with_workers_resumes_at_the_next_batch(tmp_path):
         rows = lambda batch: [row["input_ids"][0] for row in batch]  # noqa: E731
         return train_stream(cfg, lambda epoch: stream, encode, sample, rows, torch.device("cpu"), 0, 1)
 
-    expected = list(itertools.islice(loader().batches(), 14))
+    expected = list(itertools.islice(loader().batches(), taken + 9))
     first = loader()
-    taken = list(itertools.islice(first.batches(), 5))
+    before = list(itertools.islice(first.batches(), taken))
     first.save(tmp_path, 0)
     second = loader()
     second.load(tmp_path, 0)
-    assert taken + list(itertools.islice(second.batches(), 9)) == expected
+    assert before + list(itertools.islice(second.batches(), 9)) == expected
 
 
 def test_a_streamed_mixture_with_workers_resumes_at_the_next_batch(tmp_path):
@@ -235,7 +237,7 @@ def test_a_streamed_mixture_with_workers_resumes_at_the_next_batch(tmp_path):
     after = loader(second)
     after.load(tmp_path, 0)
     assert taken + list(itertools.islice(after.batches(), 9)) == expected
-    with pytest.raises(DataError, match=r"data.mixture.second: .* gives process 0 1 shard\(s\) for data.num_workers=2"):
+    with pytest.raises(DataError, match=r"data.mixture.second: .* has 1 shard\(s\) for data.num_workers=2"):
         loader(second[:1])
 
 

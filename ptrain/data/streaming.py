@@ -57,21 +57,27 @@ class EpochStream:
     """This process's encoded rows of a source opened anew at each epoch (`open_source(epoch)`: the source with its
     shards in that epoch's order), with the stream methods the shuffle buffer and a mixture use: set_epoch,
     state_dict / load_state_dict (datasets' own, which carry the epoch: loading one of another epoch opens that
-    epoch's order first), iteration and info."""
+    epoch's order first), iteration and info.
+
+    In a DataLoader worker (data.num_workers) it reads the worker's own shards (every num_workers-th: datasets'
+    `shard`) through datasets' `iter`, not its worker split: datasets 5.2 loads a worker's saved position into the
+    whole stream before taking the worker's shards, which fails (IndexError) when a checkpoint fell inside a shard."""
 
     def __init__(self, open_source: Callable, encode: Callable, sample: dict, rank: int, world_size: int) -> None:
         self.open_source, self.encoding = open_source, (encode, sample, rank, world_size)
         self.epoch, self.source = 0, open_source(0)
-        self.current = encoded_stream(self.source, *self.encoding)
+        self.current, self.worker_part = encoded_stream(self.source, *self.encoding), False
         self.info = self.source.info
 
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:
             self.epoch, self.source = epoch, self.open_source(epoch)
-            self.current = encoded_stream(self.source, *self.encoding)
+            self.current, self.worker_part = encoded_stream(self.source, *self.encoding), False
+        self._take_worker_part()
         self.current.set_epoch(epoch)
 
     def state_dict(self) -> dict:
+        self._take_worker_part()
         return self.current.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
@@ -79,7 +85,19 @@ class EpochStream:
         self.current.load_state_dict(state)
 
     def __iter__(self) -> Iterator[dict]:
-        return iter(self.current)
+        self._take_worker_part()
+        if not self.worker_part:
+            yield from self.current
+            return
+        for batch in self.current.iter(batch_size=1):  # one row a batch: {column: [value]}
+            yield {column: values[0] for column, values in batch.items()}
+
+    def _take_worker_part(self) -> None:
+        worker = torch.utils.data.get_worker_info()
+        if worker is not None and not self.worker_part:
+            self.current = self.current.shard(worker.num_workers, worker.id, contiguous=False)
+            self.current.set_epoch(self.epoch)
+            self.worker_part = True
 
 
 class ShuffleBuffer(torch.utils.data.IterableDataset):
@@ -256,15 +274,12 @@ def _streamed_from(stream: IterableDataset, world: int) -> str:
 
 
 def _check_worker_shards(sources: dict[str, EpochStream], rank: int, world: int, workers: int) -> None:
-    """With data.num_workers each worker mixes its own shards of every source: a source with fewer shards in this
-    process's part than workers would leave a worker without it (refused in one line)."""
+    """With data.num_workers each worker mixes its own shards (every num_workers-th) of every source: a source with
+    fewer shards than workers would leave a worker without it (refused in one line)."""
     for name, stream in sources.items():
-        shards = stream.source.n_shards
-        mine = shards // world if shards % world == 0 else shards  # whole shards, or a row in `world` of each
-        if mine < workers:
+        if stream.source.n_shards < workers:
             raise DataError(
-                f"data.mixture.{name}: {stream.info.description or 'the source'} gives process {rank} {mine} "
+                f"data.mixture.{name}: {stream.info.description or 'the source'} has {stream.source.n_shards} "
                 f"shard(s) for data.num_workers={workers} workers, and each worker reads its own shards of every "
-                f"source; give it at least {workers * (world if shards % world == 0 else 1)} shards (split its "
-                "files), or set data.num_workers=0"
+                f"source; give it at least {workers} shards (split its files), or set data.num_workers=0"
             )
