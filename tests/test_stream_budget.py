@@ -23,7 +23,8 @@ from ptrain.errors import ConfigError
 from ptrain.model.loading import load_tokenizer
 from ptrain.tasks import get_task, load_config
 from ptrain.training.streamed_data import open_streams
-from tests.conftest import CONFIGS, DATA_DIR, run_cli, scalar_values
+from tests.conftest import CONFIGS, DATA_DIR, run_cli, scalar_values, tiny_overrides
+from tests.test_mixtures import STREAMED, write_streamed_sources
 from tests.test_resume import assert_same_run
 from tests.test_streaming import stream_overrides, write_corpus
 
@@ -175,30 +176,48 @@ def test_one_step_over_streamed_budget_batches_equals_one_step_over_the_same_row
 RESUME = {"data.max_tokens_per_batch": "256", "train.gradient_accumulation_steps": "2"}
 
 
+def budget_run_args(kind: str, folder: Path, cache: Path) -> list[str]:
+    """A streamed budget run of 30 steps of 2 micro-batches, checkpointed every 6, killable (KillAtStep), into the
+    stream's second epoch: on the test_streaming corpus (300 rows in 3 shards), or a streamed data.mixture of two
+    sources (test_mixtures)."""
+    kill = {**RESUME, "train.callbacks": "[tests/kill_at_step.py:KillAtStep]"}
+    if kind == "corpus":
+        write_corpus(folder / "corpus")
+        return stream_overrides(folder / "runs", cache, folder / "corpus", **kill)
+    # a mixture epoch holds about 400 rows: a larger budget reaches the second one
+    mixture = {
+        **STREAMED,
+        **kill,
+        "data.max_tokens_per_batch": "512",
+        "data.mixture": write_streamed_sources(folder / "sources"),
+    }
+    return [str(CONFIGS / "tiny.yaml"), *tiny_overrides(folder / "runs", cache, **mixture)]
+
+
 @pytest.mark.slow
 @pytest.mark.end_to_end
-def test_sigkill_while_streaming_budget_batches_then_resume_gives_identical_weights(tmp_path, cache_dir):
+@pytest.mark.parametrize("kind", ["corpus", "mixture"])
+def test_sigkill_while_streaming_budget_batches_then_resume_gives_identical_weights(tmp_path, cache_dir, kind):
     """Killed after step 20 (of 30): resumed from step 18's checkpoint, with the row that overflowed its last batch
     restored, on into the stream's second epoch."""
-    corpus = tmp_path / "corpus"
-    write_corpus(corpus)
-    reference = run_cli("train", *stream_overrides(tmp_path / "reference", cache_dir, corpus, **RESUME))
+    reference = run_cli("train", *budget_run_args(kind, tmp_path / "reference", cache_dir))
     assert reference.returncode == 0, reference.stderr[-3000:]
-    (run_dir,) = (tmp_path / "reference" / "runs" / "tiny").iterdir()
+    (run_dir,) = (tmp_path / "reference" / "runs" / "runs" / "tiny").iterdir()
     state = json.loads((run_dir / "checkpoints" / "step-00000030" / "stream_state_0.json").read_text())
     assert state["dataset_state"]["epoch"] >= 1 and len(state["dataset_state"][PENDING]) == 1
-    kill = {**RESUME, "train.callbacks": "[tests/kill_at_step.py:KillAtStep]"}
-    args = stream_overrides(tmp_path / "resumed", cache_dir, corpus, **kill)
+    args = budget_run_args(kind, tmp_path / "resumed", cache_dir)
     killed = run_cli("train", *args, env={"PTRAIN_TEST_KILL_AT_STEP": "20"})
     assert killed.returncode == -9, killed.stderr[-3000:]
     resumed = run_cli("train", *args, "train.resume=auto")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "step-00000018" in resumed.stdout and "1 waiting for its budget batch, restored" in resumed.stdout
-    assert_same_run(tmp_path / "resumed", tmp_path / "reference")
+    assert_same_run(tmp_path / "resumed" / "runs", tmp_path / "reference" / "runs")
 
 
 def test_packed_blocks_fill_a_budget_with_a_fixed_number_or_are_refused():
     assert packed_rows_per_batch(200, 64, None, "masked_lm.block_size") == 3
+    blocks = [{"input_ids": [1] * 64, "idx": i} for i in range(20)]  # a finite stream: its last batch is short
+    assert [len(batch) for batch in StreamBudgetBatches(blocks, 200, None)] == [3] * 6 + [2]
     assert packed_rows_per_batch(200, 60, 8, "masked_lm.block_size") == 3  # 60 padded to 64
     with pytest.raises(ConfigError, match=r"holds no packed block of masked_lm.block_size=130 tokens \(padded to 136"):
         packed_rows_per_batch(132, 130, 8, "masked_lm.block_size")
