@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from ptrain.data.stream_budget import PENDING, StreamBudgetBatches, packed_rows_per_batch
 from ptrain.data.streaming import ShuffleBuffer, encoded_stream, train_stream
 from ptrain.data.token_budget import padded_length
-from ptrain.errors import ConfigError
+from ptrain.errors import ConfigError, DataError
 from ptrain.model.loading import load_tokenizer
 from ptrain.tasks import get_task, load_config
 from ptrain.training.streamed_data import open_streams
@@ -212,6 +212,12 @@ def test_sigkill_while_streaming_budget_batches_then_resume_gives_identical_weig
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "step-00000018" in resumed.stdout and "1 waiting for its budget batch, restored" in resumed.stdout
     assert_same_run(tmp_path / "resumed" / "runs", tmp_path / "reference" / "runs")
+
+
+def test_a_streamed_row_over_the_budget_is_refused_in_one_line():
+    rows = [{"input_ids": [1] * 10, "idx": 0}, {"input_ids": [1] * 17, "idx": 1}]
+    with pytest.raises(DataError, match=r"max_tokens_per_batch=20 is below training row 1's 24 tokens \(padded"):
+        list(StreamBudgetBatches(rows, 20, 8))
 
 
 def test_packed_blocks_fill_a_budget_with_a_fixed_number_or_are_refused():
