@@ -190,7 +190,8 @@ class DataConfig(Strict):
         description="Training micro-batches by a token budget instead of train.per_device_batch_size rows: as many "
         "rows as fit in this many padded tokens (rows x the batch's longest row; packed blocks: their real tokens). "
         "Batches are cut once from the seeded (with data.group_by_length: length-sorted) row order; their order is "
-        "shuffled every epoch. At least data.max_length.",
+        "shuffled every epoch. With data.streaming: cut from the shuffle buffer's rows as they come (packed blocks: a "
+        "fixed number per batch). At least data.max_length.",
     )
 
     @model_validator(mode="after")

@@ -32,8 +32,9 @@ class TrainConfig(OptimisationKeys):
         None,
         gt=0,
         description="With data.streaming and packed rows (the task's packing: every token real): the run's length in "
-        "training tokens, as optimizer steps of block_size x per_device_batch_size x gradient_accumulation_steps x "
-        "processes tokens, rounded up; instead of train.max_steps.",
+        "training tokens, as optimizer steps of block_size x per_device_batch_size (with data.max_tokens_per_batch: "
+        "the blocks it holds) x gradient_accumulation_steps x processes tokens, rounded up; instead of "
+        "train.max_steps.",
     )
     per_device_batch_size: int = Field(32, gt=0, description="Training rows per micro-batch on each process.")
     eval_batch_size: int = Field(

@@ -35,7 +35,9 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from ptrain.config import Config
 from ptrain.data.batching import MODEL_COLUMNS
+from ptrain.data.collate import pad_multiple
 from ptrain.data.mixtures import StreamMixture, mix_sources
+from ptrain.data.stream_budget import PENDING, StreamBudgetBatches
 from ptrain.data.stream_source import READ_ERRORS, read_failure
 from ptrain.errors import CheckpointError, DataError
 
@@ -209,9 +211,10 @@ class TrainStream:
         rows = state.get("dataset_state") or {}  # with data.num_workers: one state per worker
         if not rows:
             return f"the training stream continues where its {self.loader.num_workers} workers stood"
+        pending = f" and {len(rows[PENDING])} waiting for its budget batch" if rows.get(PENDING) else ""
         return (
             f"the training stream continues in its epoch {rows['epoch']} after {rows['rows_taken']:,} rows read "
-            f"({len(rows['buffer']):,} of them in the shuffle buffer, restored), rank {rank}"
+            f"({len(rows['buffer']):,} of them in the shuffle buffer{pending}, restored), rank {rank}"
         )
 
     def describe(self) -> str:
@@ -246,14 +249,18 @@ def train_stream(
         sources = {"": EpochStream(open_source, encode, sample, rank, world)}
         encoded = sources[""]
     rows = ShuffleBuffer(encoded, data.shuffle_buffer_size, train.seed, rank)
+    batches, batch_size = rows, train.per_device_batch_size
+    if data.max_tokens_per_batch is not None:  # lists of rows cut by the budget, each collated as one batch
+        multiple = pad_multiple(train.mixed_precision, device)
+        batches, batch_size = StreamBudgetBatches(rows, data.max_tokens_per_batch, multiple), None
     # workers copy their state (the buffer) at every Nth batch, not at each: a checkpoint between snapshots
     # replays the batches since the last one (torchdata fast-forwards)
     every = (train.checkpoint_every_steps or SNAPSHOT_STEPS) * train.gradient_accumulation_steps
     with warnings.catch_warnings():  # torchdata 0.11 calls torch.set_vital, deprecated since: nothing to act on
         warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
         loader = StatefulDataLoader(
-            rows,
-            batch_size=train.per_device_batch_size,
+            batches,
+            batch_size=batch_size,
             collate_fn=collator,
             num_workers=data.num_workers,
             pin_memory=torch.cuda.is_available(),

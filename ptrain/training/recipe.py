@@ -89,7 +89,11 @@ def setup(cfg: Config, track: bool = True) -> tuple[Run, Checkpoint | None]:
     checkpoint = resume_on_every_node(cfg, accelerator)  # train.resume's checkpoint, readable on every node
     task = get_task(cfg.task)
     data = prepare_data(cfg, task, accelerator)
-    plan = stream_plan(cfg, accelerator.num_processes) if data.stream else plan_steps(len(data.train_loader), cfg.train)
+    plan = (
+        stream_plan(cfg, accelerator.num_processes, accelerator.device)
+        if data.stream
+        else plan_steps(len(data.train_loader), cfg.train)
+    )
     # No other process may train in the folder: refused here before anything is written into it.
     resumed = checkpoint.run_dir if checkpoint else None
     run_dir, lock = claim_run_dir(accelerator, cfg.output_dir, cfg.name, cfg.run_dir, resumed)

@@ -13,8 +13,10 @@ from datasets import ClassLabel
 
 from ptrain.config import Config
 from ptrain.data import batching
+from ptrain.data.collate import pad_multiple
 from ptrain.data.mixture_splits import concatenated, source_config
 from ptrain.data.mixtures import MixturePlan, SourceCollator
+from ptrain.data.stream_budget import packed_rows_per_batch
 from ptrain.data.stream_source import load_eval_splits, open_train_stream, read_head
 from ptrain.data.streaming import train_stream
 from ptrain.data.tokenize import tokenize_splits
@@ -78,21 +80,33 @@ def open_streams(cfg: Config, task: Task) -> tuple[dict, dict, dict]:
     return configs, streams, heads
 
 
-def tokens_per_step(cfg: Config, processes: int) -> int | None:
-    """Training tokens in one optimizer step when every row is a packed block of the task's block_size (all real
-    tokens); None when rows vary in length."""
+def packed_batch(cfg: Config, device: torch.device) -> int | None:
+    """Rows in each micro-batch when every row is a packed block of the task's block_size: train.per_device_batch_size,
+    or with data.max_tokens_per_batch the blocks that fit in it (padded as the collator pads on `device`); None when
+    rows vary in length."""
     section = getattr(cfg, cfg.task, None)
     if not getattr(section, "packing", False):
         return None
-    train = cfg.train
-    return section.block_size * train.per_device_batch_size * train.gradient_accumulation_steps * processes
+    if cfg.data.max_tokens_per_batch is None:
+        return cfg.train.per_device_batch_size
+    multiple = pad_multiple(cfg.train.mixed_precision, device)
+    return packed_rows_per_batch(cfg.data.max_tokens_per_batch, section.block_size, multiple, f"{cfg.task}.block_size")
 
 
-def stream_plan(cfg: Config, processes: int) -> StepPlan:
+def tokens_per_step(cfg: Config, processes: int, device: torch.device) -> int | None:
+    """Training tokens in one optimizer step when every row is a packed block of the task's block_size (all real
+    tokens); None when rows vary in length."""
+    rows = packed_batch(cfg, device)
+    if rows is None:
+        return None
+    return getattr(cfg, cfg.task).block_size * rows * cfg.train.gradient_accumulation_steps * processes
+
+
+def stream_plan(cfg: Config, processes: int, device: torch.device) -> StepPlan:
     """The step plan of a streamed run: its length is unknown, so the run is train.max_steps long (or train.max_tokens
     in steps, rounded up), planned as one "epoch" of an endless stream."""
-    train = cfg.train
-    steps = train.max_steps or math.ceil(train.max_tokens / tokens_per_step(cfg, processes))
+    train, per_step = cfg.train, tokens_per_step(cfg, processes, device)  # first: refuses a budget holding no block
+    steps = train.max_steps or math.ceil(train.max_tokens / per_step)
     return plan_steps(steps * train.gradient_accumulation_steps, train.model_copy(update={"epochs": 1}))
 
 

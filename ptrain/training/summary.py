@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ptrain.config import Config, config_value, to_yaml
 from ptrain.data.bad_rows import SKIPPED_ROWS_FILE
+from ptrain.data.stream_budget import streamed_budget
 from ptrain.data.summary import summarise_data
 from ptrain.data.token_budget import budget_sampler
 from ptrain.data.tokenize import Splits
@@ -13,7 +14,7 @@ from ptrain.runtime.hardware import describe_hardware, hardware_line
 from ptrain.tasks.figures import label_counts_figure, length_figure
 from ptrain.training.best import metric_for_best
 from ptrain.training.run import LoopState, Run
-from ptrain.training.streamed_data import tokens_per_step
+from ptrain.training.streamed_data import packed_batch, tokens_per_step
 
 
 def announce(run: Run, state: LoopState) -> None:
@@ -51,17 +52,27 @@ def _batch_clause(run: Run) -> str:
     train_cfg, processes = run.cfg.train, run.runtime.accelerator.num_processes
     accumulation = train_cfg.gradient_accumulation_steps
     budget = budget_sampler(run.data.train_loader)
-    if budget is None:
+    if budget is None and streamed_budget(run.data.train_loader) is None:
         global_batch = train_cfg.per_device_batch_size * accumulation * processes
         return (
             f"per-device batch {train_cfg.per_device_batch_size} x accumulation {accumulation} x {processes} = "
             f"global batch {global_batch}"
         )
     max_tokens = run.cfg.data.max_tokens_per_batch
+    per_device = budget.summary.describe(max_tokens) if budget else _streamed_budget(run)
     return (
-        f"per-device batch {budget.summary.describe(max_tokens)} x accumulation {accumulation} x {processes} = "
+        f"per-device batch {per_device} x accumulation {accumulation} x {processes} = "
         f"a step of up to {max_tokens * accumulation * processes:,} padded tokens"
     )
+
+
+def _streamed_budget(run: Run) -> str:
+    """A streamed run's budget batch: a fixed number of packed blocks, or rows that vary with their lengths."""
+    max_tokens, blocks = run.cfg.data.max_tokens_per_batch, packed_batch(run.cfg, run.runtime.accelerator.device)
+    if blocks is not None:
+        block_size = getattr(run.cfg, run.cfg.task).block_size
+        return f"up to {max_tokens:,} padded tokens ({blocks} packed blocks of {block_size} tokens)"
+    return f"up to {max_tokens:,} padded tokens (rows vary: cut from the stream as read, not grouped by length)"
 
 
 def track_data(run: Run) -> None:
@@ -172,7 +183,7 @@ def _plan_words(run: Run) -> str:
     plan = run.optim.plan
     if run.data.stream:
         tokens = run.cfg.train.max_tokens
-        per_step = tokens_per_step(run.cfg, run.runtime.accelerator.num_processes)
+        per_step = tokens_per_step(run.cfg, run.runtime.accelerator.num_processes, run.runtime.accelerator.device)
         length = f"train.max_tokens {tokens:,} at {per_step:,} per step" if tokens else "train.max_steps"
         return f"{plan.total_steps} optimizer steps in total ({length}; a stream's epochs pass as they come)"
     return f"{plan.steps_per_epoch} optimizer steps per epoch, {plan.total_steps} in total ({plan.epochs} epoch(s))"
