@@ -34,6 +34,8 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from ptrain.config import Config
 from ptrain.data.batching import MODEL_COLUMNS
 from ptrain.data.mixtures import mix_sources
+from ptrain.data.stream_bad_rows import PASS_KEY, FirstPass, PassCollator, SkippingEncoder, StreamLedger
+from ptrain.data.stream_rows import BAD_ROW_COLUMN
 from ptrain.data.stream_source import READ_ERRORS, read_failure
 from ptrain.errors import CheckpointError, DataError
 
@@ -49,7 +51,7 @@ def encoded_stream(stream: IterableDataset, encode: Callable, sample: dict, seed
     shuffled_shards = stream.shuffle(seed=seed, buffer_size=1)  # a buffer of one row: the shard order only
     part = split_dataset_by_node(shuffled_shards, rank=rank, world_size=world_size)
     encoded = part.map(encode, batched=True, with_indices=True, remove_columns=list(sample))
-    return encoded.select_columns([column for column in MODEL_COLUMNS if column in outputs])
+    return encoded.select_columns([column for column in (*MODEL_COLUMNS, BAD_ROW_COLUMN) if column in outputs])
 
 
 class ShuffleBuffer(torch.utils.data.IterableDataset):
@@ -57,8 +59,9 @@ class ShuffleBuffer(torch.utils.data.IterableDataset):
     stream's position, the buffer's rows and generator) is whole between rows: state_dict / load_state_dict, as
     torchdata's StatefulDataLoader expects of a dataset (with data.num_workers, one per worker)."""
 
-    def __init__(self, rows: IterableDataset, size: int, seed: int, rank: int) -> None:
+    def __init__(self, rows: IterableDataset, size: int, seed: int, rank: int, first_pass: FirstPass | None = None):
         self.rows, self.size, self.seed, self.rank = rows, size, seed, rank
+        self.first_pass = first_pass  # data.bad_rows=skip: drops the marked rows, counts and hands them on
         self.epoch, self.buffer, self.stream_done, self.rows_taken = 0, [], False, 0
         self.rng: np.random.Generator | None = None  # made per worker at the first iteration
         self.position: dict | None = None  # the stream's state_dict where reading resumes; None: the epoch's start
@@ -69,7 +72,7 @@ class ShuffleBuffer(torch.utils.data.IterableDataset):
             fresh, count = self.position is None and not self.stream_done, 0
             for row in self.epoch_rows():
                 count += 1
-                yield row
+                yield row if self.first_pass is None else self.first_pass.attach(row)
             if fresh and not count:  # a whole epoch without a row: the next would be the same
                 if torch.utils.data.get_worker_info() is not None:
                     return  # a worker without shards (more workers than shards): the other workers go on
@@ -90,6 +93,8 @@ class ShuffleBuffer(torch.utils.data.IterableDataset):
                 self.rows.load_state_dict(self.position)
             self.reading = True  # the stream's own state_dict is the position (taken only when asked)
             for row in self._read():
+                if self.first_pass is not None and (row := self.first_pass.take(row, self.epoch)) is None:
+                    continue
                 self.rows_taken += 1
                 if self.size <= 1:
                     yield row
@@ -100,6 +105,8 @@ class ShuffleBuffer(torch.utils.data.IterableDataset):
                     out, self.buffer[position] = self.buffer[position], row
                     yield out
             self.position, self.reading, self.stream_done = self.rows.state_dict(), False, True
+            if self.first_pass is not None:
+                self.first_pass.end_of_pass(self.epoch)
         while self.buffer:  # the epoch's last rows, in random order
             position = int(self.rng.integers(len(self.buffer)))
             self.buffer[position], self.buffer[-1] = self.buffer[-1], self.buffer[position]
@@ -122,12 +129,15 @@ class ShuffleBuffer(torch.utils.data.IterableDataset):
             "buffer": [dict(row) for row in self.buffer],
             "rng": None if self.rng is None else self.rng.bit_generator.state,
             "rows_taken": self.rows_taken,
+            **({"first_pass": self.first_pass.state()} if self.first_pass is not None else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.position, self.stream_done = state["epoch"], state["position"], state["stream_done"]
         self.reading = False
         self.buffer, self.rows_taken = [dict(row) for row in state["buffer"]], state["rows_taken"]
+        if self.first_pass is not None and "first_pass" in state:
+            self.first_pass.load(state["first_pass"])
         if state["rng"] is not None:
             self.rng = np.random.default_rng()
             self.rng.bit_generator.state = state["rng"]
@@ -137,16 +147,28 @@ class TrainStream:
     """The training batches of this process from its ShuffleBuffer through a StatefulDataLoader (the task's
     collator pads each batch: dynamic padding), on the device; saved into and restored from a checkpoint folder."""
 
-    def __init__(self, rows: ShuffleBuffer, loader: StatefulDataLoader, device: torch.device, description: str):
+    def __init__(
+        self,
+        rows: ShuffleBuffer,
+        loader: StatefulDataLoader,
+        device: torch.device,
+        description: str,
+        ledger: StreamLedger | None = None,
+    ):
         self.rows, self.loader, self.device, self.description = rows, loader, device, description
+        self.ledger = ledger  # data.bad_rows=skip: the rows skipped in the batches taken (stream_bad_rows.py)
 
     def batches(self) -> Iterator[dict]:
         """Batches without end, from where the stream stands (a restored state: the next unseen row)."""
         for batch in self.loader:
+            if self.ledger is not None:
+                self.ledger.add(batch.pop(PASS_KEY, None))
             yield send_to_device(batch, self.device, non_blocking=self.device.type == "cuda")
 
     def save(self, folder: Path, rank: int) -> None:
         (folder / STATE_FILE.format(rank=rank)).write_text(json.dumps(self.loader.state_dict()))
+        if self.ledger is not None:
+            self.ledger.save(folder, rank)
 
     def load(self, folder: Path, rank: int) -> str:
         """The state saved in a checkpoint folder, in force from the next batch; says where the stream stands."""
@@ -158,12 +180,13 @@ class TrainStream:
             )
         state = json.loads(path.read_text())
         self.loader.load_state_dict(state)
+        skipped = self.ledger.load(folder, rank) if self.ledger is not None else ""
         rows = state.get("dataset_state") or {}  # with data.num_workers: one state per worker
         if not rows:
-            return f"the training stream continues where its {self.loader.num_workers} workers stood"
+            return f"the training stream continues where its {self.loader.num_workers} workers stood{skipped}"
         return (
             f"the training stream continues in its epoch {rows['epoch']} after {rows['rows_taken']:,} rows read "
-            f"({len(rows['buffer']):,} of them in the shuffle buffer, restored), rank {rank}"
+            f"({len(rows['buffer']):,} of them in the shuffle buffer, restored), rank {rank}{skipped}"
         )
 
     def describe(self) -> str:
@@ -184,16 +207,24 @@ def train_stream(
     (`sample`: a batch of its first rows, column -> values). A data.mixture gives a stream, an encoder and a sample
     per source (dicts by name): each source is shared out and encoded, then they are mixed (mixtures.py)."""
     data, train = cfg.data, cfg.train
+    on = (train.seed, rank, world)
+    skip = data.bad_rows == "skip"  # marked rows pass the encoder by; the shuffle buffer drops and counts them
     if isinstance(stream, dict):
         sources = {
-            name: encoded_stream(s, encode[name], sample[name], train.seed, rank, world) for name, s in stream.items()
+            name: encoded_stream(
+                s, SkippingEncoder(encode[name], sample[name]) if skip else encode[name], sample[name], *on
+            )
+            for name, s in stream.items()
         }
         weights = [source.weight for source in data.mixture.values()]
         # each process draws its own sequence of sources: (seed, rank)
         encoded = mix_sources(sources, weights, [data.sample_seed, rank], data.mixture_stopping_strategy)
     else:
-        encoded = encoded_stream(stream, encode, sample, train.seed, rank, world)
-    rows = ShuffleBuffer(encoded, data.shuffle_buffer_size, train.seed, rank)
+        encoded = encoded_stream(stream, SkippingEncoder(encode, sample) if skip else encode, sample, *on)
+    streams = stream if isinstance(stream, dict) else {"": stream}
+    names = [s.info.description or name or "the training stream" for name, s in streams.items()]
+    first_pass = FirstPass(names, data.max_bad_row_fraction, rank) if skip else None
+    rows = ShuffleBuffer(encoded, data.shuffle_buffer_size, train.seed, rank, first_pass)
     # workers copy their state (the buffer) at every Nth batch, not at each: a checkpoint between snapshots
     # replays the batches since the last one (torchdata fast-forwards)
     every = (train.checkpoint_every_steps or SNAPSHOT_STEPS) * train.gradient_accumulation_steps
@@ -202,16 +233,15 @@ def train_stream(
         loader = StatefulDataLoader(
             rows,
             batch_size=train.per_device_batch_size,
-            collate_fn=collator,
+            collate_fn=PassCollator(collator) if skip else collator,
             num_workers=data.num_workers,
             pin_memory=torch.cuda.is_available(),
             snapshot_every_n_steps=every,
             generator=torch.Generator().manual_seed(train.seed),  # each iter() draws a seed: not from the global RNG
         )
-    streams = stream if isinstance(stream, dict) else {"": stream}
     sources = "; ".join(f"{name}{': ' if name else ''}{_streamed_from(s, world)}" for name, s in streams.items())
     description = f"train streamed from {sources}; shuffle buffer {data.shuffle_buffer_size:,} rows"
-    return TrainStream(rows, loader, device, description)
+    return TrainStream(rows, loader, device, description, StreamLedger(names) if skip else None)
 
 
 def _streamed_from(stream: IterableDataset, world: int) -> str:

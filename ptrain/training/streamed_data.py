@@ -71,7 +71,8 @@ def open_streams(cfg: Config, task: Task) -> tuple[dict, dict, dict]:
     """The training stream and its first rows, by source: one of each per data.mixture source (read with its own
     config), else one under the name None; and the config each is read with."""
     configs = {name: source_config(cfg, name) for name in cfg.data.mixture} or {None: cfg}
-    streams = {name: open_train_stream(config) for name, config in configs.items()}
+    checked = {name: task.columns(config) if task.refuses_empty_texts else [] for name, config in configs.items()}
+    streams = {name: open_train_stream(config, checked[name]) for name, config in configs.items()}
     heads = {name: read_head(stream, task.columns(configs[name])) for name, stream in streams.items()}
     return configs, streams, heads
 

@@ -1,0 +1,187 @@
+"""data.bad_rows on a streamed training split (data.streaming): each kind of bad line in a JSONL shard (broken JSON,
+a missing field, undecodable bytes, an empty text, a number as text) stops the run in one line naming its file and
+line, or is skipped, listed once in RUN/skipped_rows.jsonl and counted in metrics.json and on the end line, until
+more than data.max_bad_row_fraction of the rows read is bad; a killed run resumed with train.resume=auto ends with the
+same weights and the same list of skipped rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ptrain.data.bad_rows import BadRows
+from ptrain.data.stream_bad_rows import StreamLedger
+from ptrain.data.stream_rows import BAD_ROW_COLUMN
+from ptrain.data.stream_source import open_train_stream
+from ptrain.errors import ConfigError, DataError
+from ptrain.tasks import get_task, load_config
+from tests.conftest import CONFIGS, run_cli
+from tests.test_resume import assert_same_run
+from tests.test_streaming import stream_overrides, write_corpus
+
+COLUMNS = [("data.text_column", "text"), ("data.label_column", "label")]
+# kind -> the bad line, and what data.bad_rows=stop says of it
+BAD_LINES = {
+    "broken_json": (b'{"text": "a broken line", label: "joy"}', "is not valid JSON"),
+    "missing_value": (b'{"label": "joy"}', "has no value for data.text_column 'text' (a missing field or null)"),
+    "undecodable": (b'{"text": "caf\xe9 au lait", "label": "joy"}', "is not valid utf-8 (byte 0xe9)"),
+    "empty_text": (b'{"text": "   ", "label": "sadness"}', "has an empty text in data.text_column 'text'"),
+    "not_text": (b'{"text": 12345, "label": "joy"}', "has 12345 in text column 'text', not a string"),
+}
+# (shard, line) of each bad line in the corpus: before and after the step-18 checkpoint of a resumed run
+PLACES = {"broken_json": (0, 3), "missing_value": (0, 90), "undecodable": (1, 40), "empty_text": (2, 7)}
+PLACES["not_text"] = (2, 70)
+
+
+def bad_corpus(folder: Path, places: dict[str, tuple[int, int]] = PLACES) -> dict[str, tuple[str, int]]:
+    """tests/test_streaming.py's 300-row corpus in 3 shards, with the bad lines inserted at `places` (1-based
+    lines); returns kind -> (file, line)."""
+    files = write_corpus(folder)
+    where = {}
+    for shard, file in enumerate(files):
+        lines = file.read_bytes().splitlines()
+        for kind, (at_shard, line) in sorted(places.items(), key=lambda item: item[1][1]):
+            if at_shard == shard:
+                lines.insert(line - 1, BAD_LINES[kind][0])
+                where[kind] = (str(file), line)
+        file.write_bytes(b"\n".join(lines) + b"\n")
+    (folder / "validation.jsonl").write_bytes(b"".join(line + b"\n" for line in lines[-60:-20]))
+    return where
+
+
+def skip_overrides(out: Path, cache: Path, corpus: Path, **extra: str) -> list[str]:
+    """test_streaming's run (30 steps of 16 rows: the first pass of ~300 rows ends near step 19) with skip."""
+    values = {
+        "data.validation_file": str(corpus / "validation.jsonl"),
+        "data.format": "auto",  # the validation file is JSONL too
+        "data.bad_rows": "skip",
+        "data.max_bad_row_fraction": "0.05",
+        **extra,
+    }
+    return stream_overrides(out, cache, corpus, **values)
+
+
+@pytest.mark.parametrize("kind", list(BAD_LINES))
+def test_stop_names_the_file_line_and_problem(tmp_path, kind):
+    where = bad_corpus(tmp_path, {kind: (1, 57)})
+    overrides = skip_overrides(tmp_path, tmp_path, tmp_path, **{"data.bad_rows": "stop"})
+    cfg = load_config(CONFIGS / "tiny.yaml", overrides[1:])
+    with pytest.raises(DataError) as info:
+        list(open_train_stream(cfg, COLUMNS))
+    message = str(info.value)
+    assert message.startswith(f"{where[kind][0]}: line 57 {BAD_LINES[kind][1]}"), message
+    assert "data.bad_rows=skip" in message and "\n" not in message
+
+
+def test_stop_through_the_cli_is_one_line(tmp_path, cache_dir):
+    bad_corpus(tmp_path, {"broken_json": (2, 12)})
+    result = run_cli("train", *skip_overrides(tmp_path, cache_dir, tmp_path, **{"data.bad_rows": "stop"}))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
+    assert "part-02.jsonl: line 12 is not valid JSON" in lines[0]
+
+
+def test_skip_marks_each_bad_line_where_it_is(tmp_path):
+    where = bad_corpus(tmp_path)
+    cfg = load_config(CONFIGS / "tiny.yaml", skip_overrides(tmp_path, tmp_path, tmp_path)[1:])
+    rows = list(open_train_stream(cfg, COLUMNS))
+    marks = [row[BAD_ROW_COLUMN] for row in rows if row[BAD_ROW_COLUMN] is not None]
+    assert len(rows) == 300 + len(BAD_LINES)
+    assert {mark["kind"]: (mark["source"], mark["line"]) for mark in marks} == where
+
+
+@pytest.fixture(scope="module")
+def skipped_run(tmp_path_factory, cache_dir) -> tuple[Path, Path, dict]:
+    corpus = tmp_path_factory.mktemp("bad_corpus")
+    where = bad_corpus(corpus)
+    out = tmp_path_factory.mktemp("skipped")
+    result = run_cli("train", *skip_overrides(out, cache_dir, corpus))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, corpus, where, result.stdout
+
+
+def skipped_rows(out: Path) -> list[dict]:
+    (run_dir,) = (out / "runs" / "tiny").iterdir()
+    return [json.loads(line) for line in (run_dir / "skipped_rows.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_skip_lists_and_counts_every_bad_row_once(skipped_run):
+    out, corpus, where, stdout = skipped_run
+    listed = skipped_rows(out)
+    assert {row["kind"]: (row["source"], row["line"]) for row in listed} == where
+    assert len(listed) == len(where) and all(row["reason"] for row in listed)
+    (run_dir,) = (out / "runs" / "tiny").iterdir()
+    record = json.loads((run_dir / "metrics.json").read_text())["skipped_rows"]
+    assert record["policy"] == "skip" and record["total"] == len(where)
+    (source,) = record["by_source"].values()
+    assert source == {"rows_read": 300 + len(where), "skipped": len(where), "kinds": dict.fromkeys(where, 1)}
+    assert f"skipped {len(where)} bad rows (data.bad_rows=skip): 3 files under {corpus}" in stdout
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_gives_the_same_weights_and_list(skipped_run, cache_dir, tmp_path):
+    """Killed after step 20: resumed from step 18, it reads again the rows read after it (the end of the first pass)
+    and lists each skipped row once."""
+    out, corpus, _, _ = skipped_run
+    args = skip_overrides(tmp_path, cache_dir, corpus, **{"train.callbacks": "[tests/kill_at_step.py:KillAtStep]"})
+    killed = run_cli("train", *args, env={"PTRAIN_TEST_KILL_AT_STEP": "20"})
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    resumed = run_cli("train", *args, "train.resume=auto")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "step-00000018" in resumed.stdout and "bad rows skipped so far" in resumed.stdout
+    assert_same_run(tmp_path, out)
+    assert skipped_rows(tmp_path) == skipped_rows(out)
+    (run_dir,) = (tmp_path / "runs" / "tiny").iterdir()
+    (reference,) = (out / "runs" / "tiny").iterdir()
+    metrics = [json.loads((d / "metrics.json").read_text())["skipped_rows"] for d in (run_dir, reference)]
+    assert metrics[0] == metrics[1]
+
+
+@pytest.mark.slow
+def test_skip_stops_past_the_bad_row_fraction(tmp_path, cache_dir):
+    """5 bad rows in 305 (1.6%) over the default 1%: stopped at the end of the first pass (under 1,000 rows read)."""
+    bad_corpus(tmp_path)
+    result = run_cli("train", *skip_overrides(tmp_path, cache_dir, tmp_path, **{"data.max_bad_row_fraction": "0.01"}))
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ptrain: error: ")]  # after the bar
+    assert result.returncode == 2 and len(errors) == 1, result.stderr[-3000:]
+    lines = errors
+    assert f"3 files under {tmp_path}: 5 of the 305 rows process 0 has read are bad (1.6%" in lines[0]
+    assert "data.max_bad_row_fraction=0.01" in lines[0] and "first: " in lines[0]
+
+
+def test_every_process_ledger_is_listed_once_in_line_order():
+    """Two processes' ledgers (one row read twice: a mixture source drawn past its end) folded into the run's."""
+    a = {"source": "a.jsonl", "kind": "empty_text", "reason": "has an empty text", "stream": 0}
+    rows = [{**a, "line": 9}, {**a, "line": 2}], [{**a, "line": 5}, {**a, "line": 9}]
+    bad_rows, ledger = BadRows("skip"), StreamLedger(["the stream"])
+    ledger.merge([{"read": [150], "skipped": rows[0]}, {"read": [155], "skipped": rows[1]}], bad_rows)
+    assert [row["line"] for row in bad_rows.skipped] == [2, 5, 9]
+    by_source = {"the stream": {"rows_read": 305, "skipped": 3, "kinds": {"empty_text": 3}}}
+    assert bad_rows.record()["by_source"] == by_source
+    assert "stream" not in bad_rows.skipped[0]
+
+
+def test_skip_reads_json_lines_streams_only(tmp_path):
+    with pytest.raises(ConfigError, match="reads JSON Lines files only, not data.hub_dataset"):
+        load_config(
+            CONFIGS / "tiny.yaml",
+            [
+                "data.streaming=true",
+                "train.max_steps=2",
+                "data.train_file=null",
+                "data.hub_dataset=emotion",
+                "data.bad_rows=skip",
+            ],
+        )
+    import datasets
+
+    datasets.Dataset.from_dict({"text": ["a", "b"], "label": ["joy", "joy"]}).to_parquet(str(tmp_path / "a.parquet"))
+    cfg = load_config(
+        CONFIGS / "tiny.yaml",
+        ["data.streaming=true", "train.max_steps=2", f"data.train_file={tmp_path / 'a.parquet'}", "data.bad_rows=skip"],
+    )
+    with pytest.raises(DataError, match="convert it to JSON Lines"):
+        open_train_stream(cfg, get_task(cfg.task).columns(cfg))
