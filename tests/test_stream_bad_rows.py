@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ptrain.data.bad_rows import BadRows
-from ptrain.data.stream_bad_rows import StreamLedger
+from ptrain.data.stream_bad_rows import SkippingEncoder, StreamLedger
 from ptrain.data.stream_rows import BAD_ROW_COLUMN
 from ptrain.data.stream_source import open_train_stream
 from ptrain.errors import ConfigError, DataError
@@ -118,23 +118,26 @@ def test_skip_lists_and_counts_every_bad_row_once(skipped_run):
     assert record["policy"] == "skip" and record["total"] == len(where)
     (source,) = record["by_source"].values()
     assert source == {"rows_read": 300 + len(where), "skipped": len(where), "kinds": dict.fromkeys(where, 1)}
-    assert f"skipped {len(where)} bad rows (data.bad_rows=skip): 3 files under {corpus}" in stdout
+    assert "its bad rows skipped as read, counted at the end" in stdout  # the start line
+    assert f"skipped {len(where)} bad rows (data.bad_rows=skip): 3 files under {corpus} 5 of 305" in stdout
 
 
 @pytest.mark.slow
 def test_sigkill_then_resume_gives_the_same_weights_and_list(skipped_run, cache_dir, tmp_path):
-    """Killed after step 20: resumed from step 18, it reads again the rows read after it (the end of the first pass)
-    and lists each skipped row once."""
-    out, corpus, _, _ = skipped_run
+    """Killed after step 10: its step-6 checkpoint lists some of the bad rows; resumed from it, the run reads again
+    the rows read after it (more bad ones among them) and ends with the same weights, each row listed once."""
+    out, corpus, where, _ = skipped_run
     args = skip_overrides(tmp_path, cache_dir, corpus, **{"train.callbacks": "[tests/kill_at_step.py:KillAtStep]"})
-    killed = run_cli("train", *args, env={"PTRAIN_TEST_KILL_AT_STEP": "20"})
+    killed = run_cli("train", *args, env={"PTRAIN_TEST_KILL_AT_STEP": "10"})
     assert killed.returncode == -9, killed.stderr[-3000:]
+    (run_dir,) = (tmp_path / "runs" / "tiny").iterdir()
+    saved = json.loads((run_dir / "checkpoints" / "step-00000006" / "skipped_rows_0.json").read_text())["skipped"]
+    assert 0 < len(saved) < len(where)
     resumed = run_cli("train", *args, "train.resume=auto")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "step-00000018" in resumed.stdout and "bad rows skipped so far" in resumed.stdout
+    assert "step-00000006" in resumed.stdout and f"{len(saved)} bad rows skipped so far" in resumed.stdout
     assert_same_run(tmp_path, out)
     assert skipped_rows(tmp_path) == skipped_rows(out)
-    (run_dir,) = (tmp_path / "runs" / "tiny").iterdir()
     (reference,) = (out / "runs" / "tiny").iterdir()
     metrics = [json.loads((d / "metrics.json").read_text())["skipped_rows"] for d in (run_dir, reference)]
     assert metrics[0] == metrics[1]
@@ -185,3 +188,20 @@ def test_skip_reads_json_lines_streams_only(tmp_path):
     )
     with pytest.raises(DataError, match="convert it to JSON Lines"):
         open_train_stream(cfg, get_task(cfg.task).columns(cfg))
+
+
+@pytest.mark.parametrize("packs", [False, True], ids=["row for row", "packed"])
+def test_the_encoder_sees_good_rows_only_and_bad_ones_keep_their_mark(packs):
+    """A bad row in its place when the encoder makes a row of each, after the outputs when it packs rows."""
+
+    def encode(batch: dict, indices: list[int]) -> dict:
+        lengths = [len(text) for text in batch["text"]]
+        return {"input_ids": [lengths] if packs else [[n] for n in lengths]}
+
+    mark = {"source": "a.jsonl", "line": 2, "kind": "empty_text", "reason": "has an empty text"}
+    encoder = SkippingEncoder(encode, {"text": ["ab"]})
+    out = encoder({"text": ["ab", None, "abc"], BAD_ROW_COLUMN: [None, mark, None]}, [0, 1, 2])
+    if packs:
+        assert out == {"input_ids": [[2, 3], None], BAD_ROW_COLUMN: [None, mark]}
+    else:
+        assert out == {"input_ids": [[2], None, [3]], BAD_ROW_COLUMN: [None, mark, None]}

@@ -25,9 +25,9 @@ FRACTION_MIN_ROWS = 1_000  # rows read before the share of bad ones is checked (
 
 
 class SkippingEncoder:
-    """The task's batched encoder given the good rows of each batch only; the bad ones come out after the good
-    rows' outputs, with None in every output column and their problem in BAD_ROW_COLUMN (an encoder may make
-    several rows of one, or pack rows into blocks: the outputs are not row for row)."""
+    """The task's batched encoder given the good rows of each batch only. A bad row comes out with None in every
+    output column and its problem in BAD_ROW_COLUMN: in its place when the encoder makes one row of each, else after
+    the good rows' outputs (an encoder that packs rows into blocks, or makes several of one)."""
 
     def __init__(self, encode: Callable, sample: dict) -> None:
         self.encode = encode
@@ -41,7 +41,14 @@ class SkippingEncoder:
             rows = {column: [values[i] for i in good] for column, values in rows.items()}
         outputs = self.encode(rows, [indices[i] for i in good]) if good else dict.fromkeys(self.columns, [])
         outputs = {column: list(values) for column, values in outputs.items()}
+        if len(good) == len(marks):
+            return {**outputs, BAD_ROW_COLUMN: [None] * len(marks)}
         made = len(next(iter(outputs.values()))) if outputs else 0
+        if made == len(good):  # row for row: each bad row in its place
+            places = {row: position for position, row in enumerate(good)}
+            spread = range(len(marks))
+            outputs = {c: [v[places[i]] if i in places else None for i in spread] for c, v in outputs.items()}
+            return {**outputs, BAD_ROW_COLUMN: marks}
         bad = [mark for mark in marks if mark is not None]
         for values in outputs.values():
             values.extend([None] * len(bad))

@@ -241,6 +241,7 @@ def train_stream(
         )
     sources = "; ".join(f"{name}{': ' if name else ''}{_streamed_from(s, world)}" for name, s in streams.items())
     description = f"train streamed from {sources}; shuffle buffer {data.shuffle_buffer_size:,} rows"
+    description += "; its bad rows skipped as read, counted at the end (data.bad_rows=skip)" if skip else ""
     return TrainStream(rows, loader, device, description, StreamLedger(names) if skip else None)
 
 
