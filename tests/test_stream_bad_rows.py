@@ -17,7 +17,8 @@ from ptrain.data.stream_rows import BAD_ROW_COLUMN
 from ptrain.data.stream_source import open_train_stream
 from ptrain.errors import ConfigError, DataError
 from ptrain.tasks import get_task, load_config
-from tests.conftest import CONFIGS, run_cli
+from tests.conftest import CONFIGS, run_cli, tiny_overrides
+from tests.test_mixtures import STREAMED, write_streamed_sources
 from tests.test_resume import assert_same_run
 from tests.test_streaming import stream_overrides, write_corpus
 
@@ -205,3 +206,39 @@ def test_the_encoder_sees_good_rows_only_and_bad_ones_keep_their_mark(packs):
         assert out == {"input_ids": [[2, 3], None], BAD_ROW_COLUMN: [None, mark]}
     else:
         assert out == {"input_ids": [[2], None, [3]], BAD_ROW_COLUMN: [None, mark, None]}
+
+
+@pytest.mark.slow
+def test_workers_hand_on_what_they_skipped(cache_dir, tmp_path):
+    """data.num_workers=2: each worker drops and counts the bad rows of its shards; the batches bring them to the
+    main process (30 steps: both workers end their first pass)."""
+    where = bad_corpus(tmp_path / "corpus")
+    result = run_cli("train", *skip_overrides(tmp_path, cache_dir, tmp_path / "corpus", **{"data.num_workers": "2"}))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {row["kind"]: (row["source"], row["line"]) for row in skipped_rows(tmp_path)} == where
+    (run_dir,) = (tmp_path / "runs" / "tiny").iterdir()
+    (source,) = json.loads((run_dir / "metrics.json").read_text())["skipped_rows"]["by_source"].values()
+    assert source["rows_read"] == 300 + len(where) and source["skipped"] == len(where)
+
+
+@pytest.mark.slow
+def test_a_streamed_mixture_lists_each_source_skips_once(cache_dir, tmp_path):
+    """all_exhausted draws the smaller source past its end within the first pass: its bad row is read twice, listed
+    once; each source counted apart."""
+    sources = write_streamed_sources(tmp_path / "sources")
+    for name, line in (("web-1.jsonl", 5), ("code-0.jsonl", 3)):
+        file = tmp_path / "sources" / name
+        lines = file.read_text().splitlines()
+        lines.insert(line - 1, json.dumps({"text": "", "label": "joy"}))
+        file.write_text("\n".join(lines) + "\n")
+    values = {**STREAMED, "train.callbacks": "[]", "data.mixture": sources, "data.bad_rows": "skip"}
+    values["data.max_bad_row_fraction"] = "0.05"  # code: its bad line read twice in 133 reads
+    result = run_cli("train", str(CONFIGS / "tiny.yaml"), *tiny_overrides(tmp_path, cache_dir, **values))
+    assert result.returncode == 0, result.stderr[-3000:]
+    listed = [(Path(row["source"]).name, row["line"], row["kind"]) for row in skipped_rows(tmp_path)]
+    assert listed == [("web-1.jsonl", 5, "empty_text"), ("code-0.jsonl", 3, "empty_text")]  # by source
+    (run_dir,) = (tmp_path / "runs" / "tiny").iterdir()
+    by_source = json.loads((run_dir / "metrics.json").read_text())["skipped_rows"]["by_source"]
+    assert [name.split(":")[0] for name in by_source] == ["web", "code"]
+    assert all(source["skipped"] == 1 for source in by_source.values())
+    assert list(by_source.values())[1]["rows_read"] > 121  # code's lines, some read twice

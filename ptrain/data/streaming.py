@@ -222,7 +222,8 @@ def train_stream(
     else:
         encoded = encoded_stream(stream, SkippingEncoder(encode, sample) if skip else encode, sample, *on)
     streams = stream if isinstance(stream, dict) else {"": stream}
-    names = [s.info.description or name or "the training stream" for name, s in streams.items()]
+    described = {name: s.info.description or "the training stream" for name, s in streams.items()}
+    names = [f"{name}: {description}" if name else description for name, description in described.items()]
     first_pass = FirstPass(names, data.max_bad_row_fraction, rank) if skip else None
     rows = ShuffleBuffer(encoded, data.shuffle_buffer_size, train.seed, rank, first_pass)
     # workers copy their state (the buffer) at every Nth batch, not at each: a checkpoint between snapshots
