@@ -13,7 +13,7 @@ import pytest
 
 from ptrain.data.bad_rows import BadRows
 from ptrain.data.stream_bad_rows import SkippingEncoder, StreamLedger
-from ptrain.data.stream_rows import BAD_ROW_COLUMN
+from ptrain.data.stream_rows import BAD_ROW_COLUMN, json_lines_stream
 from ptrain.data.stream_source import open_train_stream
 from ptrain.errors import ConfigError, DataError
 from ptrain.tasks import get_task, load_config
@@ -242,3 +242,16 @@ def test_a_streamed_mixture_lists_each_source_skips_once(cache_dir, tmp_path):
     assert [name.split(":")[0] for name in by_source] == ["web", "code"]
     assert all(source["skipped"] == 1 for source in by_source.values())
     assert list(by_source.values())[1]["rows_read"] > 121  # code's lines, some read twice
+
+
+def test_only_columns_that_hold_text_must_be_strings(tmp_path):
+    """A QA stream: its answers column holds objects (not a bad row); a number as a question is one."""
+    row = {"question": "Who?", "context": "Ada wrote it.", "answers": {"text": ["Ada"], "answer_start": [0]}}
+    lines = [row, {**row, "question": 7}]
+    (tmp_path / "qa.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    key = "question_answering."
+    columns = [(key + "question_column", "question"), (key + "context_column", "context")]
+    columns.append((key + "answers_column", "answers"))
+    rows = list(json_lines_stream([tmp_path / "qa.jsonl"], columns, "text", "skip"))
+    assert rows[0][BAD_ROW_COLUMN] is None and rows[0]["answers"] == row["answers"]
+    assert rows[1][BAD_ROW_COLUMN]["kind"] == "not_text" and rows[1][BAD_ROW_COLUMN]["line"] == 2

@@ -23,25 +23,31 @@ KEY_LINES = 1_000  # lines of the first file read for the stream's columns (the 
 def json_lines_stream(files: Sequence[Path], columns: Sequence[tuple[str, str]], word_column: str, policy: str):
     """The files' rows as one stream (a shard per file), each with the columns of the first file's first row plus the
     task's `columns` ((key, column) pairs, checked on every row; empty to check none), a key missing from a line
-    being None there. `word_column`: data.text_column, which may hold a list of words (not empty)."""
-    keys = list(dict.fromkeys([*_first_keys(files[0]), *(column for _, column in columns)]))
+    being None there. A task column other than the label that holds a string in that first row holds text: a
+    number, a boolean or an object there is a bad row (a QA answers column holds objects, its answer_start numbers).
+    `word_column`: data.text_column, which may hold a list of words (not empty)."""
+    first = _first_row(files[0])
+    keys = list(dict.fromkeys([*first, *(column for _, column in columns)]))
+    texts = [column for key, column in columns if key != "data.label_column" and isinstance(first.get(column), str)]
     # tuples: a list in gen_kwargs is what datasets shares out (the files, one shard each)
-    checks = {"keys": tuple(keys), "columns": tuple(map(tuple, columns)), "word_column": word_column, "policy": policy}
+    checks = {"keys": tuple(keys), "columns": tuple(map(tuple, columns)), "text_columns": tuple(texts)}
+    checks |= {"word_column": word_column, "policy": policy}
     return IterableDataset.from_generator(_rows, gen_kwargs={"files": [str(file) for file in files], **checks})
 
 
-def _first_keys(path: Path) -> list[str]:
+def _first_row(path: Path) -> dict:
     with path.open("rb") as file:
         for number, raw in enumerate(file):
             row, _ = parse_json_line(raw)
             if row is not None or number >= KEY_LINES:
-                return list(row or {})
-    return []
+                return row or {}
+    return {}
 
 
-def _rows(files: list[str], keys: tuple, columns: tuple, word_column: str, policy: str) -> Iterator[dict]:
+def _rows(
+    files: list[str], keys: tuple, columns: tuple, text_columns: tuple, word_column: str, policy: str
+) -> Iterator[dict]:
     """One row per non-blank line of each file (the generator of json_lines_stream)."""
-    text_columns = [column for key, column in columns if key != "data.label_column"]
     for path in files:
         with open(path, "rb") as file:
             for number, raw in enumerate(file, 1):
