@@ -9,7 +9,6 @@ import itertools
 import json
 import re
 from collections import Counter
-from functools import partial
 from pathlib import Path
 
 import datasets
@@ -18,7 +17,6 @@ import torch
 from safetensors.torch import load_file
 
 from ptrain.data.stream_budget import PENDING, StreamBudgetBatches, packed_rows_per_batch
-from ptrain.data.stream_source import open_train_stream
 from ptrain.data.streaming import EpochStream, ShuffleBuffer, train_stream
 from ptrain.data.token_budget import padded_length
 from ptrain.errors import ConfigError, DataError
@@ -138,12 +136,11 @@ def rows_in_budget_batches(args: list[str], count: int) -> int:
     """Rows in the first `count` budget batches of the stream a run with `args` reads (the task's real encoder)."""
     cfg = load_config(Path(args[0]), args[1:])
     task = get_task(cfg.task)
-    configs, streams, heads = open_streams(cfg, task)
+    configs, openers, heads = open_streams(cfg, task)
     encode = task.encoder(
         configs[None], load_tokenizer(cfg, task, heads[None]), cfg.data.label_names, heads[None], "train"
     )
-    opener = partial(open_train_stream, configs[None])
-    stream = train_stream(cfg, opener, encode, heads[None][:8], list, torch.device("cpu"), 0, 1)
+    stream = train_stream(cfg, openers[None], encode, heads[None][:8], list, torch.device("cpu"), 0, 1)
     return sum(len(batch) for batch in itertools.islice(stream.loader, count))
 
 

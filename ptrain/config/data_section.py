@@ -215,7 +215,8 @@ class DataConfig(Strict):
         ge=0,
         le=1,
         description="With data.bad_rows=skip: stop anyway when more than this share of a file's rows is bad (a wrong "
-        "encoding, separator or column shows as many bad rows, not a few).",
+        "encoding, separator or column shows as many bad rows, not a few); of a stream's rows read so far, from 1,000 "
+        "rows and at the end of its first pass.",
     )
 
     @model_validator(mode="before")

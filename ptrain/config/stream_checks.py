@@ -75,10 +75,10 @@ def check_streaming(cfg: Config, path: Path) -> None:
     for key, why in WHOLE_SPLIT_KEYS.items():
         if getattr(data, key.split(".")[1]):
             raise ConfigError(f"{path}: {key} {why}, which a stream cannot do; unset it or data.streaming")
-    if data.bad_rows == "skip":
+    if data.bad_rows == "skip" and data.train_file is None and not data.mixture:
         raise ConfigError(
-            f"{path}: data.bad_rows=skip is not applied to a stream's training rows yet (a row that cannot be read "
-            "stops the run, naming its file); use data.bad_rows=stop with data.streaming"
+            f"{path}: data.bad_rows=skip with data.streaming reads JSON Lines files only, not data.hub_dataset "
+            f"{data.hub_dataset}; give the files as data.train_file or use data.bad_rows=stop"
         )
     if train.class_weights == "balanced":
         raise ConfigError(

@@ -25,7 +25,7 @@ def reread(path: Path, fmt: str, csv_options: dict, ledger: Ledger, text_columns
     """The file's rows without its unreadable lines, or None where this reader does not apply (the caller then
     reports the builder's own error): JSON Lines under either policy (stop names the first bad line), csv, tsv and
     text files under skip (stop keeps the builder's error, which names the line)."""
-    if fmt in ("json", "jsonl") and (fmt == "jsonl" or path.suffix.lower() == ".jsonl" or _starts_with_object(path)):
+    if fmt in ("json", "jsonl") and (fmt == "jsonl" or path.suffix.lower() == ".jsonl" or starts_with_object(path)):
         return read_json_lines(path, ledger, text_columns)
     if fmt == "json":
         _refuse_broken_document(path)
@@ -34,7 +34,7 @@ def reread(path: Path, fmt: str, csv_options: dict, ledger: Ledger, text_columns
     return None
 
 
-def _starts_with_object(path: Path) -> bool:
+def starts_with_object(path: Path) -> bool:
     """A .json file whose first line is a whole JSON object holds JSON Lines (not one array or object)."""
     with path.open("rb") as file:
         first = next((line for line in file if line.strip()), b"")
@@ -66,23 +66,9 @@ def read_json_lines(path: Path, ledger: Ledger, text_columns: Sequence[str] = ()
         for number, raw in enumerate(file, 1):
             if not raw.strip():
                 continue
-            try:
-                row = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as bad:
-                ledger.unreadable(
-                    number, "undecodable", f"is not valid utf-8 (byte 0x{raw[bad.start]:02x})", "convert it to utf-8"
-                )
-                continue
-            except json.JSONDecodeError as err:
-                ledger.unreadable(number, "broken_json", f"is not valid JSON ({err.msg} at column {err.colno})")
-                continue
-            if not isinstance(row, dict):
-                ledger.unreadable(number, "broken_json", f"is a JSON {type(row).__name__}, not an object of columns")
-                continue
-            not_text = next((c for c in text_columns if isinstance(row.get(c), int | float | bool | dict)), None)
-            if not_text is not None:
-                value = json.dumps(row[not_text])[:40]
-                ledger.unreadable(number, "not_text", f"has {value} in text column '{not_text}', not a string")
+            row, problem = parse_json_line(raw, text_columns)
+            if problem is not None:
+                ledger.unreadable(number, *problem)
                 continue
             rows.append(row)
             lines.append(number)
@@ -95,6 +81,25 @@ def read_json_lines(path: Path, ledger: Ledger, text_columns: Sequence[str] = ()
         ) from None
     ledger.lines = lines
     return ds
+
+
+def parse_json_line(raw: bytes, text_columns: Sequence[str] = ()) -> tuple[dict | None, tuple[str, ...] | None]:
+    """One JSON Lines line as a row, or None and its problem: (kind, reason[, fix]) as Ledger.unreadable takes them.
+    A value in one of `text_columns` that is a number, a boolean or an object cannot be tokenized: a problem too (a
+    list may be a list of words)."""
+    try:
+        row = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as bad:
+        return None, ("undecodable", f"is not valid utf-8 (byte 0x{raw[bad.start]:02x})", "convert it to utf-8")
+    except json.JSONDecodeError as err:
+        return None, ("broken_json", f"is not valid JSON ({err.msg} at column {err.colno})")
+    if not isinstance(row, dict):
+        return None, ("broken_json", f"is a JSON {type(row).__name__}, not an object of columns")
+    not_text = next((c for c in text_columns if isinstance(row.get(c), int | float | bool | dict)), None)
+    if not_text is not None:
+        value = json.dumps(row[not_text])[:40]
+        return None, ("not_text", f"has {value} in text column '{not_text}', not a string")
+    return row, None
 
 
 def read_delimited(path: Path, csv_options: dict, ledger: Ledger) -> Dataset:

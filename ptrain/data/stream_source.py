@@ -15,7 +15,9 @@ from pyarrow import ArrowException
 from ptrain.config import Config
 from ptrain.config.stream_checks import expand_train_files
 from ptrain.data.bad_rows import BadRows
+from ptrain.data.line_reader import starts_with_object
 from ptrain.data.splits import EXTENSION_FORMATS, load_raw_splits
+from ptrain.data.stream_rows import json_lines_stream, without_bad_rows
 from ptrain.errors import DataError, first_line
 
 # data.format -> the datasets builder a stream of those files reads with, and its options
@@ -31,30 +33,36 @@ READ_ERRORS = (ValueError, TypeError, KeyError, OSError, ArrowException)  # what
 HEAD_ROWS = 1_000  # rows read before training: the columns, and what an encoder checks on its split
 
 
-def open_train_stream(cfg: Config, epoch: int | None = None) -> IterableDataset:
+def open_train_stream(cfg: Config, epoch: int | None = None, columns: list[tuple[str, str]] = ()) -> IterableDataset:
     """The training rows as a stream. `epoch`: its files (or a save_to_disk folder's data.stream_shards shards) in an
     order drawn from (train.seed, epoch), each epoch's own; a Hub stream's shards are ordered by datasets' shuffle
     (seed train.seed + epoch, a buffer of one row). None: in file order. data.max_train_rows keeps N rows of it in
     file order (datasets' take(); each process takes its share of N). A data.mixture opens one per source
-    (ptrain/training/streamed_data.py), mixed once encoded (ptrain/data/streaming.py)."""
+    (ptrain/training/streamed_data.py), mixed once encoded (ptrain/data/streaming.py). JSON Lines files are read
+    line by line, each row's task `columns` ((key, column) pairs) checked under data.bad_rows (stream_rows.py);
+    data.bad_rows=skip reads no other kind of stream."""
     data = cfg.data
     order = None if epoch is None or data.max_train_rows is not None else [cfg.train.seed, epoch]
     if data.train_file is None:
+        _refuse_skip(cfg, f"data.hub_dataset {data.hub_dataset}")
         stream = datasets.load_dataset(data.hub_dataset, data.hub_config, split="train", streaming=True)
         if order is not None:
             stream = stream.shuffle(seed=cfg.train.seed + epoch, buffer_size=1)
         stream.info.description = f"{data.hub_dataset} (train, streamed)"
     else:
-        stream = _file_stream(cfg, expand_train_files(cfg), order)
+        stream = _file_stream(cfg, expand_train_files(cfg), order, columns)
     if data.max_train_rows is not None:
         stream = stream.take(data.max_train_rows)
     return stream
 
 
-def _file_stream(cfg: Config, files: list[Path], order: list[int] | None) -> IterableDataset:
+def _file_stream(
+    cfg: Config, files: list[Path], order: list[int] | None, columns: list[tuple[str, str]]
+) -> IterableDataset:
     """The files as one stream, a file a shard (in an order drawn from the seeds `order`, else as given); a
     save_to_disk folder as data.stream_shards contiguous shards (ordered the same way)."""
     if files[0].is_dir():  # a save_to_disk folder
+        _refuse_skip(cfg, f"the save_to_disk folder {files[0]}")
         saved = datasets.load_from_disk(str(files[0]))
         if isinstance(saved, DatasetDict):
             if "train" not in saved:
@@ -69,15 +77,32 @@ def _file_stream(cfg: Config, files: list[Path], order: list[int] | None) -> Ite
         formats = {_format(cfg, file) for file in files}
         if len(formats) > 1:
             raise DataError(f"data.train_file: the streamed files mix formats {sorted(formats)}; give one format")
-        builder, options = STREAM_BUILDERS[formats.pop()]
+        fmt = formats.pop()
+        builder, options = STREAM_BUILDERS[fmt]
         if builder in ("csv", "text"):
             options = {**options, "encoding": cfg.data.encoding}
         ordered = files if order is None else [files[i] for i in np.random.default_rng(order).permutation(len(files))]
-        stream = datasets.load_dataset(
-            builder, data_files=[str(file) for file in ordered], split="train", streaming=True, **options
-        )
+        if builder == "json" and (fmt == "jsonl" or all(_json_lines(file) for file in files)):
+            stream = json_lines_stream(ordered, columns, cfg.data.text_column, cfg.data.bad_rows)
+        else:
+            _refuse_skip(cfg, f"{files[0]} ({fmt}, not JSON Lines)")
+            stream = datasets.load_dataset(
+                builder, data_files=[str(file) for file in ordered], split="train", streaming=True, **options
+            )
     stream.info.description = str(files[0]) if len(files) == 1 else f"{len(files)} files under {files[0].parent}"
     return stream
+
+
+def _json_lines(file: Path) -> bool:
+    return file.suffix.lower() == ".jsonl" or starts_with_object(file)
+
+
+def _refuse_skip(cfg: Config, what: str) -> None:
+    if cfg.data.bad_rows == "skip":
+        raise DataError(
+            f"data.bad_rows=skip with data.streaming reads JSON Lines files only, and the training stream is {what}; "
+            "convert it to JSON Lines (one row per line) or use data.bad_rows=stop"
+        )
 
 
 def _format(cfg: Config, file: Path) -> str:
@@ -101,6 +126,7 @@ def read_head(stream: IterableDataset, columns: list[tuple[str, str]]) -> Datase
         rows = list(stream.take(HEAD_ROWS))
     except READ_ERRORS as err:
         raise read_failure(source, "in its first rows", err) from None
+    rows = without_bad_rows(rows, source)  # data.bad_rows=skip: recorded as training reads them
     if not rows:
         raise DataError(f"{source}: the training stream has no rows")
     for key, column in columns:

@@ -30,13 +30,13 @@ import numpy as np
 import torch
 from accelerate.utils import send_to_device
 from datasets import IterableDataset
-from datasets.distributed import split_dataset_by_node
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from ptrain.config import Config
-from ptrain.data.batching import MODEL_COLUMNS
 from ptrain.data.collate import pad_multiple
+from ptrain.data.epoch_stream import EpochStream
 from ptrain.data.mixtures import StreamMixture, mix_sources
+from ptrain.data.stream_bad_rows import PASS_KEY, FirstPass, PassCollator, SkippingEncoder, StreamLedger
 from ptrain.data.stream_budget import PENDING, StreamBudgetBatches
 from ptrain.data.stream_source import READ_ERRORS, read_failure
 from ptrain.errors import CheckpointError, DataError
@@ -45,70 +45,16 @@ STATE_FILE = "stream_state_{rank}.json"  # in each checkpoint folder, one per pr
 SNAPSHOT_STEPS = 100  # with data.num_workers and no train.checkpoint_every_steps: optimizer steps between snapshots
 
 
-def encoded_stream(stream: IterableDataset, encode: Callable, sample: dict, rank: int, world_size: int):
-    """This process's part of `stream`, tokenized by the task's batched encoder as it is read; only the model's
-    columns are kept. `sample`: a batch of the stream's first rows (column -> values), which tells the columns before
-    and after encoding without reading the stream."""
-    outputs = encode(sample, list(range(len(next(iter(sample.values()))))))
-    part = split_dataset_by_node(stream, rank=rank, world_size=world_size)
-    encoded = part.map(encode, batched=True, with_indices=True, remove_columns=list(sample))
-    return encoded.select_columns([column for column in MODEL_COLUMNS if column in outputs])
-
-
-class EpochStream:
-    """This process's encoded rows of a source opened anew at each epoch (`open_source(epoch)`: the source with its
-    shards in that epoch's order), with the stream methods the shuffle buffer and a mixture use: set_epoch,
-    state_dict / load_state_dict (datasets' own, which carry the epoch: loading one of another epoch opens that
-    epoch's order first), iteration and info.
-
-    In a DataLoader worker (data.num_workers) it reads the worker's own shards (every num_workers-th: datasets'
-    `shard`) through datasets' `iter`, not its worker split: datasets 5.2 loads a worker's saved position into the
-    whole stream before taking the worker's shards, which fails (IndexError) when a checkpoint fell inside a shard."""
-
-    def __init__(self, open_source: Callable, encode: Callable, sample: dict, rank: int, world_size: int) -> None:
-        self.open_source, self.encoding = open_source, (encode, sample, rank, world_size)
-        self.epoch, self.source = 0, open_source(0)
-        self.current, self.worker_part = encoded_stream(self.source, *self.encoding), False
-        self.info = self.source.info
-
-    def set_epoch(self, epoch: int) -> None:
-        if epoch != self.epoch:
-            self.epoch, self.source = epoch, self.open_source(epoch)
-            self.current, self.worker_part = encoded_stream(self.source, *self.encoding), False
-        self._take_worker_part()
-        self.current.set_epoch(epoch)
-
-    def state_dict(self) -> dict:
-        self._take_worker_part()
-        return self.current.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.set_epoch(state["epoch"])
-        self.current.load_state_dict(state)
-
-    def __iter__(self) -> Iterator[dict]:
-        self._take_worker_part()
-        if not self.worker_part:
-            yield from self.current
-            return
-        for batch in self.current.iter(batch_size=1):  # one row a batch: {column: [value]}
-            yield {column: values[0] for column, values in batch.items()}
-
-    def _take_worker_part(self) -> None:
-        worker = torch.utils.data.get_worker_info()
-        if worker is not None and not self.worker_part:
-            self.current = self.current.shard(worker.num_workers, worker.id, contiguous=False)
-            self.current.set_epoch(self.epoch)
-            self.worker_part = True
-
-
 class ShuffleBuffer(torch.utils.data.IterableDataset):
     """A process's rows through a seeded shuffle buffer, epoch after epoch without end. Its state (epoch, the
     stream's position, the buffer's rows and generator) is whole between rows: state_dict / load_state_dict, as
     torchdata's StatefulDataLoader expects of a dataset (with data.num_workers, one per worker)."""
 
-    def __init__(self, rows: EpochStream | StreamMixture, size: int, seed: int, rank: int) -> None:
+    def __init__(
+        self, rows: EpochStream | StreamMixture, size: int, seed: int, rank: int, first_pass: FirstPass | None = None
+    ) -> None:
         self.rows, self.size, self.seed, self.rank = rows, size, seed, rank
+        self.first_pass = first_pass  # data.bad_rows=skip: drops the marked rows, counts and hands them on
         self.epoch, self.buffer, self.stream_done, self.rows_taken = 0, [], False, 0
         self.rng: np.random.Generator | None = None  # made per worker at the first iteration
         self.position: dict | None = None  # the stream's state_dict where reading resumes; None: the epoch's start
@@ -119,7 +65,7 @@ class ShuffleBuffer(torch.utils.data.IterableDataset):
             fresh, count = self.position is None and not self.stream_done, 0
             for row in self.epoch_rows():
                 count += 1
-                yield row
+                yield row if self.first_pass is None else self.first_pass.attach(row)
             if fresh and not count:  # a whole epoch without a row: the next would be the same
                 if torch.utils.data.get_worker_info() is not None:
                     return  # a worker without shards (more workers than shards): the other workers go on
@@ -140,6 +86,8 @@ class ShuffleBuffer(torch.utils.data.IterableDataset):
                 self.rows.load_state_dict(self.position)
             self.reading = True  # the stream's own state_dict is the position (taken only when asked)
             for row in self._read():
+                if self.first_pass is not None and (row := self.first_pass.take(row, self.epoch)) is None:
+                    continue
                 self.rows_taken += 1
                 if self.size <= 1:
                     yield row
@@ -150,6 +98,8 @@ class ShuffleBuffer(torch.utils.data.IterableDataset):
                     out, self.buffer[position] = self.buffer[position], row
                     yield out
             self.position, self.reading, self.stream_done = self.rows.state_dict(), False, True
+            if self.first_pass is not None:
+                self.first_pass.end_of_pass(self.epoch)
         while self.buffer:  # the epoch's last rows, in random order
             position = int(self.rng.integers(len(self.buffer)))
             self.buffer[position], self.buffer[-1] = self.buffer[-1], self.buffer[position]
@@ -172,12 +122,15 @@ class ShuffleBuffer(torch.utils.data.IterableDataset):
             "buffer": [dict(row) for row in self.buffer],
             "rng": None if self.rng is None else self.rng.bit_generator.state,
             "rows_taken": self.rows_taken,
+            **({"first_pass": self.first_pass.state()} if self.first_pass is not None else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.position, self.stream_done = state["epoch"], state["position"], state["stream_done"]
         self.reading = False
         self.buffer, self.rows_taken = [dict(row) for row in state["buffer"]], state["rows_taken"]
+        if self.first_pass is not None and "first_pass" in state:
+            self.first_pass.load(state["first_pass"])
         if state["rng"] is not None:
             self.rng = np.random.default_rng()
             self.rng.bit_generator.state = state["rng"]
@@ -187,16 +140,28 @@ class TrainStream:
     """The training batches of this process from its ShuffleBuffer through a StatefulDataLoader (the task's
     collator pads each batch: dynamic padding), on the device; saved into and restored from a checkpoint folder."""
 
-    def __init__(self, rows: ShuffleBuffer, loader: StatefulDataLoader, device: torch.device, description: str):
+    def __init__(
+        self,
+        rows: ShuffleBuffer,
+        loader: StatefulDataLoader,
+        device: torch.device,
+        description: str,
+        ledger: StreamLedger | None = None,
+    ):
         self.rows, self.loader, self.device, self.description = rows, loader, device, description
+        self.ledger = ledger  # data.bad_rows=skip: the rows skipped in the batches taken (stream_bad_rows.py)
 
     def batches(self) -> Iterator[dict]:
         """Batches without end, from where the stream stands (a restored state: the next unseen row)."""
         for batch in self.loader:
+            if self.ledger is not None:
+                self.ledger.add(batch.pop(PASS_KEY, None))
             yield send_to_device(batch, self.device, non_blocking=self.device.type == "cuda")
 
     def save(self, folder: Path, rank: int) -> None:
         (folder / STATE_FILE.format(rank=rank)).write_text(json.dumps(self.loader.state_dict()))
+        if self.ledger is not None:
+            self.ledger.save(folder, rank)
 
     def load(self, folder: Path, rank: int) -> str:
         """The state saved in a checkpoint folder, in force from the next batch; says where the stream stands."""
@@ -208,13 +173,14 @@ class TrainStream:
             )
         state = json.loads(path.read_text())
         self.loader.load_state_dict(state)
+        skipped = self.ledger.load(folder, rank) if self.ledger is not None else ""
         rows = state.get("dataset_state") or {}  # with data.num_workers: one state per worker
         if not rows:
-            return f"the training stream continues where its {self.loader.num_workers} workers stood"
+            return f"the training stream continues where its {self.loader.num_workers} workers stood{skipped}"
         pending = f" and {len(rows[PENDING])} waiting for its budget batch" if rows.get(PENDING) else ""
         return (
             f"the training stream continues in its epoch {rows['epoch']} after {rows['rows_taken']:,} rows read "
-            f"({len(rows['buffer']):,} of them in the shuffle buffer{pending}, restored), rank {rank}"
+            f"({len(rows['buffer']):,} of them in the shuffle buffer{pending}, restored), rank {rank}{skipped}"
         )
 
     def describe(self) -> str:
@@ -236,19 +202,20 @@ def train_stream(
     values). A data.mixture gives an opener, an encoder and a sample per source (dicts by name): each source is
     shared out and encoded, then they are mixed (mixtures.py)."""
     data, train = cfg.data, cfg.train
+    skip = data.bad_rows == "skip"  # marked rows pass the encoder by; the shuffle buffer drops and counts them
+    sources = _epoch_streams(open_source, encode, sample, skip, rank, world)
     if isinstance(open_source, dict):
-        sources = {
-            name: EpochStream(opener, encode[name], sample[name], rank, world) for name, opener in open_source.items()
-        }
         if data.num_workers:
             _check_worker_shards(sources, rank, world, data.num_workers)
         weights = [source.weight for source in data.mixture.values()]
         # each process draws its own sequence of sources: (seed, rank)
         encoded = mix_sources(sources, weights, [data.sample_seed, rank], data.mixture_stopping_strategy)
     else:
-        sources = {"": EpochStream(open_source, encode, sample, rank, world)}
         encoded = sources[""]
-    rows = ShuffleBuffer(encoded, data.shuffle_buffer_size, train.seed, rank)
+    described = {name: s.info.description or "the training stream" for name, s in sources.items()}
+    names = [f"{name}: {description}" if name else description for name, description in described.items()]
+    first_pass = FirstPass(names, data.max_bad_row_fraction, rank) if skip else None
+    rows = ShuffleBuffer(encoded, data.shuffle_buffer_size, train.seed, rank, first_pass)
     batches, batch_size = rows, train.per_device_batch_size
     if data.max_tokens_per_batch is not None:  # lists of rows cut by the budget, each collated as one batch
         multiple = pad_multiple(train.mixed_precision, device)
@@ -261,7 +228,7 @@ def train_stream(
         loader = StatefulDataLoader(
             batches,
             batch_size=batch_size,
-            collate_fn=collator,
+            collate_fn=PassCollator(collator) if skip else collator,
             num_workers=data.num_workers,
             pin_memory=torch.cuda.is_available(),
             snapshot_every_n_steps=every,
@@ -269,7 +236,26 @@ def train_stream(
         )
     read = "; ".join(f"{name}{': ' if name else ''}{_streamed_from(s.source, world)}" for name, s in sources.items())
     description = f"train streamed from {read}; shuffle buffer {data.shuffle_buffer_size:,} rows"
-    return TrainStream(rows, loader, device, description)
+    description += "; its bad rows skipped as read, counted at the end (data.bad_rows=skip)" if skip else ""
+    return TrainStream(rows, loader, device, description, StreamLedger(names) if skip else None)
+
+
+def _epoch_streams(open_source, encode, sample, skip: bool, rank: int, world: int) -> dict[str, EpochStream]:
+    """An EpochStream per source (one named "" without a mixture); with data.bad_rows=skip its encoder passes the
+    marked rows by."""
+    several = isinstance(open_source, dict)
+    openers = open_source if several else {"": open_source}
+    encoders, samples = (encode, sample) if several else ({"": encode}, {"": sample})
+    return {
+        name: EpochStream(
+            opener,
+            SkippingEncoder(encoders[name], samples[name]) if skip else encoders[name],
+            samples[name],
+            rank,
+            world,
+        )
+        for name, opener in openers.items()
+    }
 
 
 def _streamed_from(stream: IterableDataset, world: int) -> str:

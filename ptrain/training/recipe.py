@@ -74,6 +74,9 @@ def train(cfg: Config) -> int:
         if state.interrupted_by:
             return stop_for_preemption(run, state, meter)
         fold_source_tokens(run, state, meter)  # data.mixture: the steps since the last fold, for metrics.json
+        if run.data.stream and run.data.stream.ledger:  # data.bad_rows=skip: every process's skipped rows, listed
+            main = accelerator.is_main_process
+            run.data.stream.ledger.fold(run.data.splits.bad_rows, run.outputs.run_dir if main else None)
         finish(run, state, time.perf_counter() - started, held_gib=held_tensor_gib())  # between steps, before export
     return 0
 

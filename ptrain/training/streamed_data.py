@@ -32,7 +32,7 @@ def prepare_streamed_data(cfg: Config, task: Task, accelerator: Accelerator) -> 
     """Tokenizer, the evaluation splits and loaders (prepared by Accelerate) and this process's training stream
     (not prepared: datasets shares the stream out, and Accelerate would share it out again)."""
     refuse_whole_split_tasks(task)
-    configs, streams, heads = open_streams(cfg, task)
+    configs, openers, heads = open_streams(cfg, task)
     head = concatenated(list(heads.values()), list(heads)) if cfg.data.mixture else heads[None]
     with caches_first(accelerator):
         raw, bad_rows = load_eval_splits(cfg, task)
@@ -48,13 +48,12 @@ def prepare_streamed_data(cfg: Config, task: Task, accelerator: Accelerator) -> 
     collator = task.collator(cfg, tokenizer, accelerator.device)
     encode = {name: task.encoder(configs[name], tokenizer, label_names, heads[name], "train") for name in heads}
     sample = {name: rows[:8] for name, rows in heads.items()}  # first rows: the columns before and after encoding
-    openers = {name: partial(open_train_stream, configs[name]) for name in heads}  # epoch -> that epoch's stream
     on = (accelerator.device, accelerator.process_index, accelerator.num_processes)
     if cfg.data.mixture:
         weights = [source.weight for source in cfg.data.mixture.values()]
         how = {"stopping_strategy": cfg.data.mixture_stopping_strategy, "seed": cfg.data.sample_seed}
-        splits.mixture = MixturePlan.streamed(list(streams), weights, **how)
-        stream = train_stream(cfg, openers, encode, sample, SourceCollator(collator, len(streams)), *on)
+        splits.mixture = MixturePlan.streamed(list(openers), weights, **how)
+        stream = train_stream(cfg, openers, encode, sample, SourceCollator(collator, len(openers)), *on)
     else:
         stream = train_stream(cfg, openers[None], encode[None], sample[None], collator, *on)
     eval_loader, eval_sets = batching.evaluation_loaders(cfg, splits.tokenized, collator)
@@ -72,12 +71,15 @@ def prepare_streamed_data(cfg: Config, task: Task, accelerator: Accelerator) -> 
 
 
 def open_streams(cfg: Config, task: Task) -> tuple[dict, dict, dict]:
-    """The training stream and its first rows, by source: one of each per data.mixture source (read with its own
-    config), else one under the name None; and the config each is read with."""
+    """By source (one per data.mixture source, read with its own config, else one under the name None): the config
+    it is read with, its opener (epoch -> the stream in that epoch's order) and its first rows."""
     configs = {name: source_config(cfg, name) for name in cfg.data.mixture} or {None: cfg}
-    streams = {name: open_train_stream(config) for name, config in configs.items()}
-    heads = {name: read_head(stream, task.columns(configs[name])) for name, stream in streams.items()}
-    return configs, streams, heads
+    openers = {
+        name: partial(open_train_stream, config, columns=task.columns(config) if task.refuses_empty_texts else [])
+        for name, config in configs.items()
+    }
+    heads = {name: read_head(opener(), task.columns(configs[name])) for name, opener in openers.items()}
+    return configs, openers, heads
 
 
 def packed_batch(cfg: Config, device: torch.device) -> int | None:
