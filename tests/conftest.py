@@ -68,7 +68,7 @@ def same_environment(first: dict, second: dict) -> bool:
     """Equal but for pytest's PYTEST_CURRENT_TEST, which names the test running, and the PTRAIN_TEST_* variables,
     which only the tests' own hooks read, at run time (tests/kill_at_step.py, disk_filler.py...): the child gets the
     call's own values of both. A killed run and its resume then share the worker's server instead of each paying
-    for a new one (its imports: about 15 s of CPU on 2 busy cores)."""
+    for a new one (its preload took 16 s on the shared 2-core machine)."""
     return import_time_environment(first) == import_time_environment(second)
 
 
