@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from ptrain.data.token_budget import TokenBudgetBatches, budget_batches, padded_length
 from ptrain.errors import ConfigError, DataError
 from ptrain.tasks import load_config
+from ptrain.training.summary import hparams_of
 from tests.conftest import CONFIGS, accelerate_launch, run_cli, scalar_values, tiny_overrides
 from tests.test_resume import assert_same_run
 
@@ -174,3 +175,12 @@ def test_two_processes_split_the_budget_batches_evenly(cache_dir, tmp_path):
     assert f"ptrain: {steps} optimizer steps per epoch, {2 * steps} in total" in result.stdout
     metrics = json.loads((run_folder(tmp_path) / "metrics.json").read_text())
     assert metrics["train"]["optimizer_steps"] == 2 * steps
+
+
+def test_the_hparams_tab_shows_a_budget_in_tokens_not_the_unused_row_count():
+    rows = load_config(CONFIGS / "tiny.yaml", ["train.gradient_accumulation_steps=2"])
+    budget = load_config(
+        CONFIGS / "tiny.yaml", ["train.gradient_accumulation_steps=2", "data.max_tokens_per_batch=512"]
+    )
+    assert hparams_of(rows)["batch"] == 2 * rows.train.per_device_batch_size and "batch_tokens" not in hparams_of(rows)
+    assert hparams_of(budget)["batch_tokens"] == 1024 and "batch" not in hparams_of(budget)

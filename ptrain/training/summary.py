@@ -142,13 +142,15 @@ def write_results(
 
 
 def hparams_of(cfg: Config) -> dict:
-    """The HPARAMS tab's columns: a core set (model, learning rate, batch, epochs, precision, seed) and the keys
-    the config's `hparams` names (a sweep adds the keys it varies)."""
-    train_cfg = cfg.train
+    """The HPARAMS tab's columns: a core set (model, learning rate, batch or batch_tokens, epochs, precision, seed)
+    and the keys the config's `hparams` names (a sweep adds the keys it varies)."""
+    train_cfg, budget = cfg.train, cfg.data.max_tokens_per_batch
+    # per process: rows, or with data.max_tokens_per_batch the padded tokens a step may hold (rows vary)
+    batch = {"batch": train_cfg.per_device_batch_size} if budget is None else {"batch_tokens": budget}
     core = {
         "model": cfg.model.name_or_path or "scratch",
         "learning_rate": train_cfg.learning_rate,
-        "batch": train_cfg.per_device_batch_size * train_cfg.gradient_accumulation_steps,  # per process
+        **{key: value * train_cfg.gradient_accumulation_steps for key, value in batch.items()},
         "epochs": train_cfg.epochs,
         "mixed_precision": train_cfg.mixed_precision,
         "seed": train_cfg.seed,
