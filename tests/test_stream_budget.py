@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from ptrain.data.stream_budget import PENDING, StreamBudgetBatches, packed_rows_per_batch
 from ptrain.data.streaming import EpochStream, ShuffleBuffer, train_stream
 from ptrain.data.token_budget import padded_length
-from ptrain.errors import ConfigError, DataError
+from ptrain.errors import CheckpointError, ConfigError, DataError
 from ptrain.model.loading import load_tokenizer
 from ptrain.tasks import get_task, load_config
 from ptrain.training.streamed_data import open_streams
@@ -77,11 +77,11 @@ def test_the_state_keeps_the_row_that_overflowed_and_resumes_at_it(tmp_path):
     assert taken + list(itertools.islice(iter(second), 15)) == expected
 
 
-def worker_batches(folder: Path, shard_rows: tuple[int, ...]):
+def worker_batches(folder: Path, shard_rows: tuple[int, ...], workers: str = "2", budget: str = "64"):
     """A function giving a fresh training stream of the corpus with data.num_workers=2 and a budget of 64 tokens
     (torchdata snapshots the workers' states every 6 batches), its batches as row numbers."""
     files = write_corpus(folder, shard_rows)
-    extra = {"data.num_workers": "2", "data.max_tokens_per_batch": "64"}
+    extra = {"data.num_workers": workers, "data.max_tokens_per_batch": budget}
     cfg = load_config(CONFIGS / "tiny.yaml", stream_overrides(folder, folder, folder, **extra)[1:])
     stream = datasets.load_dataset("json", data_files=[str(f) for f in files], split="train", streaming=True)
 
@@ -255,3 +255,12 @@ def test_packed_masked_lm_streams_budget_batches_for_max_tokens(tmp_path, cache_
     assert "16 optimizer steps in total (train.max_tokens 3,000 at 192 per step" in result.stdout
     (run_dir,) = (tmp_path / "runs" / "tiny_masked_lm").iterdir()
     assert json.loads((run_dir / "metrics.json").read_text())["train"]["optimizer_steps"] == 16
+
+
+def test_a_budget_checkpoint_resumed_without_the_budget_is_refused_in_one_line(tmp_path):
+    """Its stream holds a row read for the next budget batch, which a run without the budget would drop."""
+    budgeted = worker_batches(tmp_path, (40, 40), workers="0")()
+    list(itertools.islice(budgeted.batches(), 3))
+    budgeted.save(tmp_path, 0)
+    with pytest.raises(CheckpointError, match="resume it with data.max_tokens_per_batch set"):
+        worker_batches(tmp_path, (40, 40), workers="0", budget="null")().load(tmp_path, 0)

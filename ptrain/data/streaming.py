@@ -171,7 +171,13 @@ class TrainStream:
                 f"checkpoint {folder} has no {path.name} (a run without data.streaming, or with fewer processes, "
                 "wrote it); resume it with the config and launch that wrote it"
             )
-        state = json.loads(path.read_text())
+        text = path.read_text()
+        if f'"{PENDING}"' in text and not isinstance(self.loader.dataset, StreamBudgetBatches):
+            raise CheckpointError(  # its row waiting for the next budget batch would be lost
+                f"checkpoint {folder} was written with data.max_tokens_per_batch, and its stream holds a row read for "
+                "the next budget batch; resume it with data.max_tokens_per_batch set"
+            )
+        state = json.loads(text)
         self.loader.load_state_dict(state)
         skipped = self.ledger.load(folder, rank) if self.ledger is not None else ""
         rows = state.get("dataset_state") or {}  # with data.num_workers: one state per worker
