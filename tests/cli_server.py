@@ -31,17 +31,19 @@ def preload() -> None:
 
     import torch
 
-    import ptrain.cli  # noqa: F401
+    import ptrain.cli
     import ptrain.tasks
     import ptrain.training.probe  # noqa: F401
     import ptrain.training.recipe  # noqa: F401
 
     ptrain.tasks.built_in_tasks()
     # Only where torch has no CUDA at all: asking a CUDA build for its devices (as DeepSpeed's accelerator choice
-    # does) starts the CUDA runtime, which a forked child cannot use. DS_ACCELERATOR as ptrain.cli.quiet_libraries
-    # sets it without CUDA, before DeepSpeed first loads.
+    # does) starts the CUDA runtime, which a forked child cannot use. quiet_libraries sets DS_ACCELERATOR (no CUDA)
+    # and MLFLOW_LOGGING_LEVEL before DeepSpeed first loads.
     if not torch.backends.cuda.is_built() and importlib.util.find_spec("deepspeed") is not None:
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        # as `ptrain` does before anything imports DeepSpeed: it imports mlflow, which reads MLFLOW_LOGGING_LEVEL once,
+        # at import (without it a child printed mlflow's INFO store set-up lines that a fresh `ptrain` never prints)
+        ptrain.cli.quiet_libraries()
         import deepspeed  # noqa: F401
 
 
