@@ -23,10 +23,11 @@ from ptrain.errors import CheckpointError, ConfigError, DataError
 from ptrain.model.loading import load_tokenizer
 from ptrain.tasks import get_task, load_config
 from ptrain.training.streamed_data import open_streams
-from tests.conftest import CONFIGS, DATA_DIR, run_cli, scalar_values, tiny_overrides
+from tests.conftest import CONFIGS, run_cli, scalar_values, tiny_overrides
 from tests.test_mixtures import STREAMED, write_streamed_sources
 from tests.test_resume import assert_same_run
-from tests.test_streaming import stream_overrides, write_corpus
+from tests.test_streaming import stream_overrides, train_packed_masked_lm_stream, write_corpus
+from tests.test_token_budget import PLAIN_SGD
 
 BUDGET = 120
 
@@ -117,14 +118,8 @@ def test_a_loader_with_workers_resumes_inside_a_shard(tmp_path):
     resumes_at_the_next_batch(worker_batches(tmp_path, (40, 40, 40, 40)), tmp_path, 11, 19)
 
 
-SAME_ROWS = {  # no dropout, float32, SGD: the step's update is the gradient itself; the stream's own order
-    "model.scratch_config.hidden_dropout_prob": "0",
-    "model.scratch_config.attention_probs_dropout_prob": "0",
-    "train.mixed_precision": "no",
-    "train.fast_paths": "false",
-    "train.optimizer": "sgd",
-    "train.learning_rate": "0.5",
-    "train.warmup_ratio": "0",
+SAME_ROWS = {  # one step of plain SGD over the stream's own order
+    **PLAIN_SGD,
     "train.max_steps": "1",
     "train.eval_every_steps": "1",
     "train.checkpoint_every_steps": "null",
@@ -231,29 +226,11 @@ def test_packed_blocks_fill_a_budget_with_a_fixed_number_or_are_refused():
 def test_packed_masked_lm_streams_budget_batches_for_max_tokens(tmp_path, cache_dir):
     """Packed blocks of 64 tokens, a budget of 200: 3 blocks (192 tokens) a micro-batch, so train.max_tokens=3000 is
     16 steps (15.6 rounded up)."""
-    paragraphs = [p for p in (DATA_DIR / "tiny_shakespeare" / "input.txt").read_text().split("\n\n") if p.strip()]
-    for name, part in {
-        "part-0": paragraphs[:60],
-        "part-1": paragraphs[60:120],
-        "validation": paragraphs[120:150],
-    }.items():
-        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"text": text}) + "\n" for text in part))
-    values = {
-        "output_dir": tmp_path / "runs",
-        "data.cache_dir": cache_dir,
-        "data.train_file": tmp_path / "part-*.jsonl",
-        "data.validation_file": tmp_path / "validation.jsonl",
-        "data.format": "auto",
-        "data.streaming": "true",
-        "data.max_tokens_per_batch": "200",
-        "masked_lm.packing": "true",
-        "train.max_tokens": "3000",
-    }
-    result = run_cli("train", str(CONFIGS / "tiny_masked_lm.yaml"), *[f"{k}={v}" for k, v in values.items()])
-    assert result.returncode == 0, result.stderr[-3000:]
+    result, run_dir = train_packed_masked_lm_stream(
+        tmp_path, cache_dir, **{"data.max_tokens_per_batch": "200", "train.max_tokens": "3000"}
+    )
     assert "per-device batch up to 200 padded tokens (3 packed blocks of 64 tokens)" in result.stdout
     assert "16 optimizer steps in total (train.max_tokens 3,000 at 192 per step" in result.stdout
-    (run_dir,) = (tmp_path / "runs" / "tiny_masked_lm").iterdir()
     assert json.loads((run_dir / "metrics.json").read_text())["train"]["optimizer_steps"] == 16
 
 

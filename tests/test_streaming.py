@@ -140,10 +140,9 @@ def test_two_processes_read_disjoint_parts_that_cover_the_corpus(tmp_path, cache
     assert abs(len(rows[0]) - len(rows[1])) <= len(SHARD_ROWS)
 
 
-@pytest.mark.slow
-@pytest.mark.end_to_end
-def test_packed_masked_lm_streams_for_max_tokens(tmp_path, cache_dir):
-    """Packed blocks of 64 tokens, batch 8: 512 tokens a step, so train.max_tokens=5000 is 10 steps."""
+def train_packed_masked_lm_stream(tmp_path: Path, cache_dir: Path, **settings: str):
+    """configs/tiny_masked_lm.yaml streaming two JSONL shards of tiny-shakespeare paragraphs, packed into blocks of
+    64 tokens, with `settings`; (the CLI's result, the run folder)."""
     paragraphs = [p for p in (DATA_DIR / "tiny_shakespeare" / "input.txt").read_text().split("\n\n") if p.strip()]
     for name, part in {
         "part-0": paragraphs[:60],
@@ -159,12 +158,20 @@ def test_packed_masked_lm_streams_for_max_tokens(tmp_path, cache_dir):
         "data.format": "auto",
         "data.streaming": "true",
         "masked_lm.packing": "true",
-        "train.max_tokens": "5000",
+        **settings,
     }
     result = run_cli("train", str(CONFIGS / "tiny_masked_lm.yaml"), *[f"{k}={v}" for k, v in values.items()])
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "10 optimizer steps in total (train.max_tokens 5,000 at 512 per step" in result.stdout
     (run_dir,) = (tmp_path / "runs" / "tiny_masked_lm").iterdir()
+    return result, run_dir
+
+
+@pytest.mark.slow
+@pytest.mark.end_to_end
+def test_packed_masked_lm_streams_for_max_tokens(tmp_path, cache_dir):
+    """Packed blocks of 64 tokens, batch 8: 512 tokens a step, so train.max_tokens=5000 is 10 steps."""
+    result, run_dir = train_packed_masked_lm_stream(tmp_path, cache_dir, **{"train.max_tokens": "5000"})
+    assert "10 optimizer steps in total (train.max_tokens 5,000 at 512 per step" in result.stdout
     assert json.loads((run_dir / "metrics.json").read_text())["train"]["optimizer_steps"] == 10
 
 

@@ -90,7 +90,7 @@ def test_accelerate_gives_every_process_the_same_number_of_whole_batches(count):
     assert per_process[0] == expected[0::2] and per_process[1][: count // 2] == expected[1::2]
 
 
-SAME_ROWS = {  # 24 rows, no dropout, float32, SGD: the step's update is the gradient itself
+PLAIN_SGD = {  # no dropout, float32, SGD: the step's update is the gradient itself
     "model.scratch_config.hidden_dropout_prob": "0",
     "model.scratch_config.attention_probs_dropout_prob": "0",
     "train.mixed_precision": "no",
@@ -98,6 +98,9 @@ SAME_ROWS = {  # 24 rows, no dropout, float32, SGD: the step's update is the gra
     "train.optimizer": "sgd",
     "train.learning_rate": "0.5",
     "train.warmup_ratio": "0",
+}
+SAME_ROWS = {  # 24 rows in one epoch
+    **PLAIN_SGD,
     "train.epochs": "1",
     "train.log_every_steps": "1",
     "data.max_eval_rows": "32",
